@@ -1,0 +1,40 @@
+# make run   - set up, then serve on 127.0.0.1:5000 with data under ./data
+# make test  - set up, then run every test
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+LISTEN ?= 127.0.0.1:5000
+ROOT ?= ./data
+
+.PHONY: setup run test lint clean clients
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	scripts/setup.sh
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/oci-ref serve --listen $(LISTEN) --root $(ROOT)
+
+# Real clients for tests/interop (root + apt). Without root the interop tests run
+# for the clients found and skip the rest, except under CI=true, where a missing
+# client fails. CLIENTS picks install-clients.sh components.
+CLIENTS ?= apt
+clients:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  OCI_CLIENTS_COMPONENTS="$(CLIENTS)" scripts/install-clients.sh; \
+	else echo "make clients: needs root and apt-get; interop tests use what is installed"; fi
+
+# pytest exit 5 (no tests collected) must fail the run, never pass silently.
+test: setup clients
+	$(PY) -m ruff check oci_ref tests
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	  exit $$rc
+
+lint: setup
+	$(PY) -m ruff check oci_ref tests
+	$(PY) -m ruff format --check oci_ref tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,133 @@
+"""Settings: one frozen value, filled from flags > ``OCI_REF_*`` env > TOML file > defaults.
+
+Every field can be set in all three places under the same name: ``--manifest-max-bytes``,
+``OCI_REF_MANIFEST_MAX_BYTES``, ``manifest_max_bytes = …`` in the TOML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = 'OCI_REF_'
+# Handed from `oci-ref serve` to each uvicorn worker process (workers re-import the
+# app and cannot receive Python objects).
+RESOLVED_ENV = 'OCI_REF__RESOLVED_CONFIG'
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _help(text: str) -> dict[str, str]:
+    return {'help': text}
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = field(default='127.0.0.1:5000', metadata=_help('host:port to serve on'))
+    root: Path = field(default=Path('./data'), metadata=_help('storage directory'))
+    workers: int = field(default=1, metadata=_help('uvicorn worker processes'))
+    log_level: str = field(default='info', metadata=_help('debug, info, warning, error'))
+    access_log: bool = field(default=True, metadata=_help('one log line per request'))
+    # §Pushing Manifests: SHOULD accept at least 4 MB; larger -> 413.
+    manifest_max_bytes: int = field(
+        default=4 * 1024 * 1024, metadata=_help('largest manifest accepted (bytes)')
+    )
+    # A page without `n` (or with a larger one) stops here and carries a Link.
+    page_max: int = field(default=10000, metadata=_help('most tags/repositories per page'))
+    referrers_page_max: int = field(
+        default=1000, metadata=_help('most referrers per page')
+    )
+    fsync: bool = field(default=True, metadata=_help('fsync blobs before committing'))
+
+    @property
+    def host(self) -> str:
+        host, _, _ = self.listen.rpartition(':')
+        return host.strip('[]')
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(':')[2])
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        file: Path | None = None,
+    ) -> Config:
+        """Merge the sources; the config file may also be named by OCI_REF_CONFIG."""
+        environ = os.environ if environ is None else environ
+        flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        values: dict[str, Any] = {}
+        file = file or (Path(environ['OCI_REF_CONFIG']) if 'OCI_REF_CONFIG' in environ
+                        else None)
+        if file is not None:
+            try:
+                with open(file, 'rb') as f:
+                    data = tomllib.load(f)
+            except (OSError, tomllib.TOMLDecodeError) as ex:
+                raise ConfigError(f'cannot read config file {file}: {ex}') from None
+            unknown = set(data) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ConfigError(f'{file}: unknown settings: {", ".join(sorted(unknown))}')
+            values.update(data)
+        for f in fields(cls):
+            env = environ.get(ENV_PREFIX + f.name.upper())
+            if env is not None:
+                values[f.name] = env
+        values.update(flags)
+        return cls(**{k: _convert(cls, k, v) for k, v in values.items()}).validated()
+
+    def validated(self) -> Config:
+        host, sep, port = self.listen.rpartition(':')
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f'listen must be host:port, got {self.listen!r}')
+        if self.workers < 1:
+            raise ConfigError('workers must be at least 1')
+        if self.manifest_max_bytes < 4 * 1024 * 1024:
+            raise ConfigError('manifest_max_bytes must be at least 4 MiB (spec SHOULD)')
+        if self.page_max < 1 or self.referrers_page_max < 1:
+            raise ConfigError('page sizes must be at least 1')
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps({k: str(v) if isinstance(v, Path) else v
+                           for k, v in dataclasses.asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        return cls(**{k: _convert(cls, k, v) for k, v in json.loads(text).items()})
+
+
+def _convert(cls: type[Config], name: str, value: Any) -> Any:
+    types = {f.name: f.type for f in fields(cls)}
+    if name not in types:
+        raise ConfigError(f'unknown setting {name!r}')
+    kind = types[name]
+    try:
+        if kind == 'bool':
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ('1', 'true', 'yes', 'on'):
+                return True
+            if text in ('0', 'false', 'no', 'off'):
+                return False
+            raise ValueError(value)
+        if kind == 'int':
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind == 'Path':
+            return Path(value)
+        return str(value)
+    except ValueError:
+        raise ConfigError(f'{name}: invalid value {value!r} (expected {kind})') from None

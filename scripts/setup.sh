@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create .venv with oci-ref and its test dependencies, on a fresh Debian machine too.
+# Installs Debian's python3-venv when venv cannot work and we are root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if ! command -v "$PYTHON" >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv
+  else
+    echo "setup: $PYTHON not found; install Python >= 3.11" >&2; exit 1
+  fi
+fi
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup: Python >= 3.11 is required ($("$PYTHON" --version))" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      ver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      apt-get update -q
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "python${ver}-venv" || \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+      "$PYTHON" -m venv .venv
+    else
+      echo "setup: '$PYTHON -m venv' failed; install python3-venv (apt)" >&2; exit 1
+    fi
+  fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+touch .venv/.installed
