@@ -1,0 +1,374 @@
+"""Manifest validation without HTTP: media type, JSON Schema, digests, embedded data.
+
+Used by the manifest PUT responder (end-7) and by the offline CLI. The rules follow
+registry-checklist §2.1-§2.2. They are lenient where the conformance suites and real
+clients need it (empty ``layers``, no ``mediaType``, unknown or null fields, layers
+never uploaded) and strict where content addressing depends on it (digest grammar and
+algorithms, embedded ``data``). Structure lives in our JSON Schemas (``schemas/``):
+each rule-bearing subschema has a ``description`` (the rule) and an ``x-spec`` (the
+spec section), copied into the error ``detail`` so the client learns what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
+from oci_ref.reference import digest_problem
+
+OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
+DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST})
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+OCI_TYPES = frozenset({OCI_MANIFEST, OCI_INDEX})
+
+# Checklist §2.1.3: these Content-Types say nothing about the format; the body decides
+# (containerd 1.2 pushed manifests as application/octet-stream).
+GENERIC_TYPES = frozenset({'', 'application/octet-stream', 'application/json'})
+# Docker schema 1 is deprecated. containers/image reacts to MANIFEST_INVALID by trying
+# another format, so refusing it is safe.
+DOCKER_SCHEMA1 = 'application/vnd.docker.distribution.manifest.v1+json'
+SCHEMA1_TYPES = frozenset(
+    {DOCKER_SCHEMA1, 'application/vnd.docker.distribution.manifest.v1+prettyjws'}
+)
+# image-spec layer.md §Non-Distributable Layers and manifest-v2-2.md (foreign layers):
+# clients never push these, they fetch them from their ``urls``.
+NONDISTRIBUTABLE_PREFIX = 'application/vnd.oci.image.layer.nondistributable.'
+DOCKER_FOREIGN_LAYER = 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip'
+
+SCHEMA_BASE = 'https://oci-ref.dev/schemas/'
+_SCHEMA_FILES = {
+    OCI_MANIFEST: 'image-manifest.schema.json',
+    OCI_INDEX: 'image-index.schema.json',
+    DOCKER_MANIFEST: 'docker-manifest-v2.schema.json',
+    DOCKER_LIST: 'docker-manifest-list-v2.schema.json',
+    OCI_CONFIG: 'image-config.schema.json',
+}
+_PUSH_SPEC = 'distribution-spec §Pushing Manifests'
+# A 400 that lists thousands of failures helps nobody. The CLI (check) still gets all.
+MAX_REPORTED = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    urls: tuple[str, ...] = ()
+    annotations: dict[str, str] | None = None
+    artifact_type: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Descriptor:
+        """Build from a schema-valid descriptor object."""
+        annotations = obj.get('annotations')
+        return cls(
+            media_type=obj['mediaType'],
+            digest=obj['digest'],
+            size=obj['size'],
+            urls=tuple(obj.get('urls') or ()),
+            annotations=dict(annotations) if annotations is not None else None,
+            artifact_type=obj.get('artifactType') or None,
+        )
+
+    @property
+    def is_nondistributable(self) -> bool:
+        return (
+            self.media_type.startswith(NONDISTRIBUTABLE_PREFIX)
+            or self.media_type == DOCKER_FOREIGN_LAYER
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedManifest:
+    media_type: str  # the effective type, stored and served back as Content-Type
+    config: Descriptor | None
+    layers: tuple[Descriptor, ...]
+    manifests: tuple[Descriptor, ...]  # index children
+    subject: Descriptor | None
+    artifact_type: str | None  # what the referrers API reports (distribution-spec R62)
+    annotations: dict[str, str] | None
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    def required_blobs(self) -> tuple[Descriptor, ...]:
+        """The config and layers that must already be in the repository.
+
+        Non-distributable layers are skipped, judged by media type only. The redesigned
+        suite's "non-distributable-layers" image has two layers it never uploads
+        (``…nondistributable.v1.tar+gzip`` and ``…nondistributable.v1.tar``, both also
+        with ``urls``) next to an ordinary, uploaded gzip layer: the media type covers
+        it. An ordinary layer with ``urls`` must still be present: ``urls`` is only a
+        MAY-download hint (descriptor.md), and containerd and ggcr choose what to skip
+        by media type, so they do push such layers.
+        """
+        if self.is_index or self.config is None:
+            return ()
+        return (self.config, *(d for d in self.layers if not d.is_nondistributable))
+
+
+class _Reject(Exception):
+    """A failure after which nothing else can be judged (bad JSON, unknown type)."""
+
+
+def _failure(rule: str, path: str, spec: str, **extra: Any) -> dict[str, Any]:
+    return {'rule': rule, 'path': path, 'spec': spec, **extra}
+
+
+def schema_dir() -> Path:
+    """``oci_ref/_schemas`` in an installed wheel (the build maps the top-level
+    ``schemas/`` there), else ``schemas/`` in the source checkout."""
+    try:
+        packaged = Path(str(resources.files('oci_ref').joinpath('_schemas')))
+        if packaged.is_dir():
+            return packaged
+    except (ModuleNotFoundError, OSError, TypeError, ValueError):
+        pass
+    return Path(__file__).resolve().parent.parent / 'schemas'
+
+
+@cache
+def _validators() -> dict[str, Validator]:
+    """Compile each schema once. Relative ``$ref``s resolve through a registry of
+    our own files only: nothing is fetched from the network."""
+    found = [
+        json.loads(path.read_text(encoding='utf-8'))
+        for path in sorted(schema_dir().glob('*.schema.json'))
+    ]
+    registry: Registry[Any] = Registry().with_resources(
+        (doc['$id'], DRAFT202012.create_resource(doc)) for doc in found
+    )
+    return {
+        media_type: Draft202012Validator(
+            registry.contents(SCHEMA_BASE + name), registry=registry
+        )
+        for media_type, name in _SCHEMA_FILES.items()
+    }
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f'{name} is not valid JSON')
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    rule = 'the request body is a manifest: a UTF-8 encoded JSON object'
+    if not body.strip():
+        raise _Reject(_failure(rule, '', _PUSH_SPEC, reason='the body is empty'))
+    try:
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16 and UTF-32.
+        # Decimal fractions: draft 2020-12 counts the float 2.0 as an integer, but Go
+        # clients and registries refuse it for schemaVersion and size (int64), and a
+        # Decimal is a number yet never an integer. Unknown fields are never re-encoded.
+        text = body.decode('utf-8')
+        doc = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _Reject(_failure(rule, '', _PUSH_SPEC, reason=str(exc)[:200])) from None
+    if not isinstance(doc, dict):
+        reason = f'the body is a JSON {type(doc).__name__}, not an object'
+        raise _Reject(_failure(rule, '', _PUSH_SPEC, reason=reason))
+    return doc
+
+
+def _unsupported(media_type: str, path: str, known: frozenset[str]) -> _Reject:
+    if media_type in SCHEMA1_TYPES:
+        reason = 'Docker schema 1 is deprecated and not accepted; push schema 2 or OCI'
+    else:
+        reason = f'{media_type[:100]!r} is not a manifest type this registry stores'
+    rule = f'a manifest has a supported media type: {", ".join(sorted(known))}'
+    extra = {'reason': reason, 'supported': sorted(known)}
+    return _Reject(_failure(rule, path, _PUSH_SPEC, **extra))
+
+
+def _effective_type(
+    doc: dict[str, Any], content_type: str | None, known: frozenset[str]
+) -> str:
+    """Checklist §2.1: the Content-Type (parameters stripped, R44), else the body's
+    ``mediaType``, else the shape of the body. If both are given, they must agree."""
+    declared = (content_type or '').split(';', 1)[0].strip().lower()
+    body_type = doc.get('mediaType')
+    if declared not in GENERIC_TYPES:
+        if declared not in known:
+            raise _unsupported(declared, '', known)
+        # image-spec: mediaType is optional (SHOULD), so absence is fine (legacy suite).
+        if body_type is not None and body_type != declared:
+            rule = 'the body mediaType, when present, equals the Content-Type header'
+            reason = f'Content-Type {declared!r}, mediaType {str(body_type)[:100]!r}'
+            raise _Reject(_failure(rule, '/mediaType', _PUSH_SPEC, reason=reason))
+        return declared
+    if body_type is not None:
+        if not isinstance(body_type, str) or body_type not in known:
+            raise _unsupported(str(body_type), '/mediaType', known)
+        return body_type
+    if doc.get('schemaVersion') == 1:
+        raise _unsupported(DOCKER_SCHEMA1, '', known)
+    if 'manifests' in doc:
+        return OCI_INDEX
+    if OCI_CONFIG in known and 'rootfs' in doc and 'layers' not in doc:
+        return OCI_CONFIG
+    if 'config' in doc:
+        return OCI_MANIFEST
+    rule = 'with no manifest Content-Type or mediaType, a body has config or manifests'
+    raise _Reject(_failure(rule, '', _PUSH_SPEC, reason='the type cannot be told'))
+
+
+def _pointer(parts: Any) -> str:
+    return ''.join('/' + str(p).replace('~', '~0').replace('/', '~1') for p in parts)
+
+
+def _schema_failures(validator: Validator, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One failure per failed rule; ``description`` and ``x-spec`` come from the
+    failing subschema (every rule-bearing one has both; the root is a fallback)."""
+    root: Any = validator.schema
+    failures: dict[tuple[str, str], dict[str, Any]] = {}
+    for error in validator.iter_errors(doc):
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        rule = schema.get('description', root['description'])
+        spec = schema.get('x-spec', root['x-spec'])
+        path = _pointer(error.absolute_path)
+        if error.validator == 'required':
+            # One error per missing member; name the member itself in the path.
+            names: Any = error.validator_value
+            present: Any = error.instance
+            for name in (n for n in names if n not in present):
+                at, reason = f'{path}/{name}', f'{name!r} is missing'
+                failures.setdefault((at, rule), _failure(rule, at, spec, reason=reason))
+            continue
+        if error.validator == 'not':
+            reason = 'this member is not allowed in this type of document'
+        else:
+            reason = error.message[:200]
+        failures.setdefault((path, rule), _failure(rule, path, spec, reason=reason))
+    return list(failures.values())
+
+
+def _descriptor_slots(doc: dict[str, Any], media_type: str) -> Iterator[tuple[str, Any]]:
+    """Every descriptor this document type defines; members that belong to another
+    type are left to the schema's type-confusion rules."""
+    key = 'manifests' if media_type in INDEX_TYPES else 'layers'
+    if key == 'layers':
+        yield '/config', doc.get('config')
+    items: Any = doc.get(key)
+    items = items if isinstance(items, list) else []
+    yield from ((f'/{key}/{i}', d) for i, d in enumerate(items))
+    # subject is an OCI field; in Docker formats it is an unknown field and is ignored.
+    if media_type in OCI_TYPES:
+        yield '/subject', doc.get('subject')
+
+
+def _data_problem(data: str, digest: str, size: int) -> tuple[str, str] | None:
+    """(rule, reason) when ``data`` is not the referenced content. descriptor.md: data
+    is base64 (RFC 4648) of exactly the referenced bytes, so size and digest match."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return 'data is padded standard base64 (RFC 4648 §4)', 'not valid base64'
+    if len(raw) != size:
+        return 'decoded data is exactly size bytes', f'{len(raw)} bytes, size {size}'
+    algorithm, _, encoded = digest.partition(':')
+    actual = hashlib.new(algorithm, raw).hexdigest()
+    if actual != encoded:
+        return 'decoded data hashes to digest', f'data is {algorithm}:{actual}'
+    return None
+
+
+def _descriptor_failures(
+    doc: dict[str, Any], media_type: str, seen: set[str]
+) -> list[dict[str, Any]]:
+    """Rules left to code: registered algorithms (the schema keeps the generic
+    grammar, as descriptor.md asks) and embedded data. Paths the schema already
+    reported are skipped, so one mistake gives one failure."""
+    failures = []
+    for path, desc in _descriptor_slots(doc, media_type):
+        # Anything not shaped like a descriptor was already reported by the schema.
+        shape = {path, f'{path}/digest', f'{path}/size'}
+        if not isinstance(desc, dict) or seen & shape:
+            continue
+        digest, size, data = desc['digest'], desc['size'], desc.get('data')
+        if problem := digest_problem(digest):
+            rule = 'digests are sha256 (64) or sha512 (128 lower-case hex digits)'
+            spec = 'image-spec descriptor.md §Registered algorithms'
+            failures.append(_failure(rule, f'{path}/digest', spec, reason=problem))
+        elif isinstance(data, str) and (found := _data_problem(data, digest, size)):
+            spec = 'image-spec descriptor.md §Properties: data'
+            failures.append(_failure(found[0], f'{path}/data', spec, reason=found[1]))
+    return failures
+
+
+def _validate(
+    body: bytes, content_type: str | None, known: frozenset[str]
+) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    doc = _decode(body)
+    media_type = _effective_type(doc, content_type, known)
+    failures = _schema_failures(_validators()[media_type], doc)
+    if media_type != OCI_CONFIG:
+        failures += _descriptor_failures(doc, media_type, {f['path'] for f in failures})
+    return media_type, doc, failures
+
+
+def _build(doc: dict[str, Any], media_type: str) -> ParsedManifest:
+    index = media_type in INDEX_TYPES
+    oci = media_type in OCI_TYPES
+    config = None if index else Descriptor.from_json(doc['config'])
+    subject = doc.get('subject') if oci else None
+    # R62: artifactType, else (image manifests) config.mediaType; empty means absent.
+    artifact_type = (doc.get('artifactType') if oci else None) or None
+    if artifact_type is None and config is not None:
+        artifact_type = config.media_type or None
+    annotations = doc.get('annotations') if oci else None
+    return ParsedManifest(
+        media_type=media_type,
+        config=config,
+        layers=() if index else tuple(map(Descriptor.from_json, doc['layers'])),
+        manifests=tuple(map(Descriptor.from_json, doc['manifests'])) if index else (),
+        subject=Descriptor.from_json(subject) if subject is not None else None,
+        artifact_type=artifact_type,
+        annotations=dict(annotations) if annotations is not None else None,
+    )
+
+
+def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
+    """Validate a pushed manifest. On failure raise 400 MANIFEST_INVALID with one error
+    entry per failed rule; on success return what the registry stores and indexes."""
+    try:
+        media_type, doc, failures = _validate(body, content_type, MANIFEST_TYPES)
+    except _Reject as reject:
+        media_type, doc, failures = '', {}, [reject.args[0]]
+    if not failures:
+        return _build(doc, media_type)
+    shown = failures[:MAX_REPORTED]
+    if len(failures) > MAX_REPORTED:
+        shown[-1] = {**shown[-1], 'omitted_failures': len(failures) - MAX_REPORTED}
+    code = ErrorCode.MANIFEST_INVALID
+    raise RegistryError.of(
+        [ErrorEntry(code, f'{code.message}: {f["rule"]}', f) for f in shown]
+    )
+
+
+def check(body: bytes, content_type: str | None = None) -> list[dict[str, Any]]:
+    """For the CLI: every failed rule as ``{'rule', 'path', 'spec', 'reason', …}``, or
+    ``[]`` when valid. Image configurations are checked as well when declared as, or
+    recognised as, application/vnd.oci.image.config.v1+json."""
+    try:
+        return _validate(body, content_type, MANIFEST_TYPES | {OCI_CONFIG})[2]
+    except _Reject as reject:
+        return [reject.args[0]]
