@@ -1,0 +1,362 @@
+"""Registry metadata in SQLite (WAL) through sqlite-utils.
+
+Tables (created by the migrations below; the bytes of blobs live in blobstore.py):
+
+- ``repositories(name)``: a repository exists once something was pushed or mounted.
+- ``blobs(digest, size)``: every verified file in the content-addressed tree.
+- ``repo_blobs(repo, digest)``: which repository may see which blob. Blobs are
+  repository-scoped (a blob is visible in B only after a push or mount into B).
+- ``manifests(repo, digest, media_type, size, content, subject, artifact_type,
+  annotations)``: manifests byte for byte; ``subject``/``artifact_type``/
+  ``annotations`` are what the referrers API (end-12) lists.
+- ``manifest_refs(repo, digest, child)``: what each manifest references (for GC).
+- ``tags(repo, tag, digest)``: case-sensitive tags; BINARY collation = ASCII order.
+- ``uploads(id, repo, size, algorithm)``: open upload sessions; the state is here and
+  in the spool file, never in process memory, so any worker can serve any request.
+
+Each method is synchronous and does its writes inside one ``atomic()`` block with no
+``await`` inside, so concurrent coroutines never join each other's transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations('oci-ref')
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db['repositories'].create({'name': str, 'created_at': float}, pk='name')
+    db['blobs'].create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
+    db['repo_blobs'].create(
+        {'repo': str, 'digest': str, 'created_at': float}, pk=('repo', 'digest')
+    )
+    db['repo_blobs'].create_index(['digest'])
+    db['manifests'].create(
+        {
+            'repo': str,
+            'digest': str,
+            'media_type': str,
+            'size': int,
+            'content': bytes,
+            'subject': str,
+            'artifact_type': str,
+            'annotations': str,
+            'created_at': float,
+        },
+        pk=('repo', 'digest'),
+        not_null={'media_type', 'size', 'content'},
+    )
+    db['manifests'].create_index(['repo', 'subject', 'digest'])
+    db['manifest_refs'].create(
+        {'repo': str, 'digest': str, 'child': str}, pk=('repo', 'digest', 'child')
+    )
+    db['manifest_refs'].create_index(['child'])
+    db['tags'].create(
+        {'repo': str, 'tag': str, 'digest': str, 'updated_at': float},
+        pk=('repo', 'tag'),
+        not_null={'digest'},
+    )
+    db['tags'].create_index(['repo', 'digest'])
+    db['uploads'].create(
+        {
+            'id': str,
+            'repo': str,
+            'size': int,
+            'algorithm': str,
+            'started_at': float,
+            'updated_at': float,
+        },
+        pk='id',
+        not_null={'repo', 'size'},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    id: str
+    repo: str
+    size: int
+    algorithm: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    size: int
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+class Metadata:
+    def __init__(self, path: Path):
+        # One connection per process, used only from the event loop's thread.
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = Database(conn)
+        self.db.execute('PRAGMA journal_mode=WAL')
+        # WAL + NORMAL: a killed process loses no committed transaction.
+        self.db.execute('PRAGMA synchronous=NORMAL')
+        self.db.execute('PRAGMA busy_timeout=10000')
+        migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.db.execute(sql, params).fetchone()
+
+    # -- repositories and blobs --------------------------------------------------
+
+    def repo_exists(self, repo: str) -> bool:
+        return self._one('SELECT 1 FROM repositories WHERE name = ?', [repo]) is not None
+
+    def _ensure_repo(self, repo: str, now: float) -> None:
+        self.db.execute(
+            'INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?, ?)',
+            [repo, now],
+        )
+
+    def link_blob(self, repo: str, digest: str, size: int) -> None:
+        now = time.time()
+        with self.db.atomic():
+            self._ensure_repo(repo, now)
+            self.db.execute(
+                'INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)',
+                [digest, size, now],
+            )
+            self.db.execute(
+                'INSERT OR IGNORE INTO repo_blobs (repo, digest, created_at) '
+                'VALUES (?, ?, ?)',
+                [repo, digest, now],
+            )
+
+    def blob_size(self, repo: str, digest: str) -> int | None:
+        row = self._one(
+            'SELECT b.size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest '
+            'WHERE r.repo = ? AND r.digest = ?',
+            [repo, digest],
+        )
+        return None if row is None else int(row[0])
+
+    def blob_repos(self, digest: str) -> list[str]:
+        """Repositories that link ``digest`` (for mounts without ``from``)."""
+        rows = self.db.execute(
+            'SELECT repo FROM repo_blobs WHERE digest = ? ORDER BY repo', [digest]
+        )
+        return [r[0] for r in rows]
+
+    def global_blob_size(self, digest: str) -> int | None:
+        row = self._one('SELECT size FROM blobs WHERE digest = ?', [digest])
+        return None if row is None else int(row[0])
+
+    def unlink_blob(self, repo: str, digest: str) -> bool:
+        with self.db.atomic():
+            cur = self.db.execute(
+                'DELETE FROM repo_blobs WHERE repo = ? AND digest = ?', [repo, digest]
+            )
+        return cur.rowcount > 0
+
+    def missing_blobs(self, repo: str, digests: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return []
+        have = {
+            r[0]
+            for r in self.db.execute(
+                'SELECT digest FROM repo_blobs WHERE repo = ? AND digest IN '
+                f'({",".join("?" * len(wanted))})',
+                [repo, *wanted],
+            )
+        }
+        return [d for d in wanted if d not in have]
+
+    def missing_children(self, repo: str, digests: Iterable[str]) -> list[str]:
+        """Index children must exist in ``repo`` as manifests or as blobs."""
+        missing = self.missing_blobs(repo, digests)
+        if not missing:
+            return []
+        have = {
+            r[0]
+            for r in self.db.execute(
+                'SELECT digest FROM manifests WHERE repo = ? AND digest IN '
+                f'({",".join("?" * len(missing))})',
+                [repo, *missing],
+            )
+        }
+        return [d for d in missing if d not in have]
+
+    # -- upload sessions ---------------------------------------------------------
+
+    def create_upload(self, session_id: str, repo: str, algorithm: str | None) -> None:
+        now = time.time()
+        self.db.execute(
+            'INSERT INTO uploads (id, repo, size, algorithm, started_at, updated_at) '
+            'VALUES (?, ?, 0, ?, ?, ?)',
+            [session_id, repo, algorithm, now, now],
+        )
+
+    def get_upload(self, session_id: str) -> Upload | None:
+        row = self._one(
+            'SELECT id, repo, size, algorithm FROM uploads WHERE id = ?', [session_id]
+        )
+        return None if row is None else Upload(*row)
+
+    def set_upload_size(self, session_id: str, size: int) -> None:
+        self.db.execute(
+            'UPDATE uploads SET size = ?, updated_at = ? WHERE id = ?',
+            [size, time.time(), session_id],
+        )
+
+    def delete_upload(self, session_id: str) -> bool:
+        cur = self.db.execute('DELETE FROM uploads WHERE id = ?', [session_id])
+        return cur.rowcount > 0
+
+    def finish_upload(self, session_id: str, repo: str, digest: str, size: int) -> None:
+        """Link the committed blob and close the session in one transaction."""
+        with self.db.atomic():
+            self.link_blob(repo, digest, size)
+            self.db.execute('DELETE FROM uploads WHERE id = ?', [session_id])
+
+    # -- manifests and tags ------------------------------------------------------
+
+    def put_manifest(
+        self,
+        repo: str,
+        digest: str,
+        media_type: str,
+        content: bytes,
+        *,
+        subject: str | None,
+        artifact_type: str | None,
+        annotations: dict[str, str] | None,
+        refs: Iterable[str],
+        tags: Sequence[str],
+    ) -> None:
+        now = time.time()
+        with self.db.atomic():
+            self._ensure_repo(repo, now)
+            self.db.execute(
+                'INSERT INTO manifests (repo, digest, media_type, size, content, '
+                'subject, artifact_type, annotations, created_at) '
+                'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) '
+                'ON CONFLICT (repo, digest) DO UPDATE SET media_type = excluded.media_type',
+                [
+                    repo,
+                    digest,
+                    media_type,
+                    len(content),
+                    content,
+                    subject,
+                    artifact_type,
+                    None if annotations is None else json.dumps(annotations),
+                    now,
+                ],
+            )
+            self.db.conn.executemany(
+                'INSERT OR IGNORE INTO manifest_refs (repo, digest, child) '
+                'VALUES (?, ?, ?)',
+                [(repo, digest, child) for child in dict.fromkeys(refs)],
+            )
+            self.db.conn.executemany(
+                'INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?) '
+                'ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, '
+                'updated_at = excluded.updated_at',
+                [(repo, tag, digest, now) for tag in tags],
+            )
+
+    def get_manifest(self, repo: str, digest: str) -> ManifestRecord | None:
+        row = self._one(
+            'SELECT digest, media_type, size, content FROM manifests '
+            'WHERE repo = ? AND digest = ?',
+            [repo, digest],
+        )
+        return None if row is None else ManifestRecord(*row)
+
+    def get_tagged_manifest(self, repo: str, tag: str) -> ManifestRecord | None:
+        row = self._one(
+            'SELECT m.digest, m.media_type, m.size, m.content FROM tags t '
+            'JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest '
+            'WHERE t.repo = ? AND t.tag = ?',
+            [repo, tag],
+        )
+        return None if row is None else ManifestRecord(*row)
+
+    def manifest_exists(self, repo: str, digest: str) -> bool:
+        row = self._one(
+            'SELECT 1 FROM manifests WHERE repo = ? AND digest = ?', [repo, digest]
+        )
+        return row is not None
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """Delete by digest: the manifest and every tag pointing at it (spec §Deleting)."""
+        with self.db.atomic():
+            cur = self.db.execute(
+                'DELETE FROM manifests WHERE repo = ? AND digest = ?', [repo, digest]
+            )
+            if cur.rowcount:
+                self.db.execute(
+                    'DELETE FROM tags WHERE repo = ? AND digest = ?', [repo, digest]
+                )
+                self.db.execute(
+                    'DELETE FROM manifest_refs WHERE repo = ? AND digest = ?',
+                    [repo, digest],
+                )
+        return cur.rowcount > 0
+
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        cur = self.db.execute('DELETE FROM tags WHERE repo = ? AND tag = ?', [repo, tag])
+        return cur.rowcount > 0
+
+    # -- listings ----------------------------------------------------------------
+
+    def tags(self, repo: str, last: str | None, limit: int) -> list[str]:
+        rows = self.db.execute(
+            'SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?',
+            [repo, last or '', limit],
+        )
+        return [r[0] for r in rows]
+
+    def repositories(self, last: str | None, limit: int) -> list[str]:
+        rows = self.db.execute(
+            'SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?',
+            [last or '', limit],
+        )
+        return [r[0] for r in rows]
+
+    def referrers(
+        self, repo: str, subject: str, artifact_type: str | None, last: str | None,
+        limit: int,
+    ) -> list[Referrer]:
+        sql = (
+            'SELECT digest, media_type, size, artifact_type, annotations FROM manifests '
+            'WHERE repo = ? AND subject = ? AND digest > ?'
+        )
+        params: list[Any] = [repo, subject, last or '']
+        if artifact_type is not None:
+            sql += ' AND artifact_type = ?'
+            params.append(artifact_type)
+        sql += ' ORDER BY digest LIMIT ?'
+        params.append(limit)
+        return [
+            Referrer(d, mt, size, at, None if ann is None else json.loads(ann))
+            for d, mt, size, at, ann in self.db.execute(sql, params)
+        ]

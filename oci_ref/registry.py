@@ -1,0 +1,483 @@
+"""The registry service: every distribution-spec operation, without HTTP.
+
+It orchestrates the blob store (bytes) and the metadata (SQLite) and raises
+RegistryError with the spec's codes; the api/ resources only translate HTTP to calls
+here and results back to headers.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from oci_ref.blobstore import BlobStore, BodyTooLarge, SpoolBusy, SpoolMissing
+from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
+from oci_ref.manifest import ParsedManifest, parse_manifest
+from oci_ref.metadata import ManifestRecord, Metadata, Referrer, Upload
+from oci_ref.reference import (
+    TAG_RULE,
+    Digest,
+    digest_problem,
+    is_digest_reference,
+    is_valid_name,
+    is_valid_tag,
+)
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+SESSION_ID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
+# end-7b: the spec asks registries to accept at least 10 ?tag= values; past our
+# limit the spec's answer is 414.
+MAX_TAGS_PER_PUT = 100
+# Streaming hashers kept per process for sessions between requests (see _hashers).
+HASHER_CACHE_SIZE = 1024
+
+
+def upload_location(name: str, session_id: str) -> str:
+    return f'/v2/{name}/blobs/uploads/{session_id}'
+
+
+def blob_location(name: str, digest: Digest | str) -> str:
+    return f'/v2/{name}/blobs/{digest}'
+
+
+def manifest_location(name: str, digest: Digest | str) -> str:
+    return f'/v2/{name}/manifests/{digest}'
+
+
+def upload_range(size: int) -> str:
+    # §Pushing a blob in chunks: Range is 0-<last byte received>, inclusive, no
+    # "bytes=" prefix; an empty session reports 0-0 as distribution does.
+    return f'0-{max(size - 1, 0)}'
+
+
+@dataclass(frozen=True, slots=True)
+class PushedManifest:
+    digest: Digest
+    subject: str | None
+    tags: tuple[str, ...]
+
+
+T = TypeVar('T')
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    more: bool
+
+
+class Registry:
+    def __init__(self, root: Path, *, fsync: bool = True):
+        root.mkdir(parents=True, exist_ok=True)
+        self.store = BlobStore(root, fsync=fsync)
+        self.meta = Metadata(root / 'oci-ref.db')
+        # session id -> (offset, {algorithm: hasher}). Hash objects cannot be
+        # persisted, so they only save the re-read at commit when the same process
+        # sees every chunk of a session (the common case); any gap -> re-hash.
+        self._hashers: OrderedDict[str, tuple[int, dict[str, _Hash]]] = OrderedDict()
+
+    def close(self) -> None:
+        self.meta.close()
+
+    # -- blobs (end-2, end-10) ---------------------------------------------------
+
+    def blob_size(self, name: str, digest: str) -> tuple[Digest, int]:
+        d = Digest.parse(digest)
+        size = self.meta.blob_size(name, str(d))
+        if size is None:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={'digest': str(d)})
+        return d, size
+
+    def delete_blob(self, name: str, digest: str) -> None:
+        d = Digest.parse(digest)
+        if not self.meta.unlink_blob(name, str(d)):
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={'digest': str(d)})
+
+    # -- uploads (end-4a/4b/4c, end-5, end-6, end-11, end-13, end-14) ---------------
+
+    def start_upload(self, name: str, algorithm: str | None = None) -> Upload:
+        session_id = str(uuid.uuid4())
+        # Spool first, row second: a row never points at a missing spool.
+        self.store.create_spool(session_id)
+        self.meta.create_upload(session_id, name, algorithm)
+        return Upload(session_id, name, 0, algorithm)
+
+    def mount_blob(self, name: str, digest: str, from_: str | None) -> Digest | None:
+        """end-11: link an existing blob into ``name``; None means "not mountable".
+
+        The spec falls back to a normal upload (202) when the mount arguments are
+        invalid or the blob is not found, so nothing here raises.
+        """
+        if digest_problem(digest) is not None:
+            return None
+        if from_ is not None:
+            if not is_valid_name(from_):
+                return None
+            sources = [from_]
+        else:
+            # Anonymous mount: any repository the caller may read (all, when open).
+            sources = self.meta.blob_repos(digest)
+        for source in sources:
+            size = self.meta.blob_size(source, digest)
+            d = Digest.parse(digest)
+            if size is not None and self.store.exists(d):
+                self.meta.link_blob(name, digest, size)
+                return d
+        return None
+
+    def get_upload(self, name: str, session_id: str) -> Upload:
+        upload = None
+        if SESSION_ID_RE.fullmatch(session_id):
+            upload = self.meta.get_upload(session_id)
+        if upload is None or upload.repo != name:
+            # A session is bound to the repository it was opened for.
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={'session_id': session_id[:100]}
+            )
+        return upload
+
+    def cancel_upload(self, name: str, session_id: str) -> None:
+        upload = self.get_upload(name, session_id)
+        self.meta.delete_upload(upload.id)
+        self.store.discard_spool(self.store.spool_path(upload.id))
+        self._hashers.pop(upload.id, None)
+
+    async def push_monolithic(
+        self, name: str, digests: list[str], body: AsyncIterator[bytes]
+    ) -> Digest:
+        """end-4b: POST ?digest= with the whole blob in the body."""
+        wanted = _parse_digests(digests)
+        spool = self.store.temp_spool()
+        try:
+            with self.store.locked_spool(spool) as fd:
+                hashers = {d.algorithm: d.hasher() for d in wanted}
+                size = await self.store.append(fd, 0, body, list(hashers.values()))
+                _verify(wanted, {a: h.hexdigest() for a, h in hashers.items()})
+                self.store.commit(spool, wanted[0])
+        finally:
+            self.store.discard_spool(spool)
+        self.meta.link_blob(name, str(wanted[0]), size)
+        return wanted[0]
+
+    async def append_chunk(
+        self,
+        name: str,
+        session_id: str,
+        body: AsyncIterator[bytes],
+        content_range: tuple[int, int] | ValueError | None,
+        content_length: int | None,
+    ) -> Upload:
+        """end-5: PATCH a chunk (with Content-Range) or a stream (without)."""
+        upload = self.get_upload(name, session_id)
+        with self._locked(upload) as (fd, upload):
+            written = await self._write_chunk(fd, upload, body, content_range,
+                                              content_length)
+            size = upload.size + written
+            self.meta.set_upload_size(upload.id, size)
+        return Upload(upload.id, name, size, upload.algorithm)
+
+    async def finish_upload(
+        self,
+        name: str,
+        session_id: str,
+        digests: list[str],
+        body: AsyncIterator[bytes],
+        content_range: tuple[int, int] | ValueError | None,
+        content_length: int | None,
+    ) -> Digest:
+        """end-6: PUT ?digest=, with an optional last chunk; verify, commit, link."""
+        upload = self.get_upload(name, session_id)
+        wanted = _parse_digests(digests)
+        with self._locked(upload) as (fd, upload):
+            written = await self._write_chunk(fd, upload, body, content_range,
+                                              content_length)
+            size = upload.size + written
+            spool = self.store.spool_path(upload.id)
+            cached = self._hashers.pop(upload.id, None)
+            hashers = cached[1] if cached and cached[0] == size else {}
+            actual = {
+                d.algorithm: (
+                    hashers[d.algorithm].hexdigest()
+                    if d.algorithm in hashers
+                    else self.store.hash_file(spool, d.algorithm)
+                )
+                for d in wanted
+            }
+            try:
+                _verify(wanted, actual)
+            except RegistryError:
+                # The session survives a bad digest; only this request's chunk goes.
+                self.store.truncate(fd, upload.size)
+                raise
+            self.store.commit(spool, wanted[0])
+        self.meta.finish_upload(upload.id, name, str(wanted[0]), size)
+        return wanted[0]
+
+    @contextmanager
+    def _locked(self, upload: Upload) -> Iterator[tuple[int, Upload]]:
+        """Lock a session's spool and re-read its state under the lock.
+
+        Between our first look and the lock another worker may have appended,
+        finished or cancelled the session; and a spool shorter than the recorded
+        size lost data in a crash, so that session cannot be continued.
+        """
+        path = self.store.spool_path(upload.id)
+        try:
+            with self.store.locked_spool(path, create=False) as fd:
+                fresh = self.meta.get_upload(upload.id)
+                if fresh is None or path.stat().st_size < fresh.size:
+                    raise RegistryError(
+                        ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={'session_id': upload.id}
+                    )
+                yield fd, fresh
+        except SpoolMissing:
+            self.meta.delete_upload(upload.id)
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={'session_id': upload.id}
+            ) from None
+        except SpoolBusy:
+            raise self._range_error(
+                upload, 'another request is writing to this session'
+            ) from None
+
+    async def _write_chunk(
+        self,
+        fd: int,
+        upload: Upload,
+        body: AsyncIterator[bytes],
+        content_range: tuple[int, int] | ValueError | None,
+        content_length: int | None,
+    ) -> int:
+        expected = None
+        if isinstance(content_range, ValueError):
+            raise self._range_error(upload, str(content_range))
+        if content_range is not None:
+            start, end = content_range
+            if start != upload.size:
+                raise self._range_error(upload, f'chunk starts at {start}, but '
+                                                f'{upload.size} bytes were received')
+            expected = end - start + 1
+            if content_length is not None and content_length != expected:
+                raise RegistryError(
+                    ErrorCode.SIZE_INVALID,
+                    detail={
+                        'rule': 'Content-Length must equal the size of Content-Range',
+                        'content_length': content_length,
+                        'content_range': f'{start}-{end}',
+                        'spec': 'distribution-spec §Pushing a blob in chunks',
+                    },
+                )
+        hashers = self._take_hashers(upload)
+        try:
+            written = await self.store.append(
+                fd, upload.size, body, list(hashers.values()), limit=expected
+            )
+        except BodyTooLarge:
+            written = -1
+        except BaseException:
+            self._hashers.pop(upload.id, None)
+            raise
+        if expected is not None and written != expected:
+            self.store.truncate(fd, upload.size)
+            self._hashers.pop(upload.id, None)
+            raise RegistryError(
+                ErrorCode.SIZE_INVALID,
+                detail={
+                    'rule': 'the chunk body must be exactly the Content-Range size',
+                    'spec': 'distribution-spec §Pushing a blob in chunks',
+                },
+            )
+        self._hashers[upload.id] = (upload.size + written, hashers)
+        self._hashers.move_to_end(upload.id)
+        while len(self._hashers) > HASHER_CACHE_SIZE:
+            self._hashers.popitem(last=False)
+        return written
+
+    def _take_hashers(self, upload: Upload) -> dict[str, _Hash]:
+        cached = self._hashers.pop(upload.id, None)
+        if cached is not None and cached[0] == upload.size:
+            return cached[1]
+        if upload.size == 0:
+            # Hash while streaming with the session's declared algorithm (end-4c),
+            # else sha256, the one nearly every client uses.
+            algorithm = upload.algorithm or 'sha256'
+            return {algorithm: Digest(algorithm, '').hasher()}
+        return {}
+
+    def _range_error(self, upload: Upload, why: str) -> RegistryError:
+        return RegistryError(
+            ErrorCode.BLOB_UPLOAD_INVALID,
+            f'out-of-order chunk: {why}',
+            detail={
+                'rule': 'chunks must arrive in order: each Content-Range starts right '
+                'after the last byte received',
+                'spec': 'distribution-spec §Pushing a blob in chunks',
+            },
+            status=416,
+            headers={
+                'Location': upload_location(upload.repo, upload.id),
+                'Range': upload_range(upload.size),
+                'Docker-Upload-UUID': upload.id,
+            },
+        )
+
+    # -- manifests (end-3, end-7, end-9) -------------------------------------------
+
+    def put_manifest(
+        self,
+        name: str,
+        reference: str,
+        body: bytes,
+        content_type: str | None,
+        extra_tags: list[str] | None = None,
+    ) -> PushedManifest:
+        tags: list[str] = []
+        if is_digest_reference(reference):
+            digest = Digest.parse(reference)
+            actual = Digest.of(body, digest.algorithm)
+            if actual != digest:
+                raise RegistryError(
+                    ErrorCode.DIGEST_INVALID,
+                    detail={
+                        'rule': 'the manifest body must hash to the digest in the URL',
+                        'digest': str(digest),
+                        'actual': str(actual),
+                        'spec': 'distribution-spec §Pushing Manifests',
+                    },
+                )
+        else:
+            digest = Digest.of(body)
+            tags.append(reference)
+        tags.extend(extra_tags or ())
+        if len(tags) > MAX_TAGS_PER_PUT:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                f'at most {MAX_TAGS_PER_PUT} tags per request',
+                status=414,
+            )
+        for tag in tags:
+            if not is_valid_tag(tag):
+                raise RegistryError(
+                    ErrorCode.MANIFEST_INVALID, f'invalid tag {tag[:200]!r}',
+                    detail={'tag': tag[:200], **TAG_RULE},
+                )
+        parsed = parse_manifest(body, content_type)
+        self._check_references(name, parsed)
+        refs = [d.digest for d in (*parsed.required_blobs(), *parsed.manifests)]
+        self.meta.put_manifest(
+            name,
+            str(digest),
+            parsed.media_type,
+            body,
+            subject=parsed.subject.digest if parsed.subject else None,
+            artifact_type=parsed.artifact_type,
+            annotations=parsed.annotations,
+            refs=refs,
+            tags=list(dict.fromkeys(tags)),
+        )
+        return PushedManifest(
+            digest,
+            parsed.subject.digest if parsed.subject else None,
+            tuple(t for t in dict.fromkeys(tags) if t != reference),
+        )
+
+    def _check_references(self, name: str, parsed: ParsedManifest) -> None:
+        """§Push: referenced blobs must exist here (one error per missing digest);
+        the subject never has to (§Pushing Manifests with Subject)."""
+        missing = self.meta.missing_blobs(name, [d.digest for d in parsed.required_blobs()])
+        missing += self.meta.missing_children(name, [d.digest for d in parsed.manifests])
+        if missing:
+            raise RegistryError.of(
+                [
+                    ErrorEntry(
+                        ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                        f'blob unknown to repository: {d}',
+                        {
+                            'digest': d,
+                            'rule': 'every descriptor a manifest references must be '
+                            'pushed to (or mounted in) this repository first',
+                            'spec': 'distribution-spec §Push',
+                        },
+                    )
+                    for d in missing
+                ]
+            )
+
+    def get_manifest(self, name: str, reference: str) -> ManifestRecord:
+        if is_digest_reference(reference):
+            record = self.meta.get_manifest(name, str(Digest.parse(reference)))
+        elif is_valid_tag(reference):
+            record = self.meta.get_tagged_manifest(name, reference)
+        else:
+            # An invalid tag can never have been pushed: "not found" (legacy suite).
+            record = None
+        if record is None:
+            raise self._manifest_unknown(name, reference)
+        return record
+
+    def delete_manifest(self, name: str, reference: str) -> None:
+        if is_digest_reference(reference):
+            deleted = self.meta.delete_manifest(name, str(Digest.parse(reference)))
+        else:
+            deleted = is_valid_tag(reference) and self.meta.delete_tag(name, reference)
+        if not deleted:
+            raise self._manifest_unknown(name, reference)
+
+    def _manifest_unknown(self, name: str, reference: str) -> RegistryError:
+        if not self.meta.repo_exists(name):
+            return RegistryError(ErrorCode.NAME_UNKNOWN, detail={'name': name})
+        return RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN, detail={'reference': reference[:200]}
+        )
+
+    # -- listings (end-8, end-12, catalog) -------------------------------------------
+
+    def list_tags(self, name: str, last: str | None, n: int) -> Page[str]:
+        if not self.meta.repo_exists(name):
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={'name': name})
+        tags = self.meta.tags(name, last, n + 1) if n else []
+        return Page(tags[:n], len(tags) > n)
+
+    def catalog(self, last: str | None, n: int) -> Page[str]:
+        names = self.meta.repositories(last, n + 1) if n else []
+        return Page(names[:n], len(names) > n)
+
+    def referrers(
+        self, name: str, digest: str, artifact_type: str | None, last: str | None,
+        n: int,
+    ) -> Page[Referrer]:
+        d = Digest.parse(digest)
+        entries = self.meta.referrers(name, str(d), artifact_type, last, n + 1)
+        return Page(entries[:n], len(entries) > n)
+
+
+def _parse_digests(values: list[str]) -> list[Digest]:
+    if not values:
+        raise RegistryError(
+            ErrorCode.DIGEST_INVALID,
+            'the digest query parameter is required to complete an upload',
+            detail={'spec': 'distribution-spec §Pushing a blob in chunks'},
+        )
+    return [Digest.parse(v) for v in values]
+
+
+def _verify(wanted: list[Digest], actual: dict[str, str]) -> None:
+    for d in wanted:
+        if actual[d.algorithm] != d.encoded:
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID,
+                detail={
+                    'rule': 'the uploaded content must hash to the digest parameter',
+                    'digest': str(d),
+                    'actual': f'{d.algorithm}:{actual[d.algorithm]}',
+                    'spec': 'distribution-spec §Pushing blobs',
+                },
+            )
