@@ -1,0 +1,161 @@
+"""Blobs (end-2, end-10) and blob uploads (end-4a/4b/4c, end-5, end-6, end-11, end-13,
+end-14)."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+
+from oci_ref.errors import ErrorCode, RegistryError
+from oci_ref.http import (
+    RangeNotSatisfiable,
+    content_length,
+    parse_content_range,
+    parse_range,
+    query_value,
+    query_values,
+)
+from oci_ref.metadata import Upload
+from oci_ref.reference import Digest, parse_algorithm
+from oci_ref.registry import Registry, blob_location, upload_location, upload_range
+
+
+class Blob:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def _headers(self, resp: falcon.asgi.Response, digest: Digest) -> None:
+        resp.content_type = 'application/octet-stream'
+        resp.set_header('Docker-Content-Digest', str(digest))
+        resp.set_header('Accept-Ranges', 'bytes')
+        resp.set_header('ETag', f'"{digest}"')
+        # Content under a digest never changes (§Pulling blobs: SHOULD cache).
+        resp.set_header('Cache-Control', 'max-age=31536000')
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                     name: str, digest: str) -> None:
+        """end-2: GET /v2/<name>/blobs/<digest> (RFC 9110 single ranges → 206)."""
+        d, size = self.registry.blob_size(name, digest)
+        self._headers(resp, d)
+        try:
+            rng = parse_range(req.get_header('Range'), size)
+        except RangeNotSatisfiable:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                'requested range not satisfiable',
+                detail={'range': (req.get_header('Range') or '')[:100], 'size': size},
+                status=416,
+                headers={'Content-Range': f'bytes */{size}'},
+            ) from None
+        start, length = 0, size
+        if rng is not None:
+            start, length = rng[0], rng[1] - rng[0] + 1
+            resp.status = falcon.HTTP_206
+            resp.set_header('Content-Range', f'bytes {rng[0]}-{rng[1]}/{size}')
+        try:
+            resp.stream = self.registry.store.reader(d, start, length)
+        except FileNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={'digest': str(d)}) from None
+        resp.content_length = length
+
+    async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                      name: str, digest: str) -> None:
+        """end-2: HEAD /v2/<name>/blobs/<digest> (headers of GET, no body)."""
+        d, size = self.registry.blob_size(name, digest)
+        self._headers(resp, d)
+        resp.content_length = size
+
+    async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                        name: str, digest: str) -> None:
+        """end-10: DELETE /v2/<name>/blobs/<digest> → 202."""
+        self.registry.delete_blob(name, digest)
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0
+
+
+class BlobUploads:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    @staticmethod
+    def _session_headers(resp: falcon.asgi.Response, upload: Upload) -> None:
+        resp.set_header('Location', upload_location(upload.repo, upload.id))
+        resp.set_header('Range', upload_range(upload.size))
+        resp.set_header('Docker-Upload-UUID', upload.id)
+        resp.set_header('Blob-Upload-Session-ID', upload.id)
+
+    @staticmethod
+    def _created(resp: falcon.asgi.Response, name: str, digest: Digest) -> None:
+        resp.status = falcon.HTTP_201
+        resp.set_header('Location', blob_location(name, digest))
+        resp.set_header('Docker-Content-Digest', str(digest))
+        resp.content_length = 0
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                      name: str) -> None:
+        """end-4a: POST /v2/<name>/blobs/uploads/ → 202 session;
+        end-4b: …?digest=<digest> with the blob as body → 201;
+        end-4c: …?digest-algorithm=<alg> → 202 session hashed with <alg>;
+        end-11: …?mount=<digest>[&from=<other>] → 201, or 202 session if not mountable.
+        """
+        mount = query_value(req, 'mount')
+        if mount is not None:
+            mounted = self.registry.mount_blob(name, mount, query_value(req, 'from'))
+            if mounted is not None:
+                self._created(resp, name, mounted)
+                return
+        else:
+            digests = query_values(req, 'digest')
+            if digests:
+                digest = await self.registry.push_monolithic(name, digests, req.stream)
+                self._created(resp, name, digest)
+                return
+        algorithm = query_value(req, 'digest-algorithm')
+        upload = self.registry.start_upload(
+            name, parse_algorithm(algorithm) if algorithm else None
+        )
+        resp.status = falcon.HTTP_202
+        self._session_headers(resp, upload)
+        resp.content_length = 0
+
+    async def on_get_session(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                             name: str, session_id: str) -> None:
+        """end-13: GET /v2/<name>/blobs/uploads/<reference> → 204 with Range."""
+        upload = self.registry.get_upload(name, session_id)
+        resp.status = falcon.HTTP_204
+        self._session_headers(resp, upload)
+
+    async def on_patch_session(self, req: falcon.asgi.Request,
+                               resp: falcon.asgi.Response, name: str,
+                               session_id: str) -> None:
+        """end-5: PATCH /v2/<name>/blobs/uploads/<reference> → 202 (416 if out of order)."""
+        upload = await self.registry.append_chunk(
+            name,
+            session_id,
+            req.stream,
+            parse_content_range(req.get_header('Content-Range')),
+            content_length(req),
+        )
+        resp.status = falcon.HTTP_202
+        self._session_headers(resp, upload)
+        resp.content_length = 0
+
+    async def on_put_session(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                             name: str, session_id: str) -> None:
+        """end-6: PUT /v2/<name>/blobs/uploads/<reference>?digest=<digest> → 201."""
+        digest = await self.registry.finish_upload(
+            name,
+            session_id,
+            query_values(req, 'digest'),
+            req.stream,
+            parse_content_range(req.get_header('Content-Range')),
+            content_length(req),
+        )
+        self._created(resp, name, digest)
+
+    async def on_delete_session(self, req: falcon.asgi.Request,
+                                resp: falcon.asgi.Response, name: str,
+                                session_id: str) -> None:
+        """end-14: DELETE /v2/<name>/blobs/uploads/<reference> → 204."""
+        self.registry.cancel_upload(name, session_id)
+        resp.status = falcon.HTTP_204

@@ -1,0 +1,102 @@
+"""Read-only listings: the version check (end-1), tags (end-8), referrers (end-12) and
+the catalog."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from oci_ref.http import (
+    INDEX_TYPE,
+    media_type_param,
+    page_size,
+    query_value,
+    set_next_link,
+)
+from oci_ref.registry import Registry
+
+
+class Ping:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """end-1: GET /v2/ → 200: this server implements the distribution spec."""
+        resp.content_type = 'application/json'
+        resp.data = b'{}'
+
+    on_head = on_get
+
+
+class TagList:
+    def __init__(self, registry: Registry, page_max: int):
+        self.registry = registry
+        self.page_max = page_max
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                     name: str) -> None:
+        """end-8a/8b: GET /v2/<name>/tags/list[?n=<n>][&last=<tag>] (ASCII order)."""
+        n = page_size(req, self.page_max)
+        page = self.registry.list_tags(name, query_value(req, 'last'), n)
+        if page.more:
+            set_next_link(resp, f'/v2/{name}/tags/list', {'n': n, 'last': page.items[-1]})
+        resp.content_type = 'application/json'
+        resp.data = json.dumps({'name': name, 'tags': page.items}).encode()
+
+
+class Catalog:
+    def __init__(self, registry: Registry, page_max: int):
+        self.registry = registry
+        self.page_max = page_max
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """GET /v2/_catalog[?n=<n>][&last=<name>] (reserved by the spec; Docker's API)."""
+        n = page_size(req, self.page_max)
+        page = self.registry.catalog(query_value(req, 'last'), n)
+        if page.more:
+            set_next_link(resp, '/v2/_catalog', {'n': n, 'last': page.items[-1]})
+        resp.content_type = 'application/json'
+        resp.data = json.dumps({'repositories': page.items}).encode()
+
+
+class Referrers:
+    def __init__(self, registry: Registry, page_max: int):
+        self.registry = registry
+        self.page_max = page_max
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                     name: str, digest: str) -> None:
+        """end-12a/12b: GET /v2/<name>/referrers/<digest>[?artifactType=<type>].
+
+        Always 200 with an image index, even for an unknown repository or digest
+        (§Listing Referrers: a registry that supports the API never answers 404).
+        """
+        artifact_type = media_type_param(req, 'artifactType') or None
+        n = page_size(req, self.page_max)
+        page = self.registry.referrers(
+            name, digest, artifact_type, query_value(req, 'last'), n
+        )
+        manifests: list[dict[str, Any]] = []
+        for r in page.items:
+            entry: dict[str, Any] = {
+                'mediaType': r.media_type,
+                'digest': r.digest,
+                'size': r.size,
+            }
+            if r.artifact_type:
+                entry['artifactType'] = r.artifact_type
+            if r.annotations:
+                entry['annotations'] = r.annotations
+            manifests.append(entry)
+        if artifact_type is not None:
+            resp.set_header('OCI-Filters-Applied', 'artifactType')
+        if page.more:
+            set_next_link(
+                resp,
+                f'/v2/{name}/referrers/{digest}',
+                {'n': n, 'last': page.items[-1].digest, 'artifactType': artifact_type},
+            )
+        resp.content_type = INDEX_TYPE
+        resp.data = json.dumps(
+            {'schemaVersion': 2, 'mediaType': INDEX_TYPE, 'manifests': manifests}
+        ).encode()

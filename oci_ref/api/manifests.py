@@ -1,0 +1,86 @@
+"""Manifests (end-3, end-7, end-9)."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.asgi
+
+from oci_ref.errors import ErrorCode, RegistryError
+from oci_ref.http import content_length, query_values
+from oci_ref.metadata import ManifestRecord
+from oci_ref.registry import Registry, manifest_location
+
+
+class Manifest:
+    def __init__(self, registry: Registry, max_bytes: int):
+        self.registry = registry
+        self.max_bytes = max_bytes
+
+    @staticmethod
+    def _headers(resp: falcon.asgi.Response, record: ManifestRecord) -> None:
+        # §Pulling manifests: the stored type, verbatim (no charset parameter), and
+        # whatever the Accept header asked for: we never answer 404/406 over Accept.
+        resp.content_type = record.media_type
+        resp.set_header('Docker-Content-Digest', record.digest)
+        resp.set_header('ETag', f'"{record.digest}"')
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                     name: str, reference: str) -> None:
+        """end-3: GET /v2/<name>/manifests/<reference>."""
+        record = self.registry.get_manifest(name, reference)
+        self._headers(resp, record)
+        resp.data = record.content
+
+    async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                      name: str, reference: str) -> None:
+        """end-3: HEAD /v2/<name>/manifests/<reference>."""
+        record = self.registry.get_manifest(name, reference)
+        self._headers(resp, record)
+        resp.content_length = record.size
+
+    async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                     name: str, reference: str) -> None:
+        """end-7: PUT /v2/<name>/manifests/<reference>[?tag=<tag>…] → 201."""
+        body = await self._read_body(req)
+        pushed = self.registry.put_manifest(
+            name, reference, body, req.content_type, query_values(req, 'tag')
+        )
+        resp.status = falcon.HTTP_201
+        resp.set_header('Location', manifest_location(name, pushed.digest))
+        resp.set_header('Docker-Content-Digest', str(pushed.digest))
+        if pushed.subject:
+            resp.set_header('OCI-Subject', pushed.subject)
+        if pushed.tags:
+            resp.set_header('OCI-Tag', ', '.join(pushed.tags))
+        resp.content_length = 0
+
+    async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                        name: str, reference: str) -> None:
+        """end-9: DELETE /v2/<name>/manifests/<reference> → 202 (a digest also drops
+        every tag pointing at it)."""
+        self.registry.delete_manifest(name, reference)
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0
+
+    async def _read_body(self, req: falcon.asgi.Request) -> bytes:
+        """The exact bytes (the digest is over them), never more than the limit."""
+        declared = content_length(req)
+        if declared is not None and declared > self.max_bytes:
+            raise self._too_large()
+        body = bytearray()
+        async for chunk in req.stream:
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise self._too_large()
+        return bytes(body)
+
+    def _too_large(self) -> RegistryError:
+        return RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f'manifest larger than {self.max_bytes} bytes',
+            detail={
+                'rule': f'manifests are at most {self.max_bytes} bytes',
+                'spec': 'distribution-spec §Pushing Manifests',
+            },
+            status=413,
+        )

@@ -1,0 +1,61 @@
+"""Composition root: builds the registry and the Falcon ASGI app; holds the route table."""
+
+from __future__ import annotations
+
+import os
+
+import falcon
+import falcon.asgi
+
+from oci_ref.api.blobs import Blob, BlobUploads
+from oci_ref.api.listing import Catalog, Ping, Referrers, TagList
+from oci_ref.api.manifests import Manifest
+from oci_ref.config import RESOLVED_ENV, Config
+from oci_ref.errors import RegistryError
+from oci_ref.http import DistributionMiddleware, handle_registry_error, handle_unexpected
+from oci_ref.registry import Registry
+from oci_ref.routing import OCIRouter
+
+
+def create_app(config: Config | None = None, registry: Registry | None = None
+               ) -> falcon.asgi.App:
+    config = config or Config()
+    registry = registry or Registry(config.root, fsync=config.fsync)
+    app = falcon.asgi.App(
+        router=OCIRouter(), middleware=[DistributionMiddleware()], cors_enable=False
+    )
+    # The spec's paths are exact: /v2/ and /v2 both answer, uploads/ keeps its slash.
+    app.req_options.strip_url_path_trailing_slash = False
+    app.req_options.keep_blank_qs_values = True
+    app.req_options.auto_parse_qs_csv = False
+
+    uploads = BlobUploads(registry)
+    routes: list[tuple[str, object, str | None]] = [
+        ('/v2/', Ping(), None),
+        ('/v2', Ping(), None),
+        ('/v2/_catalog', Catalog(registry, config.page_max), None),
+        ('/v2/{name}/blobs/{digest}', Blob(registry), None),
+        ('/v2/{name}/blobs/uploads/', uploads, None),
+        ('/v2/{name}/blobs/uploads/{session_id}', uploads, 'session'),
+        ('/v2/{name}/manifests/{reference}', Manifest(registry, config.manifest_max_bytes),
+         None),
+        ('/v2/{name}/tags/list', TagList(registry, config.page_max), None),
+        ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max),
+         None),
+    ]
+    for template, resource, suffix in routes:
+        if suffix:
+            app.add_route(template, resource, suffix=suffix)
+        else:
+            app.add_route(template, resource)
+
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_unexpected)
+    app.add_error_handler(RegistryError, handle_registry_error)
+    return app
+
+
+def create_app_from_env() -> falcon.asgi.App:
+    """uvicorn factory for worker processes: the resolved config comes by env."""
+    raw = os.environ.get(RESOLVED_ENV)
+    return create_app(Config.from_json(raw) if raw else Config.load())

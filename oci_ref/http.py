@@ -1,0 +1,169 @@
+"""HTTP plumbing shared by the resources: middleware, header parsing, pagination."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+import falcon
+import falcon.asgi
+
+from oci_ref.errors import ErrorCode, RegistryError, status_code_for
+from oci_ref.reference import validate_name
+
+log = logging.getLogger('oci_ref')
+
+API_VERSION = ('Docker-Distribution-API-Version', 'registry/2.0')
+INDEX_TYPE = 'application/vnd.oci.image.index.v1+json'
+
+
+class DistributionMiddleware:
+    """Headers every response carries, and the repository-name check, done once."""
+
+    async def process_resource(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
+        params: dict[str, Any],
+    ) -> None:
+        if 'name' in params:
+            validate_name(params['name'])
+
+    async def process_response(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
+        req_succeeded: bool,
+    ) -> None:
+        resp.set_header(*API_VERSION)
+
+
+async def handle_registry_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: RegistryError,
+    params: dict[str, Any],
+) -> None:
+    """Render the spec's envelope whatever the request's Accept header says."""
+    resp.status = ex.status
+    for k, v in ex.headers.items():
+        resp.set_header(k, v)
+    resp.content_type = 'application/json'
+    resp.data = ex.body()
+
+
+async def handle_unexpected(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception,
+    params: dict[str, Any],
+) -> None:
+    if isinstance(ex, falcon.HTTPError):
+        # Falcon's own refusals (unknown route, method not allowed): keep their
+        # status and headers (Allow on 405), but speak the spec's envelope.
+        resp.status = ex.status
+        for k, v in (ex.headers or {}).items():
+            resp.set_header(k, v)
+        code = status_code_for(ex.status_code)
+        err = RegistryError(code, ex.title, detail=ex.description)
+    else:
+        log.exception('unhandled error on %s %s', req.method, req.path)
+        # The spec's 14 codes have no "internal error"; UNSUPPORTED is the least
+        # wrong, and the status says what happened.
+        err = RegistryError(ErrorCode.UNSUPPORTED, 'internal server error', status=500)
+        resp.status = 500
+    resp.content_type = 'application/json'
+    resp.data = err.body()
+
+
+def query_values(req: falcon.asgi.Request, key: str) -> list[str]:
+    """All values of a repeated query parameter (``tag=a&tag=b``)."""
+    value = req.params.get(key)
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def query_value(req: falcon.asgi.Request, key: str) -> str | None:
+    values = query_values(req, key)
+    return values[-1] if values else None
+
+
+def media_type_param(req: falcon.asgi.Request, key: str) -> str | None:
+    """A media type from the query: a raw '+' decoded as a space is mapped back
+    (media types never hold spaces; `+json` suffixes are common)."""
+    value = query_value(req, key)
+    return None if value is None else value.replace(' ', '+')
+
+
+def page_size(req: falcon.asgi.Request, maximum: int) -> int:
+    """§Listing Tags ``n``: a non-negative integer; capped at ``maximum`` (the
+    response then carries a Link, so fewer than ``n`` is allowed)."""
+    raw = query_value(req, 'n')
+    if raw is None or raw == '':
+        return maximum
+    if not raw.isdigit():
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED,
+            'n must be a non-negative integer',
+            detail={'n': raw[:50], 'spec': 'distribution-spec §Listing Tags'},
+            status=400,
+        )
+    return min(int(raw), maximum)
+
+
+def set_next_link(resp: falcon.asgi.Response, path: str, params: dict[str, Any]) -> None:
+    """RFC 5988 ``Link: <…>; rel="next"`` with a same-origin relative URL."""
+    query = urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
+    resp.set_header('Link', f'<{path}?{query}>; rel="next"')
+
+
+_CONTENT_RANGE = re.compile(r'(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?')
+
+
+def parse_content_range(value: str | None) -> tuple[int, int] | ValueError | None:
+    """Request ``Content-Range`` of a chunk, ``start-end`` inclusive (spec grammar
+    ``^[0-9]+-[0-9]+$``; the RFC 9110 ``bytes `` form is accepted too). Returns an
+    exception object (not raised) for a malformed value: the caller answers 416
+    with the session's state, which it only knows after looking the session up."""
+    if value is None:
+        return None
+    m = _CONTENT_RANGE.fullmatch(value.strip())
+    if m is None or int(m[2]) < int(m[1]):
+        return ValueError(f'malformed Content-Range {value[:100]!r}: expected start-end')
+    return int(m[1]), int(m[2])
+
+
+_RANGE = re.compile(r'bytes=(\d*)-(\d*)')
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """A single-range ``Range: bytes=…`` request as (first, last) inclusive.
+
+    None means "send the whole blob": no header, a syntax we don't parse, or several
+    ranges (RFC 9110 lets a server ignore Range; answering a multi-range request
+    with a single-range 206 would break clients that asked for several).
+    """
+    if not value:
+        return None
+    m = _RANGE.fullmatch(value.strip().replace(' ', ''))
+    if m is None:
+        return None
+    first, last = m[1], m[2]
+    if first == '' and last == '':
+        return None
+    if first == '':
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(size - suffix, 0), size - 1
+    start = int(first)
+    end = size - 1 if last == '' else min(int(last), size - 1)
+    if start >= size or (last != '' and int(last) < start):
+        raise RangeNotSatisfiable
+    return start, end
+
+
+def content_length(req: falcon.asgi.Request) -> int | None:
+    raw = req.get_header('Content-Length')
+    if raw is None or not raw.strip().isdigit():
+        return None
+    return int(raw)
