@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oci_ref.app import create_app
+from oci_ref.config import Config
+from tests.support import InProcess, Server
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> InProcess:
+    """The app in-process (falcon.testing) over a fresh storage root."""
+    return InProcess(create_app(Config(root=tmp_path / 'data')))
+
+
+@pytest.fixture(scope='session')
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real `oci-ref serve` subprocess for the e2e session."""
+    srv = Server(tmp_path_factory.mktemp('e2e') / 'data')
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A unique, namespaced repository name per test (exercises slash routing)."""
+    slug = re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:48].strip('-')
+    return f'org/team/t{next(_names)}-{slug}'

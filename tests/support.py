@@ -1,0 +1,188 @@
+"""Test helpers shared by tests/api (in-process) and tests/e2e (real socket).
+
+Both kinds of client expose the httpx call shape: ``c.request(method, url, headers=,
+content=)`` and ``c.get/head/put/post/patch/delete``, returning objects with
+``status_code``, ``headers`` (case-insensitive) and ``content``/``json()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import falcon.testing
+import httpx
+
+OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+OCI_CONFIG = 'application/vnd.oci.image.config.v1+json'
+OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip'
+EMPTY_JSON = 'application/vnd.oci.empty.v1+json'
+DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
+SPEC_CODES = {
+    'BLOB_UNKNOWN', 'BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'DIGEST_INVALID',
+    'MANIFEST_BLOB_UNKNOWN', 'MANIFEST_INVALID', 'MANIFEST_UNKNOWN', 'NAME_INVALID',
+    'NAME_UNKNOWN', 'SIZE_INVALID', 'UNAUTHORIZED', 'DENIED', 'UNSUPPORTED',
+    'TOOMANYREQUESTS',
+}
+
+
+class Resp:
+    def __init__(self, status_code: int, headers: Any, content: bytes):
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class InProcess:
+    """falcon.testing.TestClient behind the httpx call shape."""
+
+    def __init__(self, app: Any):
+        self.tc = falcon.testing.TestClient(app)
+
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                content: bytes | None = None) -> Resp:
+        path, _, query = url.partition('?')
+        r = self.tc.simulate_request(method, path, query_string=query or None,
+                                     headers=headers, body=content or b'')
+        return Resp(r.status_code, r.headers, r.content)
+
+    def __getattr__(self, method: str) -> Any:
+        if method in ('get', 'head', 'put', 'post', 'patch', 'delete'):
+            return lambda url, **kw: self.request(method.upper(), url, **kw)
+        raise AttributeError(method)
+
+
+def digest(data: bytes, algorithm: str = 'sha256') -> str:
+    return f'{algorithm}:{hashlib.new(algorithm, data).hexdigest()}'
+
+
+def assert_error(r: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the spec's error envelope with ``code`` first."""
+    assert r.status_code == status, (r.status_code, r.content[:500])
+    assert r.headers['content-type'].startswith('application/json')
+    body = r.json()
+    assert body['errors'], body
+    for e in body['errors']:
+        assert e['code'] in SPEC_CODES
+    assert body['errors'][0]['code'] == code, body
+    return body['errors'][0]
+
+
+def push_blob(c: Any, name: str, data: bytes, algorithm: str = 'sha256') -> str:
+    """POST then PUT with the whole body (end-4a + end-6)."""
+    d = digest(data, algorithm)
+    r = c.post(f'/v2/{name}/blobs/uploads/')
+    assert r.status_code == 202, r.content
+    r = c.put(f'{r.headers["location"]}?digest={d}', content=data,
+              headers={'Content-Type': 'application/octet-stream'})
+    assert r.status_code == 201, r.content
+    return d
+
+
+def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    return {'mediaType': media_type, 'digest': digest(data), 'size': len(data), **extra}
+
+
+def image_manifest(config: bytes, layers: list[bytes], **extra: Any) -> bytes:
+    return json.dumps({
+        'schemaVersion': 2,
+        'mediaType': OCI_MANIFEST,
+        'config': descriptor(OCI_CONFIG, config),
+        'layers': [descriptor(OCI_LAYER, layer) for layer in layers],
+        **extra,
+    }).encode()
+
+
+def push_image(c: Any, name: str, reference: str, *, seed: str = 'x',
+               **extra: Any) -> tuple[str, bytes]:
+    """Push a config, one layer and an OCI image manifest; return (digest, bytes)."""
+    config = json.dumps({'architecture': 'amd64', 'os': 'linux', 'seed': seed,
+                         'rootfs': {'type': 'layers', 'diff_ids': []}}).encode()
+    layer = f'layer {seed}'.encode()
+    push_blob(c, name, config)
+    push_blob(c, name, layer)
+    body = image_manifest(config, [layer], **extra)
+    r = c.put(f'/v2/{name}/manifests/{reference}', content=body,
+              headers={'Content-Type': OCI_MANIFEST})
+    assert r.status_code == 201, r.content
+    return digest(body), body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real `oci-ref serve` subprocess on a free loopback port."""
+
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
+        self.root = root
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.log = root.parent / f'server-{self.port}.log'
+        cmd = [sys.executable, '-m', 'oci_ref', 'serve',
+               '--listen', f'127.0.0.1:{self.port}', '--root', str(root), *args]
+        self._log_file = open(self.log, 'wb')  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f'server exited: {self.log.read_text()[-2000:]}')
+            try:
+                if httpx.get(self.url + '/v2/', timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.02)
+        raise RuntimeError(f'server not ready: {self.log.read_text()[-2000:]}')
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return self.proc.returncode
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+def rss_kib(pid: int) -> int:
+    text = Path(f'/proc/{pid}/status').read_text()
+    m = re.search(r'VmRSS:\s+(\d+) kB', text)
+    return int(m[1]) if m else 0
+
+
+def zeros(total: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """A body generator: `total` bytes without holding them in memory."""
+    block = b'\0' * chunk
+    sent = 0
+    while sent < total:
+        n = min(chunk, total - sent)
+        yield block[:n]
+        sent += n
