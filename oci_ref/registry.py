@@ -275,6 +275,10 @@ class Registry:
                         'spec': 'distribution-spec §Pushing a blob in chunks',
                     },
                 )
+        elif content_length is not None:
+            # A declared length is a promise too: a body cut short (the client went
+            # away; the ASGI stream just ends) must not become part of the blob.
+            expected = content_length
         hashers = self._take_hashers(upload)
         try:
             written = await self.store.append(
@@ -291,7 +295,10 @@ class Registry:
             raise RegistryError(
                 ErrorCode.SIZE_INVALID,
                 detail={
-                    'rule': 'the chunk body must be exactly the Content-Range size',
+                    'rule': 'the body must be exactly as long as its Content-Range '
+                    'and Content-Length say',
+                    'received': max(written, 0),
+                    'expected': expected,
                     'spec': 'distribution-spec §Pushing a blob in chunks',
                 },
             )
