@@ -12,13 +12,19 @@ from oci_ref.api.listing import Catalog, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
 from oci_ref.config import RESOLVED_ENV, Config
 from oci_ref.errors import RegistryError
-from oci_ref.http import DistributionMiddleware, handle_registry_error, handle_unexpected
+from oci_ref.http import (
+    ASGIApp,
+    DisconnectAware,
+    DistributionMiddleware,
+    handle_registry_error,
+    handle_unexpected,
+)
 from oci_ref.registry import Registry
 from oci_ref.routing import OCIRouter
 
 
 def create_app(config: Config | None = None, registry: Registry | None = None
-               ) -> falcon.asgi.App:
+               ) -> ASGIApp:
     config = config or Config()
     registry = registry or Registry(config.root, fsync=config.fsync)
     app = falcon.asgi.App(
@@ -52,10 +58,10 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
-    return app
+    return DisconnectAware(app)
 
 
-def create_app_from_env() -> falcon.asgi.App:
+def create_app_from_env() -> ASGIApp:
     """uvicorn factory for worker processes: the resolved config comes by env."""
     raw = os.environ.get(RESOLVED_ENV)
     return create_app(Config.from_json(raw) if raw else Config.load())

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,10 @@ def serve(args: argparse.Namespace) -> int:
 
     Registry(config.root, fsync=config.fsync).close()
     os.environ[RESOLVED_ENV] = config.to_json()
+    # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
+    # and re-raises the signal; with Python's default that kills us (exit -15).
+    # A stop on SIGTERM is a clean stop: exit 0, as on SIGINT.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         'oci_ref.app:create_app_from_env',
         factory=True,
@@ -58,6 +63,10 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def validate(args: argparse.Namespace) -> int:

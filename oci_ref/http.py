@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -68,6 +69,49 @@ async def handle_unexpected(
         resp.status = 500
     resp.content_type = 'application/json'
     resp.data = err.body()
+
+
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+_DISCONNECTED = 'oci_ref.client_disconnected'
+
+
+class DisconnectAware:
+    """ASGI wrapper recording in the scope that the client went away.
+
+    Falcon's request stream simply ends on ``http.disconnect``, which would make a
+    body cut short look complete (RFC 9112 §8: an incomplete message must not be
+    treated as complete). ``request_body`` checks the mark.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+                       send: Send) -> None:
+        if scope['type'] != 'http':
+            await self.app(scope, receive, send)
+            return
+
+        async def watched() -> Any:
+            event = await receive()
+            if event['type'] == 'http.disconnect':
+                scope[_DISCONNECTED] = True
+            return event
+
+        await self.app(scope, watched, send)
+
+
+async def request_body(req: falcon.asgi.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; raises if it ended because the client left."""
+    async for chunk in req.stream:
+        yield chunk
+    if req.scope.get(_DISCONNECTED):
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID,
+            'the request body is incomplete: the client disconnected',
+        )
 
 
 def query_values(req: falcon.asgi.Request, key: str) -> list[str]:

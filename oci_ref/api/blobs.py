@@ -14,6 +14,7 @@ from oci_ref.http import (
     parse_range,
     query_value,
     query_values,
+    request_body,
 )
 from oci_ref.metadata import Upload
 from oci_ref.reference import Digest, parse_algorithm
@@ -107,7 +108,9 @@ class BlobUploads:
         else:
             digests = query_values(req, 'digest')
             if digests:
-                digest = await self.registry.push_monolithic(name, digests, req.stream)
+                digest = await self.registry.push_monolithic(
+                    name, digests, request_body(req)
+                )
                 self._created(resp, name, digest)
                 return
         algorithm = query_value(req, 'digest-algorithm')
@@ -132,7 +135,7 @@ class BlobUploads:
         upload = await self.registry.append_chunk(
             name,
             session_id,
-            req.stream,
+            request_body(req),
             parse_content_range(req.get_header('Content-Range')),
             content_length(req),
         )
@@ -147,7 +150,7 @@ class BlobUploads:
             name,
             session_id,
             query_values(req, 'digest'),
-            req.stream,
+            request_body(req),
             parse_content_range(req.get_header('Content-Range')),
             content_length(req),
         )

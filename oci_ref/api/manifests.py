@@ -6,7 +6,7 @@ import falcon
 import falcon.asgi
 
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.http import content_length, query_values
+from oci_ref.http import content_length, query_values, request_body
 from oci_ref.metadata import ManifestRecord
 from oci_ref.registry import Registry, manifest_location
 
@@ -68,7 +68,7 @@ class Manifest:
         if declared is not None and declared > self.max_bytes:
             raise self._too_large()
         body = bytearray()
-        async for chunk in req.stream:
+        async for chunk in request_body(req):
             body += chunk
             if len(body) > self.max_bytes:
                 raise self._too_large()
