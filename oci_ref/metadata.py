@@ -176,33 +176,28 @@ class Metadata:
         return cur.rowcount > 0
 
     def missing_blobs(self, repo: str, digests: Iterable[str]) -> list[str]:
-        wanted = list(dict.fromkeys(digests))
-        if not wanted:
-            return []
-        have = {
-            r[0]
-            for r in self.db.execute(
-                'SELECT digest FROM repo_blobs WHERE repo = ? AND digest IN '
-                f'({",".join("?" * len(wanted))})',
-                [repo, *wanted],
-            )
-        }
-        return [d for d in wanted if d not in have]
+        return self._missing('repo_blobs', repo, list(dict.fromkeys(digests)))
 
     def missing_children(self, repo: str, digests: Iterable[str]) -> list[str]:
         """Index children must exist in ``repo`` as manifests or as blobs."""
         missing = self.missing_blobs(repo, digests)
-        if not missing:
-            return []
-        have = {
-            r[0]
-            for r in self.db.execute(
-                'SELECT digest FROM manifests WHERE repo = ? AND digest IN '
-                f'({",".join("?" * len(missing))})',
-                [repo, *missing],
+        return self._missing('manifests', repo, missing) if missing else []
+
+    def _missing(self, table: str, repo: str, wanted: list[str]) -> list[str]:
+        """Which of ``wanted`` have no row in ``table`` for ``repo``, in order.
+        Queried in slices: SQLite caps the number of bound parameters."""
+        have: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            have.update(
+                r[0]
+                for r in self.db.execute(
+                    f'SELECT digest FROM {table} WHERE repo = ? AND digest IN '
+                    f'({",".join("?" * len(part))})',
+                    [repo, *part],
+                )
             )
-        }
-        return [d for d in missing if d not in have]
+        return [d for d in wanted if d not in have]
 
     # -- upload sessions ---------------------------------------------------------
 
