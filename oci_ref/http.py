@@ -134,13 +134,17 @@ def media_type_param(req: falcon.asgi.Request, key: str) -> str | None:
     return None if value is None else value.replace(' ', '+')
 
 
+# ASCII only: str.isdigit() also accepts '²' and full-width digits.
+_DIGITS = re.compile(r'[0-9]{1,18}')
+
+
 def page_size(req: falcon.asgi.Request, maximum: int) -> int:
     """§Listing Tags ``n``: a non-negative integer; capped at ``maximum`` (the
     response then carries a Link, so fewer than ``n`` is allowed)."""
     raw = query_value(req, 'n')
     if raw is None or raw == '':
         return maximum
-    if not raw.isdigit():
+    if not _DIGITS.fullmatch(raw):
         raise RegistryError(
             ErrorCode.UNSUPPORTED,
             'n must be a non-negative integer',
@@ -208,6 +212,6 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
 
 def content_length(req: falcon.asgi.Request) -> int | None:
     raw = req.get_header('Content-Length')
-    if raw is None or not raw.strip().isdigit():
+    if raw is None or not _DIGITS.fullmatch(raw.strip()):
         return None
     return int(raw)

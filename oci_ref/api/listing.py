@@ -43,6 +43,8 @@ class TagList:
         resp.content_type = 'application/json'
         resp.data = json.dumps({'name': name, 'tags': page.items}).encode()
 
+    on_head = on_get  # RFC 9110 §9.1: HEAD wherever GET (spec §API defers to it)
+
 
 class Catalog:
     def __init__(self, registry: Registry, page_max: int):
@@ -57,6 +59,8 @@ class Catalog:
             set_next_link(resp, '/v2/_catalog', {'n': n, 'last': page.items[-1]})
         resp.content_type = 'application/json'
         resp.data = json.dumps({'repositories': page.items}).encode()
+
+    on_head = on_get
 
 
 class Referrers:
@@ -100,3 +104,5 @@ class Referrers:
         resp.data = json.dumps(
             {'schemaVersion': 2, 'mediaType': INDEX_TYPE, 'manifests': manifests}
         ).encode()
+
+    on_head = on_get
