@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients
+.PHONY: setup run test lint clean clients fuzz
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -31,6 +31,12 @@ test: setup clients
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
+
+# schemathesis for longer, with fresh seeds (make test runs a bounded, seeded pass).
+FUZZ_EXAMPLES ?= 300
+fuzz: setup
+	OCI_REF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OCI_REF_FUZZ_RANDOM=1 \
+	  $(PY) -m pytest -s tests/e2e/test_openapi_fuzz.py
 
 lint: setup
 	$(PY) -m ruff check oci_ref tests

@@ -8,7 +8,7 @@ import falcon
 import falcon.asgi
 
 from oci_ref.api.blobs import Blob, BlobUploads
-from oci_ref.api.listing import Catalog, Ping, Referrers, TagList
+from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
 from oci_ref.config import RESOLVED_ENV, Config
 from oci_ref.errors import RegistryError
@@ -22,6 +22,27 @@ from oci_ref.http import (
 from oci_ref.registry import Registry
 from oci_ref.routing import OCIRouter
 
+Route = tuple[str, object, str | None]
+
+
+def routes(config: Config, registry: Registry) -> list[Route]:
+    """The route table: (template, resource, responder suffix)."""
+    uploads = BlobUploads(registry)
+    return [
+        ('/v2/', Ping(), None),
+        ('/v2', Ping(), None),
+        ('/v2/_catalog', Catalog(registry, config.page_max), None),
+        ('/v2/{name}/blobs/{digest}', Blob(registry), None),
+        ('/v2/{name}/blobs/uploads/', uploads, None),
+        ('/v2/{name}/blobs/uploads/{session_id}', uploads, 'session'),
+        ('/v2/{name}/manifests/{reference}', Manifest(registry, config.manifest_max_bytes),
+         None),
+        ('/v2/{name}/tags/list', TagList(registry, config.page_max), None),
+        ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max),
+         None),
+        ('/openapi.yaml', OpenAPIDocument(), None),
+    ]
+
 
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
@@ -34,22 +55,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.req_options.strip_url_path_trailing_slash = False
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
-
-    uploads = BlobUploads(registry)
-    routes: list[tuple[str, object, str | None]] = [
-        ('/v2/', Ping(), None),
-        ('/v2', Ping(), None),
-        ('/v2/_catalog', Catalog(registry, config.page_max), None),
-        ('/v2/{name}/blobs/{digest}', Blob(registry), None),
-        ('/v2/{name}/blobs/uploads/', uploads, None),
-        ('/v2/{name}/blobs/uploads/{session_id}', uploads, 'session'),
-        ('/v2/{name}/manifests/{reference}', Manifest(registry, config.manifest_max_bytes),
-         None),
-        ('/v2/{name}/tags/list', TagList(registry, config.page_max), None),
-        ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max),
-         None),
-    ]
-    for template, resource, suffix in routes:
+    for template, resource, suffix in routes(config, registry):
         if suffix:
             app.add_route(template, resource, suffix=suffix)
         else:

@@ -134,8 +134,9 @@ def media_type_param(req: falcon.asgi.Request, key: str) -> str | None:
     return None if value is None else value.replace(' ', '+')
 
 
-# ASCII only: str.isdigit() also accepts '²' and full-width digits.
-_DIGITS = re.compile(r'[0-9]{1,18}')
+# ASCII only: str.isdigit() also accepts '²' and full-width digits. Bounded: int()
+# refuses strings over 4300 digits (a 500), and no count needs more than 100.
+_DIGITS = re.compile(r'[0-9]{1,100}')
 
 
 def page_size(req: falcon.asgi.Request, maximum: int) -> int:

@@ -16,6 +16,7 @@ from oci_ref.http import (
     query_value,
     set_next_link,
 )
+from oci_ref.manifest import schema_dir
 from oci_ref.registry import Registry
 
 
@@ -26,6 +27,19 @@ class Ping:
         resp.data = b'{}'
 
     on_head = on_get
+
+
+class OpenAPIDocument:
+    """GET /openapi.yaml: the OpenAPI 3.1 description of this API (schemas/)."""
+
+    def __init__(self) -> None:
+        self._body: bytes | None = None
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if self._body is None:
+            self._body = (schema_dir() / 'openapi.yaml').read_bytes()
+        resp.content_type = 'application/yaml'
+        resp.data = self._body
 
 
 class TagList:
