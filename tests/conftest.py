@@ -11,6 +11,9 @@ from oci_ref.app import create_app
 from oci_ref.config import Config
 from tests.support import InProcess, Server
 
+# pytester: tests/e2e/test_pytest_plugin.py runs pytest in a temporary project.
+pytest_plugins = ['pytester']
+
 _names = itertools.count()
 
 
