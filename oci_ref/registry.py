@@ -419,15 +419,20 @@ class Registry:
             )
 
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
+        """end-3. A reference that is neither a tag nor a valid digest can name no
+        manifest: 404, the only failure end-3 lists (an invalid tag likewise)."""
+        record = None
         if is_digest_reference(reference):
-            record = self.meta.get_manifest(name, str(Digest.parse(reference)))
+            problem = digest_problem(reference)
+            if problem is not None:
+                raise self._manifest_unknown(name, reference, problem)
+            record = self.meta.get_manifest(name, reference)
         elif is_valid_tag(reference):
             record = self.meta.get_tagged_manifest(name, reference)
-        else:
-            # An invalid tag can never have been pushed: "not found" (legacy suite).
-            record = None
         if record is None:
-            raise self._manifest_unknown(name, reference)
+            raise self._manifest_unknown(
+                name, reference, None if is_valid_tag(reference) or
+                is_digest_reference(reference) else TAG_RULE['rule'])
         return record
 
     def delete_manifest(self, name: str, reference: str) -> None:
@@ -438,7 +443,19 @@ class Registry:
         if not deleted:
             raise self._manifest_unknown(name, reference)
 
-    def _manifest_unknown(self, name: str, reference: str) -> RegistryError:
+    def _manifest_unknown(self, name: str, reference: str, invalid: str | None = None
+                          ) -> RegistryError:
+        """404; ``invalid`` says why the reference cannot name a manifest at all."""
+        if invalid is not None:
+            return RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                f'{reference[:100]!r} is neither a tag nor a valid digest',
+                detail={
+                    'reference': reference[:200],
+                    'rule': invalid,
+                    'spec': 'distribution-spec §Pulling manifests',
+                },
+            )
         if not self.meta.repo_exists(name):
             return RegistryError(ErrorCode.NAME_UNKNOWN, detail={'name': name})
         return RegistryError(
