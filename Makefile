@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients fuzz
+.PHONY: setup run test lint clean clients fuzz conformance
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -27,7 +27,7 @@ clients:
 
 # pytest exit 5 (no tests collected) must fail the run, never pass silently.
 test: setup clients
-	$(PY) -m ruff check oci_ref tests
+	$(PY) -m ruff check oci_ref tests conformance
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
@@ -38,9 +38,15 @@ fuzz: setup
 	OCI_REF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OCI_REF_FUZZ_RANDOM=1 \
 	  $(PY) -m pytest -s tests/e2e/test_openapi_fuzz.py
 
+# The upstream OCI conformance suites against a fresh oci-ref (conformance/README.md).
+SUITES ?= legacy,1.1,dev
+conformance: setup
+	CONFORMANCE_LEGACY_BIN="$(CONFORMANCE_LEGACY_BIN)" CONFORMANCE_BIN="$(CONFORMANCE_BIN)" \
+	  $(PY) conformance/run.py --suites $(SUITES)
+
 lint: setup
-	$(PY) -m ruff check oci_ref tests
-	$(PY) -m ruff format --check oci_ref tests
+	$(PY) -m ruff check oci_ref tests conformance
+	$(PY) -m ruff format --check oci_ref tests conformance
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
