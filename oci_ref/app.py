@@ -19,7 +19,7 @@ from oci_ref.http import (
     handle_registry_error,
     handle_unexpected,
 )
-from oci_ref.registry import Registry
+from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 
 Route = tuple[str, object, str | None]
@@ -47,7 +47,9 @@ def routes(config: Config, registry: Registry) -> list[Route]:
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
     config = config or Config()
-    registry = registry or Registry(config.root, fsync=config.fsync)
+    registry = registry or Registry(
+        config.root, fsync=config.fsync, policy=Policy.from_config(config)
+    )
     app = falcon.asgi.App(
         router=OCIRouter(), middleware=[DistributionMiddleware()], cors_enable=False
     )

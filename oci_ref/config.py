@@ -46,6 +46,37 @@ class Config:
         default=1000, metadata=_help('most referrers per page')
     )
     fsync: bool = field(default=True, metadata=_help('fsync blobs before committing'))
+    # §Content Management: deletion MAY be disabled (405 UNSUPPORTED when it is).
+    delete_manifests: bool = field(default=True, metadata=_help('allow manifest deletes'))
+    delete_tags: bool = field(default=True, metadata=_help('allow tag deletes'))
+    delete_blobs: bool = field(default=True, metadata=_help('allow blob deletes'))
+    read_only: bool = field(default=False, metadata=_help('refuse every write (405)'))
+    # §Cancel a blob upload: the server SHOULD expire abandoned uploads.
+    upload_ttl: int = field(
+        default=86400, metadata=_help('seconds an idle upload session lives')
+    )
+    max_upload_sessions: int = field(
+        default=1000, metadata=_help('open upload sessions at most (then 429); 0: no cap')
+    )
+    purge_interval: int = field(
+        default=300, metadata=_help('seconds between purges of expired uploads')
+    )
+    hooks: tuple[str, ...] = field(
+        default=(), metadata=_help('webhook URLs for push/pull/delete/mount events')
+    )
+    hook_queue: int = field(
+        default=1000, metadata=_help('events queued at most per worker')
+    )
+    hook_retries: int = field(default=3, metadata=_help('retries per webhook delivery'))
+    gc_interval: int = field(
+        default=0, metadata=_help('seconds between online garbage collections; 0: off')
+    )
+    gc_grace: int = field(
+        default=3600, metadata=_help('content younger than this is never collected (s)')
+    )
+    gc_untagged: bool = field(
+        default=False, metadata=_help('online GC also removes untagged manifests')
+    )
 
     @property
     def host(self) -> str:
@@ -96,6 +127,15 @@ class Config:
             raise ConfigError('manifest_max_bytes must be at least 4 MiB (spec SHOULD)')
         if self.page_max < 1 or self.referrers_page_max < 1:
             raise ConfigError('page sizes must be at least 1')
+        for name in ('upload_ttl', 'purge_interval', 'hook_queue', 'gc_grace'):
+            if getattr(self, name) < 1:
+                raise ConfigError(f'{name} must be at least 1')
+        for name in ('max_upload_sessions', 'hook_retries', 'gc_interval'):
+            if getattr(self, name) < 0:
+                raise ConfigError(f'{name} must not be negative')
+        for url in self.hooks:
+            if not url.startswith(('http://', 'https://')):
+                raise ConfigError(f'hooks: {url!r} is not an http(s) URL')
         return self
 
     def to_json(self) -> str:
@@ -128,6 +168,10 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
             return int(value)
         if kind == 'Path':
             return Path(value)
+        if kind == 'tuple[str, ...]':
+            # A TOML array, or a comma-separated string (flags, environment).
+            items = value if isinstance(value, (list, tuple)) else str(value).split(',')
+            return tuple(str(v).strip() for v in items if str(v).strip())
         return str(value)
     except ValueError:
         raise ConfigError(f'{name}: invalid value {value!r} (expected {kind})') from None

@@ -88,6 +88,7 @@ class Upload:
     repo: str
     size: int
     algorithm: str | None
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +212,24 @@ class Metadata:
 
     def get_upload(self, session_id: str) -> Upload | None:
         row = self._one(
-            'SELECT id, repo, size, algorithm FROM uploads WHERE id = ?', [session_id]
+            'SELECT id, repo, size, algorithm, updated_at FROM uploads WHERE id = ?',
+            [session_id],
         )
         return None if row is None else Upload(*row)
+
+    def count_uploads(self) -> int:
+        return int(self._one('SELECT COUNT(*) FROM uploads')[0])
+
+    def upload_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute('SELECT id FROM uploads')}
+
+    def expire_uploads(self, idle_before: float) -> list[str]:
+        """Delete the sessions idle since before ``idle_before``; return their ids."""
+        with self.db.atomic():
+            ids = [r[0] for r in self.db.execute(
+                'SELECT id FROM uploads WHERE updated_at < ?', [idle_before])]
+            self.db.execute('DELETE FROM uploads WHERE updated_at < ?', [idle_before])
+        return ids
 
     def set_upload_size(self, session_id: str, size: int) -> None:
         self.db.execute(

@@ -8,6 +8,7 @@ here and results back to headers.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from oci_ref.blobstore import BlobStore, BodyTooLarge, SpoolBusy, SpoolMissing
+from oci_ref.config import Config
 from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
 from oci_ref.manifest import ParsedManifest, parse_manifest
 from oci_ref.metadata import ManifestRecord, Metadata, Referrer, Upload
@@ -59,6 +61,22 @@ def upload_range(size: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """What this deployment allows (§Content Management: deletes MAY be disabled)."""
+
+    delete_manifests: bool = True
+    delete_tags: bool = True
+    delete_blobs: bool = True
+    read_only: bool = False
+    upload_ttl: int = 86400
+    max_upload_sessions: int = 1000
+
+    @classmethod
+    def from_config(cls, config: Config) -> Policy:
+        return cls(**{f: getattr(config, f) for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
 class PushedManifest:
     digest: Digest
     subject: str | None
@@ -75,10 +93,18 @@ class Page(Generic[T]):
 
 
 class Registry:
-    def __init__(self, root: Path, *, fsync: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fsync: bool = True,
+        policy: Policy | None = None,
+    ):
         root.mkdir(parents=True, exist_ok=True)
+        self.root = root
         self.store = BlobStore(root, fsync=fsync)
         self.meta = Metadata(root / 'oci-ref.db')
+        self.policy = policy or Policy()
         # session id -> (offset, {algorithm: hasher}). Hash objects cannot be
         # persisted, so they only save the re-read at commit when the same process
         # sees every chunk of a session (the common case); any gap -> re-hash.
@@ -97,6 +123,7 @@ class Registry:
         return d, size
 
     def delete_blob(self, name: str, digest: str) -> None:
+        self._allowed(self.policy.delete_blobs, 'blob deletes are disabled')
         d = Digest.parse(digest)
         if not self.meta.unlink_blob(name, str(d)):
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={'digest': str(d)})
@@ -104,6 +131,16 @@ class Registry:
     # -- uploads (end-4a/4b/4c, end-5, end-6, end-11, end-13, end-14) ---------------
 
     def start_upload(self, name: str, algorithm: str | None = None) -> Upload:
+        self._allowed(True)
+        cap = self.policy.max_upload_sessions
+        if cap and self.meta.count_uploads() >= cap:
+            raise RegistryError(
+                ErrorCode.TOOMANYREQUESTS,
+                f'too many open upload sessions (at most {cap})',
+                detail={'rule': 'finish or cancel open sessions, or retry later',
+                        'spec': 'distribution-spec §Error Codes (code-14)'},
+                headers={'Retry-After': '60'},  # §Error Codes: 429 SHOULD carry it
+            )
         session_id = str(uuid.uuid4())
         # Spool first, row second: a row never points at a missing spool.
         self.store.create_spool(session_id)
@@ -116,6 +153,7 @@ class Registry:
         The spec falls back to a normal upload (202) when the mount arguments are
         invalid or the blob is not found, so nothing here raises.
         """
+        self._allowed(True)
         if digest_problem(digest) is not None:
             return None
         if from_ is not None:
@@ -137,6 +175,10 @@ class Registry:
         upload = None
         if SESSION_ID_RE.fullmatch(session_id):
             upload = self.meta.get_upload(session_id)
+        if upload is not None and upload.updated_at < time.time() - self.policy.upload_ttl:
+            # Idle past its TTL: gone now, whether or not the purge ran yet.
+            self._drop_session(upload.id)
+            upload = None
         if upload is None or upload.repo != name:
             # A session is bound to the repository it was opened for.
             raise RegistryError(
@@ -144,16 +186,43 @@ class Registry:
             )
         return upload
 
+    def _drop_session(self, session_id: str) -> None:
+        self.meta.delete_upload(session_id)
+        self.store.discard_spool(self.store.spool_path(session_id))
+        self._hashers.pop(session_id, None)
+
+    def purge_uploads(self, now: float | None = None) -> int:
+        """Expire idle sessions and remove spools nothing refers to; return how many
+        spools went. Safe to run in several workers at once."""
+        now = time.time() if now is None else now
+        idle_before = now - self.policy.upload_ttl
+        removed = 0
+        for session_id in self.meta.expire_uploads(idle_before):
+            self._drop_session(session_id)
+            removed += 1
+        live = self.meta.upload_ids()
+        for spool in self.store.spools():
+            try:
+                mtime = spool.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            # A spool is created just before its row, and tmp- spools have none:
+            # only spools idle for a while can be orphans.
+            if spool.name not in live and mtime < min(idle_before, now - 600):
+                self.store.discard_spool(spool)
+                removed += 1
+        return removed
+
     def cancel_upload(self, name: str, session_id: str) -> None:
+        self._allowed(True)
         upload = self.get_upload(name, session_id)
-        self.meta.delete_upload(upload.id)
-        self.store.discard_spool(self.store.spool_path(upload.id))
-        self._hashers.pop(upload.id, None)
+        self._drop_session(upload.id)
 
     async def push_monolithic(
         self, name: str, digests: list[str], body: AsyncIterator[bytes]
     ) -> Digest:
         """end-4b: POST ?digest= with the whole blob in the body."""
+        self._allowed(True)
         wanted = _parse_digests(digests)
         spool = self.store.temp_spool()
         try:
@@ -176,6 +245,7 @@ class Registry:
         content_length: int | None,
     ) -> Upload:
         """end-5: PATCH a chunk (with Content-Range) or a stream (without)."""
+        self._allowed(True)
         upload = self.get_upload(name, session_id)
         with self._locked(upload) as (fd, upload):
             written = await self._write_chunk(fd, upload, body, content_range,
@@ -194,6 +264,7 @@ class Registry:
         content_length: int | None,
     ) -> Digest:
         """end-6: PUT ?digest=, with an optional last chunk; verify, commit, link."""
+        self._allowed(True)
         upload = self.get_upload(name, session_id)
         wanted = _parse_digests(digests)
         with self._locked(upload) as (fd, upload):
@@ -346,6 +417,7 @@ class Registry:
         content_type: str | None,
         extra_tags: list[str] | None = None,
     ) -> PushedManifest:
+        self._allowed(True)
         tags: list[str] = []
         if is_digest_reference(reference):
             digest = Digest.parse(reference)
@@ -437,11 +509,25 @@ class Registry:
 
     def delete_manifest(self, name: str, reference: str) -> None:
         if is_digest_reference(reference):
+            self._allowed(self.policy.delete_manifests, 'manifest deletes are disabled')
             deleted = self.meta.delete_manifest(name, str(Digest.parse(reference)))
         else:
+            self._allowed(self.policy.delete_tags, 'tag deletes are disabled')
             deleted = is_valid_tag(reference) and self.meta.delete_tag(name, reference)
         if not deleted:
             raise self._manifest_unknown(name, reference)
+
+    def _allowed(self, switch: bool, why: str = '') -> None:
+        """405 UNSUPPORTED for writes this deployment refuses (§Content Management:
+        a registry MAY disable deletes; disabled answers are 400 or 405)."""
+        if self.policy.read_only:
+            why = 'the registry is read-only'
+        elif switch:
+            return
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED, why,
+            detail={'rule': why, 'spec': 'distribution-spec §Content Management'},
+        )
 
     def _manifest_unknown(self, name: str, reference: str, invalid: str | None = None
                           ) -> RegistryError:
