@@ -8,10 +8,12 @@ import falcon
 import falcon.asgi
 
 from oci_ref.api.blobs import Blob, BlobUploads
+from oci_ref.api.health import Health, Metrics, Ready
 from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
 from oci_ref.config import RESOLVED_ENV, Config
 from oci_ref.errors import RegistryError
+from oci_ref.hooks import Notifier
 from oci_ref.http import (
     ASGIApp,
     DisconnectAware,
@@ -19,28 +21,35 @@ from oci_ref.http import (
     handle_registry_error,
     handle_unexpected,
 )
+from oci_ref.lifecycle import Lifecycle
+from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 
 Route = tuple[str, object, str | None]
 
 
-def routes(config: Config, registry: Registry) -> list[Route]:
+def routes(config: Config, registry: Registry, notifier: Notifier | None = None
+           ) -> list[Route]:
     """The route table: (template, resource, responder suffix)."""
-    uploads = BlobUploads(registry)
+    notifier = notifier or Notifier(())
+    uploads = BlobUploads(registry, notifier)
     return [
         ('/v2/', Ping(), None),
         ('/v2', Ping(), None),
         ('/v2/_catalog', Catalog(registry, config.page_max), None),
-        ('/v2/{name}/blobs/{digest}', Blob(registry), None),
+        ('/v2/{name}/blobs/{digest}', Blob(registry, notifier), None),
         ('/v2/{name}/blobs/uploads/', uploads, None),
         ('/v2/{name}/blobs/uploads/{session_id}', uploads, 'session'),
-        ('/v2/{name}/manifests/{reference}', Manifest(registry, config.manifest_max_bytes),
-         None),
+        ('/v2/{name}/manifests/{reference}',
+         Manifest(registry, config.manifest_max_bytes, notifier), None),
         ('/v2/{name}/tags/list', TagList(registry, config.page_max), None),
         ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max),
          None),
         ('/openapi.yaml', OpenAPIDocument(), None),
+        ('/healthz', Health(), None),
+        ('/readyz', Ready(registry), None),
+        ('/metrics', Metrics(registry), None),
     ]
 
 
@@ -50,14 +59,17 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     registry = registry or Registry(
         config.root, fsync=config.fsync, policy=Policy.from_config(config)
     )
+    notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     app = falcon.asgi.App(
-        router=OCIRouter(), middleware=[DistributionMiddleware()], cors_enable=False
+        router=OCIRouter(),
+        middleware=[DistributionMiddleware(), Lifecycle(config, registry, notifier)],
+        cors_enable=False,
     )
     # The spec's paths are exact: /v2/ and /v2 both answer, uploads/ keeps its slash.
     app.req_options.strip_url_path_trailing_slash = False
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
-    for template, resource, suffix in routes(config, registry):
+    for template, resource, suffix in routes(config, registry, notifier):
         if suffix:
             app.add_route(template, resource, suffix=suffix)
         else:
@@ -66,7 +78,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
-    return DisconnectAware(app)
+    return Observe(DisconnectAware(app))
 
 
 def create_app_from_env() -> ASGIApp:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oci_ref.reference import Digest
+from oci_ref.reference import ALGORITHMS, Digest
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -122,6 +122,35 @@ class BlobStore:
 
     def delete(self, digest: Digest) -> None:
         self.path(digest).unlink(missing_ok=True)
+
+    def walk(self) -> Iterator[tuple[Path, str]]:
+        """Every content file, as (path, digest); anything else is skipped."""
+        for algorithm, length in ALGORITHMS.items():
+            top = self.blobs / algorithm
+            if not top.is_dir():
+                continue
+            for prefix in sorted(top.iterdir()):
+                for path in sorted(prefix.iterdir()):
+                    name = path.name
+                    if len(name) == length and name.startswith(prefix.name):
+                        yield path, f'{algorithm}:{name}'
+
+    @contextmanager
+    def gc_lock(self, *, exclusive: bool, wait: bool) -> Iterator[bool]:
+        """The GC lock (``<root>/gc.lock``, flock across processes): shared while a
+        blob is committed and linked, exclusive while GC sweeps. Yields whether it
+        was taken (always, with ``wait``)."""
+        fd = os.open(self.root / 'gc.lock', os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(fd, mode | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     # -- upload spools -----------------------------------------------------------
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -35,13 +36,21 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as ex:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
+    config.root.mkdir(parents=True, exist_ok=True)
+    # Every worker writes its request metrics here; /metrics merges them. Set before
+    # prometheus_client is imported; emptied so a previous run is not counted.
+    metrics_dir = config.root / '.metrics'
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
-    config.root.mkdir(parents=True, exist_ok=True)
-    # Migrate once, before the workers race to do it.
-    from oci_ref.registry import Registry
+    from oci_ref.registry import Policy, Registry
 
-    Registry(config.root, fsync=config.fsync).close()
+    # Migrate once, before the workers race to do it, and purge expired uploads.
+    registry = Registry(config.root, fsync=config.fsync, policy=Policy.from_config(config))
+    registry.purge_uploads()
+    registry.close()
     os.environ[RESOLVED_ENV] = config.to_json()
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
     # and re-raises the signal; with Python's default that kills us (exit -15).
@@ -57,7 +66,7 @@ def serve(args: argparse.Namespace) -> int:
         access_log=config.access_log,
         loop='uvloop',
         http='httptools',
-        lifespan='off',
+        lifespan='on',  # background work: webhooks, purges, online GC
         # The spec's errors are ours to send; uvicorn's "Server" header adds nothing.
         server_header=False,
         timeout_graceful_shutdown=10,
@@ -67,6 +76,72 @@ def serve(args: argparse.Namespace) -> int:
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return Config.load({'root': args.root}, os.environ, args.config)
+    except ConfigError as ex:
+        print(f'oci-ref: {ex}', file=sys.stderr)
+        return None
+
+
+def _progress(phase: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        end = '\n' if done == total else ''
+        print(f'\r{phase}: {done}/{total}', end=end, file=sys.stderr, flush=True)
+
+
+def gc(args: argparse.Namespace) -> int:
+    from oci_ref.gc import collect
+    from oci_ref.registry import Registry
+
+    config = _load(args)
+    if config is None:
+        return 2
+    registry = Registry(config.root, fsync=config.fsync)
+    try:
+        grace = config.gc_grace if args.grace is None else args.grace
+        report = collect(registry, untagged=args.untagged, grace=grace,
+                         dry_run=args.dry_run, progress=_progress)
+    finally:
+        registry.close()
+    if report is None:
+        print('oci-ref gc: another collection is running; try again', file=sys.stderr)
+        return 1
+    for repo, digest in report.manifests:
+        print(f'manifest {repo}@{digest}')
+    for repo, digest in report.links:
+        print(f'link     {repo} -> {digest}')
+    for digest in report.blobs + report.orphan_files:
+        print(f'blob     {digest}')
+    print(report.summary())
+    return 0
+
+
+def fsck(args: argparse.Namespace) -> int:
+    from oci_ref.gc import fsck as check
+    from oci_ref.registry import Registry
+
+    config = _load(args)
+    if config is None:
+        return 2
+    registry = Registry(config.root, fsync=config.fsync)
+    try:
+        problems = check(registry, repair=args.repair, progress=_progress)
+    finally:
+        registry.close()
+    for p in problems:
+        if args.json:
+            print(json.dumps(p.to_dict()))
+        else:
+            level = 'ERROR ' if p.serious else 'notice'
+            print(f'{level} {p.kind}: {p.subject}: {p.detail}')
+    serious = sum(p.serious for p in problems)
+    if not args.json:
+        repaired = ' (repaired: moved to quarantine/)' if args.repair and serious else ''
+        print(f'{serious} problems, {len(problems) - serious} notices{repaired}')
+    return 1 if serious else 0
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -105,10 +180,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument('files', nargs='+', type=Path)
     v.add_argument('--media-type', help='treat the files as this media type')
     v.add_argument('--json', action='store_true', help='one JSON object per problem')
+    for command, helptext in (('gc', 'remove content nothing references'),
+                              ('fsck', 're-hash blobs, check manifests and references')):
+        p = sub.add_parser(command, help=helptext)
+        p.add_argument('--root', type=Path, help='storage directory (or OCI_REF_ROOT)')
+        p.add_argument('--config', type=Path, help='TOML settings file')
+        if command == 'gc':
+            p.add_argument('--dry-run', action='store_true', help='only report')
+            p.add_argument('--untagged', action='store_true',
+                           help='also remove manifests no tag reaches')
+            p.add_argument('--grace', type=int, help='seconds (default: gc_grace)')
+        else:
+            p.add_argument('--repair', action='store_true',
+                           help='quarantine corrupt content')
+            p.add_argument('--json', action='store_true',
+                           help='one JSON object per problem')
     args = parser.parse_args(argv)
-    if args.command == 'serve':
-        return serve(args)
-    return validate(args)
+    commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate}
+    return commands[args.command](args)
 
 
 if __name__ == '__main__':

@@ -27,6 +27,9 @@ class DistributionMiddleware:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
         params: dict[str, Any],
     ) -> None:
+        from oci_ref.metrics import ENDPOINT_KEY, endpoint_id
+
+        req.scope[ENDPOINT_KEY] = endpoint_id(req.uri_template, req.method, req.params)
         if 'name' in params:
             validate_name(params['name'])
 
@@ -112,6 +115,12 @@ async def request_body(req: falcon.asgi.Request) -> AsyncIterator[bytes]:
             ErrorCode.SIZE_INVALID,
             'the request body is incomplete: the client disconnected',
         )
+
+
+def request_info(req: falcon.asgi.Request) -> dict[str, Any]:
+    """Who asked, for webhook events (never credentials)."""
+    return {'method': req.method, 'addr': req.remote_addr,
+            'useragent': req.user_agent or ''}
 
 
 def query_values(req: falcon.asgi.Request, key: str) -> list[str]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,9 +145,10 @@ class Metadata:
                 'INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?, ?, ?)',
                 [digest, size, now],
             )
+            # A push or mount renews the link: GC's grace counts from the last one.
             self.db.execute(
-                'INSERT OR IGNORE INTO repo_blobs (repo, digest, created_at) '
-                'VALUES (?, ?, ?)',
+                'INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) '
+                'ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at',
                 [repo, digest, now],
             )
 
@@ -249,6 +251,20 @@ class Metadata:
 
     # -- manifests and tags ------------------------------------------------------
 
+    @contextmanager
+    def immediate(self, *, commit: bool = True) -> Iterator[None]:
+        """A write transaction that takes SQLite's write lock at once (BEGIN
+        IMMEDIATE), so what it reads cannot change before it writes: the
+        manifest-PUT check and GC's sweep serialise instead of interleaving.
+        ``commit=False`` rolls back at the end (a dry run)."""
+        self.db.execute('BEGIN IMMEDIATE')
+        try:
+            yield
+        except BaseException:
+            self.db.execute('ROLLBACK')
+            raise
+        self.db.execute('COMMIT' if commit else 'ROLLBACK')
+
     def put_manifest(
         self,
         repo: str,
@@ -259,11 +275,19 @@ class Metadata:
         subject: str | None,
         artifact_type: str | None,
         annotations: dict[str, str] | None,
-        refs: Iterable[str],
+        blobs: Sequence[str],
+        children: Sequence[str],
         tags: Sequence[str],
-    ) -> None:
+    ) -> list[str]:
+        """Store a manifest if everything it references is here; else return the
+        missing digests and store nothing. Check and write are one transaction."""
         now = time.time()
-        with self.db.atomic():
+        with self.immediate():
+            missing = self.missing_blobs(repo, blobs) + self.missing_children(
+                repo, children)
+            if missing:
+                return missing
+            refs = [*blobs, *children]
             self._ensure_repo(repo, now)
             self.db.execute(
                 'INSERT INTO manifests (repo, digest, media_type, size, content, '
@@ -293,6 +317,7 @@ class Metadata:
                 'updated_at = excluded.updated_at',
                 [(repo, tag, digest, now) for tag in tags],
             )
+        return []
 
     def get_manifest(self, repo: str, digest: str) -> ManifestRecord | None:
         row = self._one(

@@ -7,12 +7,13 @@ here and results back to headers.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from oci_ref.blobstore import BlobStore, BodyTooLarge, SpoolBusy, SpoolMissing
 from oci_ref.config import Config
 from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
-from oci_ref.manifest import ParsedManifest, parse_manifest
+from oci_ref.manifest import parse_manifest
 from oci_ref.metadata import ManifestRecord, Metadata, Referrer, Upload
 from oci_ref.reference import (
     TAG_RULE,
@@ -79,6 +80,7 @@ class Policy:
 @dataclass(frozen=True, slots=True)
 class PushedManifest:
     digest: Digest
+    media_type: str
     subject: str | None
     tags: tuple[str, ...]
 
@@ -147,7 +149,8 @@ class Registry:
         self.meta.create_upload(session_id, name, algorithm)
         return Upload(session_id, name, 0, algorithm)
 
-    def mount_blob(self, name: str, digest: str, from_: str | None) -> Digest | None:
+    async def mount_blob(self, name: str, digest: str, from_: str | None
+                         ) -> Digest | None:
         """end-11: link an existing blob into ``name``; None means "not mountable".
 
         The spec falls back to a normal upload (202) when the mount arguments are
@@ -163,13 +166,26 @@ class Registry:
         else:
             # Anonymous mount: any repository the caller may read (all, when open).
             sources = self.meta.blob_repos(digest)
-        for source in sources:
-            size = self.meta.blob_size(source, digest)
-            d = Digest.parse(digest)
-            if size is not None and self.store.exists(d):
-                self.meta.link_blob(name, digest, size)
-                return d
+        d = Digest.parse(digest)
+        async with self._committing():
+            for source in sources:
+                size = self.meta.blob_size(source, digest)
+                if size is not None and self.store.exists(d):
+                    self.meta.link_blob(name, digest, size)
+                    return d
         return None
+
+    @asynccontextmanager
+    async def _committing(self) -> AsyncIterator[None]:
+        """Hold the GC lock shared while a blob file is committed and linked, so a
+        concurrent sweep never deletes a file we are about to link. GC holds it only
+        briefly; wait for it without blocking the event loop."""
+        while True:
+            with self.store.gc_lock(exclusive=False, wait=False) as locked:
+                if locked:
+                    yield
+                    return
+            await asyncio.sleep(0.01)
 
     def get_upload(self, name: str, session_id: str) -> Upload:
         upload = None
@@ -230,10 +246,11 @@ class Registry:
                 hashers = {d.algorithm: d.hasher() for d in wanted}
                 size = await self.store.append(fd, 0, body, list(hashers.values()))
                 _verify(wanted, {a: h.hexdigest() for a, h in hashers.items()})
-                self.store.commit(spool, wanted[0])
+                async with self._committing():
+                    self.store.commit(spool, wanted[0])
+                    self.meta.link_blob(name, str(wanted[0]), size)
         finally:
             self.store.discard_spool(spool)
-        self.meta.link_blob(name, str(wanted[0]), size)
         return wanted[0]
 
     async def append_chunk(
@@ -288,8 +305,9 @@ class Registry:
                 # The session survives a bad digest; only this request's chunk goes.
                 self.store.truncate(fd, upload.size)
                 raise
-            self.store.commit(spool, wanted[0])
-        self.meta.finish_upload(upload.id, name, str(wanted[0]), size)
+            async with self._committing():
+                self.store.commit(spool, wanted[0])
+                self.meta.finish_upload(upload.id, name, str(wanted[0]), size)
         return wanted[0]
 
     @contextmanager
@@ -449,9 +467,7 @@ class Registry:
                     detail={'tag': tag[:200], **TAG_RULE},
                 )
         parsed = parse_manifest(body, content_type)
-        self._check_references(name, parsed)
-        refs = [d.digest for d in (*parsed.required_blobs(), *parsed.manifests)]
-        self.meta.put_manifest(
+        missing = self.meta.put_manifest(
             name,
             str(digest),
             parsed.media_type,
@@ -459,36 +475,18 @@ class Registry:
             subject=parsed.subject.digest if parsed.subject else None,
             artifact_type=parsed.artifact_type,
             annotations=parsed.annotations,
-            refs=refs,
+            blobs=[d.digest for d in parsed.required_blobs()],
+            children=[d.digest for d in parsed.manifests],
             tags=list(dict.fromkeys(tags)),
         )
+        if missing:
+            raise _blobs_unknown(missing)
         return PushedManifest(
             digest,
+            parsed.media_type,
             parsed.subject.digest if parsed.subject else None,
             tuple(t for t in dict.fromkeys(tags) if t != reference),
         )
-
-    def _check_references(self, name: str, parsed: ParsedManifest) -> None:
-        """§Push: referenced blobs must exist here (one error per missing digest);
-        the subject never has to (§Pushing Manifests with Subject)."""
-        missing = self.meta.missing_blobs(name, [d.digest for d in parsed.required_blobs()])
-        missing += self.meta.missing_children(name, [d.digest for d in parsed.manifests])
-        if missing:
-            raise RegistryError.of(
-                [
-                    ErrorEntry(
-                        ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                        f'blob unknown to repository: {d}',
-                        {
-                            'digest': d,
-                            'rule': 'every descriptor a manifest references must be '
-                            'pushed to (or mounted in) this repository first',
-                            'spec': 'distribution-spec §Push',
-                        },
-                    )
-                    for d in missing
-                ]
-            )
 
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
         """end-3. A reference that is neither a tag nor a valid digest can name no
@@ -567,6 +565,26 @@ class Registry:
         d = Digest.parse(digest)
         entries = self.meta.referrers(name, str(d), artifact_type, last, n + 1)
         return Page(entries[:n], len(entries) > n)
+
+
+def _blobs_unknown(missing: list[str]) -> RegistryError:
+    """§Push: one MANIFEST_BLOB_UNKNOWN per missing digest. The subject is never
+    checked (§Pushing Manifests with Subject)."""
+    return RegistryError.of(
+        [
+            ErrorEntry(
+                ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                f'blob unknown to repository: {d}',
+                {
+                    'digest': d,
+                    'rule': 'every descriptor a manifest references must be pushed to '
+                    '(or mounted in) this repository first',
+                    'spec': 'distribution-spec §Push',
+                },
+            )
+            for d in missing
+        ]
+    )
 
 
 def _parse_digests(values: list[str]) -> list[Digest]:

@@ -7,6 +7,7 @@ import falcon
 import falcon.asgi
 
 from oci_ref.errors import ErrorCode, RegistryError
+from oci_ref.hooks import Notifier
 from oci_ref.http import (
     RangeNotSatisfiable,
     content_length,
@@ -15,6 +16,7 @@ from oci_ref.http import (
     query_value,
     query_values,
     request_body,
+    request_info,
 )
 from oci_ref.metadata import Upload
 from oci_ref.reference import Digest, parse_algorithm
@@ -22,8 +24,9 @@ from oci_ref.registry import Registry, blob_location, upload_location, upload_ra
 
 
 class Blob:
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, notifier: Notifier):
         self.registry = registry
+        self.notifier = notifier
 
     def _headers(self, resp: falcon.asgi.Response, digest: Digest) -> None:
         resp.content_type = 'application/octet-stream'
@@ -58,6 +61,9 @@ class Blob:
         except FileNotFoundError:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={'digest': str(d)}) from None
         resp.content_length = length
+        self.notifier.emit('pull', name, digest=str(d), size=size,
+                           media_type='application/octet-stream',
+                           request=request_info(req))
 
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, digest: str) -> None:
@@ -72,11 +78,13 @@ class Blob:
         self.registry.delete_blob(name, digest)
         resp.status = falcon.HTTP_202
         resp.content_length = 0
+        self.notifier.emit('delete', name, digest=digest, request=request_info(req))
 
 
 class BlobUploads:
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, notifier: Notifier):
         self.registry = registry
+        self.notifier = notifier
 
     @staticmethod
     def _session_headers(resp: falcon.asgi.Response, upload: Upload) -> None:
@@ -101,9 +109,12 @@ class BlobUploads:
         """
         mount = query_value(req, 'mount')
         if mount is not None:
-            mounted = self.registry.mount_blob(name, mount, query_value(req, 'from'))
+            source = query_value(req, 'from')
+            mounted = await self.registry.mount_blob(name, mount, source)
             if mounted is not None:
                 self._created(resp, name, mounted)
+                self.notifier.emit('mount', name, digest=str(mounted), source=source,
+                                   request=request_info(req))
                 return
         else:
             digests = query_values(req, 'digest')
@@ -112,6 +123,8 @@ class BlobUploads:
                     name, digests, request_body(req)
                 )
                 self._created(resp, name, digest)
+                self.notifier.emit('push', name, digest=str(digest),
+                                   request=request_info(req))
                 return
         algorithm = query_value(req, 'digest-algorithm')
         upload = self.registry.start_upload(
@@ -155,6 +168,7 @@ class BlobUploads:
             content_length(req),
         )
         self._created(resp, name, digest)
+        self.notifier.emit('push', name, digest=str(digest), request=request_info(req))
 
     async def on_delete_session(self, req: falcon.asgi.Request,
                                 resp: falcon.asgi.Response, name: str,

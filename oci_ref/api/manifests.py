@@ -6,15 +6,17 @@ import falcon
 import falcon.asgi
 
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.http import content_length, query_values, request_body
+from oci_ref.hooks import Notifier
+from oci_ref.http import content_length, query_values, request_body, request_info
 from oci_ref.metadata import ManifestRecord
 from oci_ref.registry import Registry, manifest_location
 
 
 class Manifest:
-    def __init__(self, registry: Registry, max_bytes: int):
+    def __init__(self, registry: Registry, max_bytes: int, notifier: Notifier):
         self.registry = registry
         self.max_bytes = max_bytes
+        self.notifier = notifier
 
     @staticmethod
     def _headers(resp: falcon.asgi.Response, record: ManifestRecord) -> None:
@@ -30,6 +32,9 @@ class Manifest:
         record = self.registry.get_manifest(name, reference)
         self._headers(resp, record)
         resp.data = record.content
+        self.notifier.emit('pull', name, digest=record.digest, size=record.size,
+                           media_type=record.media_type, tag=_tag(reference),
+                           request=request_info(req))
 
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, reference: str) -> None:
@@ -53,6 +58,9 @@ class Manifest:
         if pushed.tags:
             resp.set_header('OCI-Tag', ', '.join(pushed.tags))
         resp.content_length = 0
+        self.notifier.emit('push', name, digest=str(pushed.digest), size=len(body),
+                           media_type=pushed.media_type, tag=_tag(reference),
+                           request=request_info(req))
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                         name: str, reference: str) -> None:
@@ -61,6 +69,9 @@ class Manifest:
         self.registry.delete_manifest(name, reference)
         resp.status = falcon.HTTP_202
         resp.content_length = 0
+        tag = _tag(reference)
+        self.notifier.emit('delete', name, digest=None if tag else reference, tag=tag,
+                           request=request_info(req))
 
     async def _read_body(self, req: falcon.asgi.Request) -> bytes:
         """The exact bytes (the digest is over them), never more than the limit."""
@@ -84,3 +95,7 @@ class Manifest:
             },
             status=413,
         )
+
+
+def _tag(reference: str) -> str | None:
+    return None if ':' in reference else reference

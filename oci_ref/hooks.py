@@ -1,0 +1,112 @@
+"""Webhook notifications: one JSON event per push, pull, delete and mount.
+
+Requests only enqueue (never wait on the network); a task per worker drains the
+bounded queue, POSTing each event to every configured URL with retries and
+backoff. When the queue is full the event is dropped and counted
+(``oci_ref_hook_events_total{outcome="dropped"}``) rather than slowing a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+
+log = logging.getLogger('oci_ref.hooks')
+
+EVENTS = Counter('oci_ref_hook_events', 'Webhook events by outcome', ['outcome'])
+DELIVERY_TIMEOUT = 5.0
+DRAIN_ON_SHUTDOWN = 5.0
+MEDIA_TYPE = 'application/vnd.oci-ref.events.v1+json'
+
+
+class Notifier:
+    def __init__(self, urls: tuple[str, ...], queue_size: int = 1000, retries: int = 3):
+        self.urls = urls
+        self.queue_size = queue_size
+        self.retries = retries
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+    def emit(self, action: str, repository: str, *, digest: str | None = None,
+             media_type: str | None = None, size: int | None = None,
+             tag: str | None = None, source: str | None = None,
+             request: dict[str, Any] | None = None) -> None:
+        """Queue an event; O(1), never blocks, drops when the queue is full."""
+        if not self.urls or self._queue is None:
+            return
+        target: dict[str, Any] = {'repository': repository}
+        for key, value in (('digest', digest), ('mediaType', media_type), ('size', size),
+                           ('tag', tag), ('fromRepository', source)):
+            if value is not None:
+                target[key] = value
+        event = {
+            'id': str(uuid.uuid4()),
+            'timestamp': datetime.now(UTC).isoformat().replace('+00:00', 'Z'),
+            'action': action,
+            'target': target,
+            'request': request or {},
+        }
+        try:
+            self._queue.put_nowait(event)
+            EVENTS.labels('queued').inc()
+        except asyncio.QueueFull:
+            EVENTS.labels('dropped').inc()
+            log.warning('webhook queue full (%d): dropped %s event', self.queue_size,
+                        action)
+
+    def start(self) -> None:
+        if self.urls and self._task is None:
+            self._queue = asyncio.Queue(self.queue_size)
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Deliver what is queued (for a few seconds at most), then stop."""
+        if self._task is None or self._queue is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), DRAIN_ON_SHUTDOWN)
+        except TimeoutError:
+            log.warning('webhooks: %d events undelivered at shutdown',
+                        self._queue.qsize())
+        self._task.cancel()
+        self._task = None
+        self._queue = None
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT) as client:
+            while True:
+                event = await self._queue.get()
+                try:
+                    for url in self.urls:
+                        await self._deliver(client, url, event)
+                finally:
+                    self._queue.task_done()
+
+    async def _deliver(self, client: httpx.AsyncClient, url: str,
+                       event: dict[str, Any]) -> None:
+        body = {'events': [event]}
+        for attempt in range(self.retries + 1):
+            try:
+                r = await client.post(url, json=body, headers={'Content-Type': MEDIA_TYPE})
+                if r.status_code < 300:
+                    EVENTS.labels('delivered').inc()
+                    return
+                why = f'HTTP {r.status_code}'
+            except httpx.HTTPError as ex:
+                why = type(ex).__name__
+            if attempt < self.retries:
+                await asyncio.sleep(min(0.5 * 2**attempt, 10))
+        EVENTS.labels('failed').inc()
+        log.warning('webhook %s: gave up on %s event after %d attempts (%s)', url,
+                    event['action'], self.retries + 1, why)

@@ -1,0 +1,72 @@
+"""Work a worker does besides answering requests: webhook delivery, the periodic
+purge of expired uploads, and online garbage collection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from oci_ref.config import Config
+from oci_ref.hooks import Notifier
+from oci_ref.registry import Policy, Registry
+
+log = logging.getLogger('oci_ref')
+
+
+class Lifecycle:
+    """Falcon middleware: started and stopped by the ASGI lifespan events."""
+
+    def __init__(self, config: Config, registry: Registry, notifier: Notifier):
+        self.config = config
+        self.registry = registry
+        self.notifier = notifier
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        self.notifier.start()
+        self.tasks.append(self._every(self.config.purge_interval, self._purge))
+        if self.config.gc_interval:
+            self.tasks.append(self._every(self.config.gc_interval, self._gc))
+
+    async def process_shutdown(self, scope: dict[str, Any],
+                               event: dict[str, Any]) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.tasks.clear()
+        await self.notifier.stop()
+
+    def _every(self, seconds: int, job: Callable[[], Any]) -> asyncio.Task[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await job()
+                except Exception:
+                    log.exception('background job %s failed', job.__name__)
+
+        return asyncio.get_running_loop().create_task(loop())
+
+    async def _purge(self) -> None:
+        removed = self.registry.purge_uploads()
+        if removed:
+            log.info('purged %d expired upload spools', removed)
+
+    async def _gc(self) -> None:
+        # In a thread with its own connection: the sweep hashes nothing but may
+        # delete many files, and must not stall this worker's requests.
+        report = await asyncio.to_thread(_collect_once, self.config)
+        if report is not None and (report.blobs or report.manifests or report.links):
+            log.info('online gc: %s', report.summary())
+
+
+def _collect_once(config: Config) -> Any:
+    from oci_ref.gc import collect
+
+    registry = Registry(config.root, fsync=config.fsync,
+                        policy=Policy.from_config(config))
+    try:
+        return collect(registry, untagged=config.gc_untagged, grace=config.gc_grace)
+    finally:
+        registry.close()
