@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients fuzz conformance
+.PHONY: setup run test lint clean clients interop-report fuzz conformance
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -16,14 +16,31 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/oci-ref serve --listen $(LISTEN) --root $(ROOT)
 
-# Real clients for tests/interop (root + apt). Without root the interop tests run
-# for the clients found and skip the rest, except under CI=true, where a missing
-# client fails. CLIENTS picks install-clients.sh components.
-CLIENTS ?= apt
+# Real clients for tests/interop (root + apt on Debian amd64). Elsewhere the interop
+# tests run for the clients found and skip the rest, except under CI=true, where a
+# missing client fails. CLIENTS picks install-clients.sh components (default: all).
+CLIENTS ?= apt engines oras cosign skopeo118 crane oraspy
 clients:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f /etc/debian_version ] \
+	    && [ "$$(dpkg --print-architecture)" = amd64 ]; then \
 	  OCI_CLIENTS_COMPONENTS="$(CLIENTS)" scripts/install-clients.sh; \
-	else echo "make clients: needs root and apt-get; interop tests use what is installed"; fi
+	else echo "make clients: needs root, apt-get and Debian amd64; interop tests use what is installed"; fi
+
+# The interop table (docs/interop.md), generated from a run: the interop tests against
+# each of INTEROP_REGISTRIES with JUnit XML, then scripts/interop-report.py. Fails
+# when the oci-ref run fails (the control peer is expected to fail some tests).
+INTEROP_REGISTRIES ?= oci-ref distribution
+INTEROP_XML := build/interop
+interop-report: setup clients
+	@mkdir -p $(INTEROP_XML); rm -f $(INTEROP_XML)/*.xml; rc=0; \
+	for r in $(INTEROP_REGISTRIES); do \
+	  $(PY) -m pytest tests/interop -q --registry=$$r --junitxml=$(INTEROP_XML)/$$r.xml; s=$$?; \
+	  if [ $$s -eq 5 ]; then echo "make interop-report: no tests collected" >&2; s=1; fi; \
+	  if [ $$r = oci-ref ] && [ $$s -ne 0 ]; then rc=$$s; fi; \
+	done; \
+	$(PY) scripts/interop-report.py $(INTEROP_REGISTRIES:%=$(INTEROP_XML)/%.xml) \
+	  -o docs/interop.md || exit 1; \
+	exit $$rc
 
 # pytest exit 5 (no tests collected) must fail the run, never pass silently.
 test: setup clients
@@ -37,6 +54,12 @@ FUZZ_EXAMPLES ?= 300
 fuzz: setup
 	OCI_REF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OCI_REF_FUZZ_RANDOM=1 \
 	  $(PY) -m pytest -s tests/e2e/test_openapi_fuzz.py
+
+# The SIGKILL fault test for many iterations (make test runs a few).
+SOAK_ITERATIONS ?= 50
+soak: setup
+	OCI_REF_SOAK_ITERATIONS=$(SOAK_ITERATIONS) OCI_REF_SOAK_SEED=$${OCI_REF_SOAK_SEED:-$$RANDOM} \
+	  $(PY) -m pytest -s tests/e2e/test_crash_safety.py
 
 # The upstream OCI conformance suites against a fresh oci-ref (conformance/README.md).
 SUITES ?= legacy,1.1,dev
