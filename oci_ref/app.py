@@ -18,6 +18,7 @@ from oci_ref.http import (
     ASGIApp,
     DisconnectAware,
     DistributionMiddleware,
+    HeaderLimit,
     handle_registry_error,
     handle_unexpected,
 )
@@ -78,7 +79,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
-    return Observe(DisconnectAware(app))
+    return Observe(HeaderLimit(DisconnectAware(app)))
 
 
 def create_app_from_env() -> ASGIApp:

@@ -106,6 +106,46 @@ class DisconnectAware:
         await self.app(scope, watched, send)
 
 
+# Request headers larger than this are refused (431) before any handler runs.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class HeaderLimit:
+    """ASGI wrapper answering 431 to requests whose headers exceed MAX_HEADER_BYTES.
+
+    httptools (uvicorn's fast parser) sets no limit of its own, so without this an
+    oversized header would reach the handlers and could be acted on.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+                       send: Send) -> None:
+        if scope['type'] == 'http':
+            # ASGI allows any iterables here (even one-shot pairs): make them tuples
+            # in a list before reading them, so the app can read them again.
+            scope['headers'] = headers = [tuple(pair) for pair in scope['headers']]
+            size = sum(len(k) + len(v) for k, v in headers)
+            if size > MAX_HEADER_BYTES:
+                body = RegistryError(
+                    ErrorCode.UNSUPPORTED,
+                    'request headers too large',
+                    detail={'rule': f'request headers are at most {MAX_HEADER_BYTES} '
+                                    'bytes', 'received': size},
+                    status=431,
+                ).body()
+                await send({'type': 'http.response.start', 'status': 431, 'headers': [
+                    (b'content-type', b'application/json'),
+                    (b'content-length', str(len(body)).encode()),
+                    (API_VERSION[0].lower().encode(), API_VERSION[1].encode()),
+                    (b'connection', b'close'),
+                ]})
+                await send({'type': 'http.response.body', 'body': body})
+                return
+        await self.app(scope, receive, send)
+
+
 async def request_body(req: falcon.asgi.Request) -> AsyncIterator[bytes]:
     """The request body as it arrives; raises if it ended because the client left."""
     async for chunk in req.stream:
@@ -171,6 +211,12 @@ def set_next_link(resp: falcon.asgi.Response, path: str, params: dict[str, Any])
 
 
 _CONTENT_RANGE = re.compile(r'(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?')
+# Beyond any real size; int() of a longer digit string would also raise (4300 digits).
+_HUGE = 10**18
+
+
+def _number(digits: str) -> int:
+    return _HUGE if len(digits) > 18 else int(digits)
 
 
 def parse_content_range(value: str | None) -> tuple[int, int] | ValueError | None:
@@ -181,9 +227,9 @@ def parse_content_range(value: str | None) -> tuple[int, int] | ValueError | Non
     if value is None:
         return None
     m = _CONTENT_RANGE.fullmatch(value.strip())
-    if m is None or int(m[2]) < int(m[1]):
+    if m is None or _number(m[2]) < _number(m[1]):
         return ValueError(f'malformed Content-Range {value[:100]!r}: expected start-end')
-    return int(m[1]), int(m[2])
+    return _number(m[1]), _number(m[2])
 
 
 _RANGE = re.compile(r'bytes=(\d*)-(\d*)')
@@ -209,13 +255,13 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if first == '' and last == '':
         return None
     if first == '':
-        suffix = int(last)
+        suffix = _number(last)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable
         return max(size - suffix, 0), size - 1
-    start = int(first)
-    end = size - 1 if last == '' else min(int(last), size - 1)
-    if start >= size or (last != '' and int(last) < start):
+    start = _number(first)
+    end = size - 1 if last == '' else min(_number(last), size - 1)
+    if start >= size or (last != '' and _number(last) < start):
         raise RangeNotSatisfiable
     return start, end
 

@@ -180,12 +180,28 @@ def _decode(body: bytes) -> dict[str, Any]:
         # clients and registries refuse it for schemaVersion and size (int64), and a
         # Decimal is a number yet never an integer. Unknown fields are never re-encoded.
         text = body.decode('utf-8')
-        doc = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise _Reject(_failure(rule, '', _PUSH_SPEC, reason=str(exc)[:200])) from None
+        doc = json.loads(text, parse_float=Decimal, parse_constant=_no_constant,
+                         object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError, ArithmeticError) as exc:
+        # ArithmeticError: Decimal refuses exponents like 1e99999999999999999999.
+        reason = str(exc)[:200] or type(exc).__name__
+        raise _Reject(_failure(rule, '', _PUSH_SPEC, reason=reason)) from None
     if not isinstance(doc, dict):
         reason = f'the body is a JSON {type(doc).__name__}, not an object'
         raise _Reject(_failure(rule, '', _PUSH_SPEC, reason=reason))
+    return doc
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse duplicate keys: parsers disagree on which one wins (RFC 8259 §4), so
+    the registry would validate one document and a client could read another."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f'duplicate key {key[:100]!r}: names must be unique')
+            seen.add(key)
     return doc
 
 
@@ -235,12 +251,17 @@ def _pointer(parts: Any) -> str:
     return ''.join('/' + str(p).replace('~', '~0').replace('/', '~1') for p in parts)
 
 
-def _schema_failures(validator: Validator, doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _schema_failures(validator: Validator, doc: dict[str, Any], limit: int | None = None
+                     ) -> list[dict[str, Any]]:
     """One failure per failed rule; ``description`` and ``x-spec`` come from the
-    failing subschema (every rule-bearing one has both; the root is a fallback)."""
+    failing subschema (every rule-bearing one has both; the root is a fallback).
+    With ``limit``, stop after that many: a 4 MiB array of a million wrong items
+    must not keep a worker busy producing a million errors nobody reads."""
     root: Any = validator.schema
     failures: dict[tuple[str, str], dict[str, Any]] = {}
     for error in validator.iter_errors(doc):
+        if limit is not None and len(failures) >= limit:
+            break
         schema = error.schema if isinstance(error.schema, dict) else {}
         rule = schema.get('description', root['description'])
         spec = schema.get('x-spec', root['x-spec'])
@@ -315,11 +336,12 @@ def _descriptor_failures(
 
 
 def _validate(
-    body: bytes, content_type: str | None, known: frozenset[str]
+    body: bytes, content_type: str | None, known: frozenset[str],
+    limit: int | None = None,
 ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     doc = _decode(body)
     media_type = _effective_type(doc, content_type, known)
-    failures = _schema_failures(_validators()[media_type], doc)
+    failures = _schema_failures(_validators()[media_type], doc, limit)
     if media_type != OCI_CONFIG:
         failures += _descriptor_failures(doc, media_type, {f['path'] for f in failures})
     return media_type, doc, failures
@@ -350,14 +372,15 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     """Validate a pushed manifest. On failure raise 400 MANIFEST_INVALID with one error
     entry per failed rule; on success return what the registry stores and indexes."""
     try:
-        media_type, doc, failures = _validate(body, content_type, MANIFEST_TYPES)
+        media_type, doc, failures = _validate(body, content_type, MANIFEST_TYPES,
+                                              limit=MAX_REPORTED + 1)
     except _Reject as reject:
         media_type, doc, failures = '', {}, [reject.args[0]]
     if not failures:
         return _build(doc, media_type)
     shown = failures[:MAX_REPORTED]
     if len(failures) > MAX_REPORTED:
-        shown[-1] = {**shown[-1], 'omitted_failures': len(failures) - MAX_REPORTED}
+        shown[-1] = {**shown[-1], 'omitted_failures': 'more failures not reported'}
     code = ErrorCode.MANIFEST_INVALID
     raise RegistryError.of(
         [ErrorEntry(code, f'{code.message}: {f["rule"]}', f) for f in shown]

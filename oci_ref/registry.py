@@ -39,6 +39,8 @@ SESSION_ID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 # end-7b: the spec asks registries to accept at least 10 ?tag= values; past our
 # limit the spec's answer is 414.
 MAX_TAGS_PER_PUT = 100
+# Manifests larger than this are validated in a thread (see put_manifest).
+PARSE_INLINE_MAX = 64 * 1024
 # Streaming hashers kept per process for sessions between requests (see _hashers).
 HASHER_CACHE_SIZE = 1024
 
@@ -427,7 +429,7 @@ class Registry:
 
     # -- manifests (end-3, end-7, end-9) -------------------------------------------
 
-    def put_manifest(
+    async def put_manifest(
         self,
         name: str,
         reference: str,
@@ -466,7 +468,12 @@ class Registry:
                     ErrorCode.MANIFEST_INVALID, f'invalid tag {tag[:200]!r}',
                     detail={'tag': tag[:200], **TAG_RULE},
                 )
-        parsed = parse_manifest(body, content_type)
+        if len(body) > PARSE_INLINE_MAX:
+            # Validating megabytes of JSON takes a while: do it off the event loop
+            # so other requests keep flowing (the schema is pure, thread-safe code).
+            parsed = await asyncio.to_thread(parse_manifest, body, content_type)
+        else:
+            parsed = parse_manifest(body, content_type)
         missing = self.meta.put_manifest(
             name,
             str(digest),

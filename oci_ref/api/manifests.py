@@ -47,7 +47,7 @@ class Manifest:
                      name: str, reference: str) -> None:
         """end-7: PUT /v2/<name>/manifests/<reference>[?tag=<tag>…] → 201."""
         body = await self._read_body(req)
-        pushed = self.registry.put_manifest(
+        pushed = await self.registry.put_manifest(
             name, reference, body, req.content_type, query_values(req, 'tag')
         )
         resp.status = falcon.HTTP_201
@@ -77,6 +77,11 @@ class Manifest:
         """The exact bytes (the digest is over them), never more than the limit."""
         declared = content_length(req)
         if declared is not None and declared > self.max_bytes:
+            if declared <= 4 * self.max_bytes:
+                # Read (and drop) a moderate excess so the client, still sending,
+                # can read the 413 instead of a reset connection.
+                async for _ in request_body(req):
+                    pass
             raise self._too_large()
         body = bytearray()
         async for chunk in request_body(req):

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -523,13 +524,49 @@ def test_every_failed_rule_is_a_separate_error_entry() -> None:
     assert all(e['message'].startswith('manifest invalid: ') for e in body['errors'])
 
 
+def rejected_raw(body: bytes) -> list[dict]:
+    with pytest.raises(RegistryError) as info:
+        m.parse_manifest(body, m.OCI_MANIFEST)
+    assert info.value.code is ErrorCode.MANIFEST_INVALID
+    return [e.detail for e in info.value.entries]
+
+
 def test_error_entries_are_capped() -> None:
     layers = [
         {'mediaType': LAYER_GZ, 'digest': 'sha256:bad', 'size': 1} for _ in range(200)
     ]
     details = rejected(image(layers=layers))
     assert len(details) == m.MAX_REPORTED
-    assert details[-1]['omitted_failures'] == 200 - m.MAX_REPORTED
+    assert details[-1]['omitted_failures'] == 'more failures not reported'
+
+
+def test_a_million_wrong_items_are_rejected_without_validating_them_all() -> None:
+    # 10^6 zeros fit in 4 MiB; reporting stops at the cap instead of producing
+    # a million errors (which took minutes and stalled the event loop).
+    body = json.dumps({'schemaVersion': 2, 'mediaType': m.OCI_MANIFEST,
+                       'config': {'mediaType': m.OCI_CONFIG, 'size': 2,
+                                  'digest': 'sha256:' + 'a' * 64},
+                       'layers': [0] * 1_000_000}).encode()
+    assert len(body) < 4 * 1024 * 1024
+    with pytest.raises(RegistryError) as info:
+        m.parse_manifest(body, m.OCI_MANIFEST)
+    assert len(info.value.entries) == m.MAX_REPORTED
+
+
+def test_duplicate_keys_are_manifest_invalid() -> None:
+    # Parsers disagree on which duplicate wins: the registry must not validate one
+    # document while a client reads another.
+    body = b'{"schemaVersion": 2, "schemaVersion": 2, "config": {}, "layers": []}'
+    details = rejected_raw(body)
+    assert 'duplicate key' in details[0]['reason']
+
+
+def test_huge_exponent_is_manifest_invalid_not_a_crash() -> None:
+    text = re.sub(r'"size": \d+', '"size": 1e99999999999999999999', json.dumps(image()),
+                  count=1)
+    assert '1e9999' in text
+    details = rejected_raw(text.encode())
+    assert details[0]['rule'].startswith('the request body is a manifest')
 
 
 def test_error_json_paths_escape_slash_and_tilde() -> None:
