@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients interop-report fuzz conformance
+.PHONY: setup run test lint clean clients interop-report fuzz conformance soak
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	scripts/setup.sh

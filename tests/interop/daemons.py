@@ -1,0 +1,173 @@
+"""Private containerd and dockerd for the interop tests.
+
+Each daemon gets its own root, state, socket and pidfile under a short temporary
+directory (unix socket paths are limited to 108 bytes), talks only to loopback, sets
+up no networking (no iptables, no bridge, no IP forwarding) and is stopped by the
+PID this process started. When a daemon cannot start, the error carries its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+CONTAINERD_CONFIG = '''version = 2
+root = "{base}/root"
+state = "{base}/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+]
+
+[grpc]
+  address = "{base}/containerd.sock"
+
+[ttrpc]
+  address = "{base}/containerd.sock.ttrpc"
+
+[debug]
+  address = "{base}/debug.sock"
+
+[metrics]
+  address = ""
+'''
+
+
+class Daemon:
+    """A daemon subprocess with its log; `stop()` ends it by its PID."""
+
+    name = 'daemon'
+    write_pidfile = True  # False when the daemon writes its own (--pidfile)
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix=f'{self.name}-'))
+        self.log = self.base / f'{self.name}.log'
+        self.pidfile = self.base / f'{self.name}.pid'
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self, cmd: list[str], ready: Callable[[], bool],
+               timeout: float = 60) -> None:
+        log = open(self.log, 'wb')  # noqa: SIM115 (the child keeps writing to it)
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        if self.write_pidfile:
+            self.pidfile.write_text(f'{self.proc.pid}\n')
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DaemonError(self, f'exited with {self.proc.returncode}')
+            if ready():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise DaemonError(self, f'not ready after {timeout}s')
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors='replace')
+        except OSError:
+            return ''
+        return '\n'.join(text.rstrip().splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stop_children()
+        self._unmount()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _stop_children(self) -> None:
+        pass
+
+    def _unmount(self) -> None:
+        """Lazily unmount anything still mounted under our directory."""
+        try:
+            mounts = Path('/proc/self/mounts').read_text().splitlines()
+        except OSError:
+            return
+        ours = [line.split()[1] for line in mounts
+                if line.split()[1].startswith(str(self.base) + '/')]
+        for target in sorted(ours, key=len, reverse=True):
+            subprocess.run(['umount', '-l', target], capture_output=True, check=False)
+
+
+class DaemonError(RuntimeError):
+    def __init__(self, daemon: Daemon, what: str):
+        super().__init__(f'{daemon.name} {what}; its log ({daemon.log}) ends with:\n'
+                         f'{daemon.log_tail()}')
+
+
+class Containerd(Daemon):
+    name = 'containerd'
+
+    def __init__(self, containerd: str, ctr: str):
+        super().__init__()
+        self.socket = self.base / 'containerd.sock'
+        self.ctr_cmd = [ctr, '--address', str(self.socket), '--namespace', 'interop']
+        config = self.base / 'config.toml'
+        config.write_text(CONTAINERD_CONFIG.format(base=self.base))
+
+        def ready() -> bool:
+            return subprocess.run([*self.ctr_cmd, 'version'], capture_output=True,
+                                  timeout=10).returncode == 0
+
+        self._start([containerd, '--config', str(config), '--log-level', 'info'], ready)
+
+
+class Dockerd(Daemon):
+    name = 'dockerd'
+    write_pidfile = False
+
+    def __init__(self, dockerd: str, docker: str, insecure_registry: str):
+        super().__init__()
+        self.socket = self.base / 'docker.sock'
+        self.exec_root = self.base / 'exec'
+        self.config_dir = self.base / 'client'
+        self.config_dir.mkdir()
+        daemon_json = self.base / 'daemon.json'
+        daemon_json.write_text('{}\n')
+        self.docker_cmd = [docker, '--config', str(self.config_dir), '--host',
+                           f'unix://{self.socket}']
+
+        def ready() -> bool:
+            return subprocess.run([*self.docker_cmd, 'version'], capture_output=True,
+                                  timeout=10).returncode == 0
+
+        self._start([
+            dockerd, '--data-root', str(self.base / 'data'),
+            '--exec-root', str(self.exec_root), '--pidfile', str(self.pidfile),
+            '--host', f'unix://{self.socket}', '--config-file', str(daemon_json),
+            '--iptables=false', '--ip6tables=false', '--ip-masq=false',
+            '--ip-forward=false', '--bridge=none', '--userland-proxy=false',
+            '--storage-driver', 'vfs', '--insecure-registry', insecure_registry,
+        ], ready)
+
+    def _stop_children(self) -> None:
+        # dockerd stops the containerd it started; should it have died first, end
+        # that containerd by the PID it wrote under our exec root.
+        pidfile = self.exec_root / 'containerd' / 'containerd.pid'
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
