@@ -7,10 +7,12 @@ import os
 import falcon
 import falcon.asgi
 
+from oci_ref.api.access import AccessControl, FailedLogins, Token
 from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
 from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
+from oci_ref.auth import Access, Htpasswd, TokenIssuer
 from oci_ref.config import RESOLVED_ENV, Config
 from oci_ref.errors import RegistryError
 from oci_ref.hooks import Notifier
@@ -30,10 +32,20 @@ from oci_ref.routing import OCIRouter
 Route = tuple[str, object, str | None]
 
 
-def routes(config: Config, registry: Registry, notifier: Notifier | None = None
-           ) -> list[Route]:
+def access_control(config: Config) -> AccessControl:
+    htpasswd = Htpasswd(config.htpasswd) if config.htpasswd else None
+    issuer = (TokenIssuer.for_root(config.root, config.token_service, config.token_ttl)
+              if config.auth == 'token' else None)
+    access = Access.load(config.access, anonymous_read=config.anonymous_read)
+    return AccessControl(config.auth, access, htpasswd, issuer,
+                         FailedLogins(config.login_failures))
+
+
+def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
+           control: AccessControl | None = None) -> list[Route]:
     """The route table: (template, resource, responder suffix)."""
     notifier = notifier or Notifier(())
+    control = control or access_control(config)
     uploads = BlobUploads(registry, notifier)
     return [
         ('/v2/', Ping(), None),
@@ -51,6 +63,7 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None
         ('/healthz', Health(), None),
         ('/readyz', Ready(registry), None),
         ('/metrics', Metrics(registry), None),
+        ('/token', Token(control), None),
     ]
 
 
@@ -61,16 +74,20 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         config.root, fsync=config.fsync, policy=Policy.from_config(config)
     )
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
+    control = access_control(config)
     app = falcon.asgi.App(
         router=OCIRouter(),
-        middleware=[DistributionMiddleware(), Lifecycle(config, registry, notifier)],
+        # Names are validated before access is checked: both run per request, and a
+        # 400 for a name that can never exist reveals nothing.
+        middleware=[DistributionMiddleware(), control,
+                    Lifecycle(config, registry, notifier)],
         cors_enable=False,
     )
     # The spec's paths are exact: /v2/ and /v2 both answer, uploads/ keeps its slash.
     app.req_options.strip_url_path_trailing_slash = False
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
-    for template, resource, suffix in routes(config, registry, notifier):
+    for template, resource, suffix in routes(config, registry, notifier, control):
         if suffix:
             app.add_route(template, resource, suffix=suffix)
         else:

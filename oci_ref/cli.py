@@ -69,6 +69,8 @@ def serve(args: argparse.Namespace) -> int:
         lifespan='on',  # background work: webhooks, purges, online GC
         # The spec's errors are ours to send; uvicorn's "Server" header adds nothing.
         server_header=False,
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         timeout_graceful_shutdown=10,
     )
     return 0

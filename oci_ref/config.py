@@ -77,6 +77,24 @@ class Config:
     gc_untagged: bool = field(
         default=False, metadata=_help('online GC also removes untagged manifests')
     )
+    auth: str = field(default='none', metadata=_help('none, basic or token'))
+    htpasswd: Path | None = field(
+        default=None, metadata=_help('users: an htpasswd file with bcrypt entries')
+    )
+    access: Path | None = field(
+        default=None, metadata=_help('per-repository rules (TOML); default: users may '
+                                     'do everything')
+    )
+    anonymous_read: bool = field(
+        default=False, metadata=_help('with auth on, anyone may pull')
+    )
+    token_service: str = field(default='oci-ref', metadata=_help('token auth service'))
+    token_ttl: int = field(default=300, metadata=_help('seconds a bearer token lives'))
+    login_failures: int = field(
+        default=10, metadata=_help('failed logins per client per minute, then 429')
+    )
+    tls_cert: Path | None = field(default=None, metadata=_help('TLS certificate (PEM)'))
+    tls_key: Path | None = field(default=None, metadata=_help('TLS private key (PEM)'))
 
     @property
     def host(self) -> str:
@@ -136,11 +154,24 @@ class Config:
         for url in self.hooks:
             if not url.startswith(('http://', 'https://')):
                 raise ConfigError(f'hooks: {url!r} is not an http(s) URL')
+        if self.auth not in ('none', 'basic', 'token'):
+            raise ConfigError(f'auth must be none, basic or token, not {self.auth!r}')
+        if self.auth == 'basic' and self.htpasswd is None:
+            raise ConfigError('auth = basic needs htpasswd')
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError('tls_cert and tls_key go together')
+        for name in ('htpasswd', 'access', 'tls_cert', 'tls_key'):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f'{name}: no such file {str(path)!r}')
+        if self.token_ttl < 60 or self.login_failures < 1:
+            raise ConfigError('token_ttl is at least 60 s; login_failures at least 1')
         return self
 
     def to_json(self) -> str:
         return json.dumps({k: str(v) if isinstance(v, Path) else v
                            for k, v in dataclasses.asdict(self).items()})
+
 
     @classmethod
     def from_json(cls, text: str) -> Config:
@@ -168,6 +199,8 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
             return int(value)
         if kind == 'Path':
             return Path(value)
+        if kind == 'Path | None':
+            return None if value in (None, '') else Path(value)
         if kind == 'tuple[str, ...]':
             # A TOML array, or a comma-separated string (flags, environment).
             items = value if isinstance(value, (list, tuple)) else str(value).split(',')

@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +151,8 @@ class Registry:
         self.meta.create_upload(session_id, name, algorithm)
         return Upload(session_id, name, 0, algorithm)
 
-    async def mount_blob(self, name: str, digest: str, from_: str | None
+    async def mount_blob(self, name: str, digest: str, from_: str | None,
+                         readable: Callable[[str], bool] | None = None
                          ) -> Digest | None:
         """end-11: link an existing blob into ``name``; None means "not mountable".
 
@@ -168,6 +169,9 @@ class Registry:
         else:
             # Anonymous mount: any repository the caller may read (all, when open).
             sources = self.meta.blob_repos(digest)
+        if readable is not None:
+            # Only from repositories the caller may pull; else a normal upload (202).
+            sources = [s for s in sources if readable(s)]
         d = Digest.parse(digest)
         async with self._committing():
             for source in sources:
@@ -561,9 +565,19 @@ class Registry:
         tags = self.meta.tags(name, last, n + 1) if n else []
         return Page(tags[:n], len(tags) > n)
 
-    def catalog(self, last: str | None, n: int) -> Page[str]:
-        names = self.meta.repositories(last, n + 1) if n else []
-        return Page(names[:n], len(names) > n)
+    def catalog(self, last: str | None, n: int,
+                readable: Callable[[str], bool] | None = None) -> Page[str]:
+        """A page of repository names; with ``readable``, only those (still exactly
+        ``n`` when there are that many, so pagination stays right)."""
+        if not n:
+            return Page([], False)
+        names: list[str] = []
+        while True:
+            batch = self.meta.repositories(last, max(n + 1, 100))
+            names += [r for r in batch if readable is None or readable(r)]
+            if len(names) > n or len(batch) < max(n + 1, 100):
+                return Page(names[:n], len(names) > n)
+            last = batch[-1]
 
     def referrers(
         self, name: str, digest: str, artifact_type: str | None, last: str | None,

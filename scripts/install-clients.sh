@@ -100,7 +100,9 @@ apt_install() { # [--no-install-recommends] pkg...
 }
 
 if want apt; then
-  apt_install docker-registry skopeo umoci podman buildah
+  # apache2-utils (htpasswd -B) and openssl: the auth and TLS tests make their
+  # credentials and certificates with the real tools.
+  apt_install docker-registry skopeo umoci podman buildah apache2-utils openssl
 fi
 if want engines; then
   apt_install --no-install-recommends containerd docker.io

@@ -110,7 +110,8 @@ class BlobUploads:
         mount = query_value(req, 'mount')
         if mount is not None:
             source = query_value(req, 'from')
-            mounted = await self.registry.mount_blob(name, mount, source)
+            mounted = await self.registry.mount_blob(
+                name, mount, source, getattr(req.context, 'can_pull', None))
             if mounted is not None:
                 self._created(resp, name, mounted)
                 self.notifier.emit('mount', name, digest=str(mounted), source=source,

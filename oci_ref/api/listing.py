@@ -68,7 +68,8 @@ class Catalog:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /v2/_catalog[?n=<n>][&last=<name>] (reserved by the spec; Docker's API)."""
         n = page_size(req, self.page_max)
-        page = self.registry.catalog(query_value(req, 'last'), n)
+        page = self.registry.catalog(query_value(req, 'last'), n,
+                                     getattr(req.context, 'can_pull', None))
         if page.more:
             set_next_link(resp, '/v2/_catalog', {'n': n, 'last': page.items[-1]})
         resp.content_type = 'application/json'
