@@ -48,9 +48,16 @@ import jwt
 
 ACTIONS = ('pull', 'push', 'delete')
 ANONYMOUS = 'anonymous'
-# bcrypt of a random password: checked when the user is unknown, so a wrong user
-# costs as much time as a wrong password (no user enumeration by timing).
-_DUMMY_HASH = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt()).decode()
+_DUMMY_HASHES: dict[int, str] = {}
+
+
+def _dummy_hash(cost: int) -> str:
+    """bcrypt of a random password at ``cost``: checked when the user is unknown, so
+    a wrong user costs as much time as a wrong password (no enumeration by timing)."""
+    if cost not in _DUMMY_HASHES:
+        _DUMMY_HASHES[cost] = bcrypt.hashpw(secrets.token_bytes(16),
+                                            bcrypt.gensalt(rounds=cost)).decode()
+    return _DUMMY_HASHES[cost]
 
 
 class AuthError(Exception):
@@ -67,7 +74,13 @@ class Principal:
 
     @property
     def anonymous(self) -> bool:
-        return self.name == ANONYMOUS
+        """No credentials at all. A token holder is never anonymous, even with an
+        anonymous token: /v2/ admits any valid token (docker login relies on it)."""
+        return self.name == ANONYMOUS and self.scopes is None
+
+    def identity(self) -> Principal:
+        """Who the rules apply to (a token holder's user, not the token's scopes)."""
+        return Principal(self.name, self.groups) if self.scopes is not None else self
 
 
 class Htpasswd:
@@ -77,6 +90,7 @@ class Htpasswd:
         self.path = path
         self._users: dict[str, str] = {}
         self._mtime = -1.0
+        self._cost = 12
         self._load()
 
     def _load(self) -> None:
@@ -93,6 +107,11 @@ class Htpasswd:
                 raise AuthError(f'{self.path}:{number}: not a bcrypt entry (htpasswd -B)')
             users[user] = hashed
         self._users, self._mtime = users, mtime
+        # The dummy check runs at the cost the file's entries use (htpasswd -B
+        # writes cost 5 by default; a cost-12 dummy would give unknown users away).
+        costs = [int(h.split('$')[2]) for h in users.values() if h.count('$') >= 3
+                 and h.split('$')[2].isdigit()]
+        self._cost = max(set(costs), key=costs.count) if costs else 12
 
     def verify(self, user: str, password: str) -> bool:
         with contextlib.suppress(OSError):
@@ -100,7 +119,8 @@ class Htpasswd:
         hashed = self._users.get(user)
         # bcrypt runs either way (against a dummy hash for unknown users), so a
         # wrong user name takes as long as a wrong password.
-        ok = bcrypt.checkpw(password.encode(), (hashed or _DUMMY_HASH).encode())
+        ok = bcrypt.checkpw(password.encode(),
+                            (hashed or _dummy_hash(self._cost)).encode())
         return ok and hashed is not None
 
 
@@ -146,10 +166,11 @@ class Access:
         return frozenset(g for g, members in self.groups.items() if user in members)
 
     def _matches(self, principal: Principal, names: Iterable[str]) -> bool:
+        unauthenticated = principal.name == ANONYMOUS
         for name in names:
-            if name == ANONYMOUS and principal.anonymous:
+            if name == ANONYMOUS and unauthenticated:
                 return True
-            if principal.anonymous:
+            if unauthenticated:
                 continue
             if name == '*' or name == principal.name:
                 return True
@@ -163,10 +184,11 @@ class Access:
             # A bearer token grants what it says (it was checked when issued).
             return principal.scopes.get(repository, frozenset())
         granted: frozenset[str] = frozenset()
-        if principal.anonymous and self.anonymous_read:
+        unauthenticated = principal.name == ANONYMOUS
+        if unauthenticated and self.anonymous_read:
             granted = frozenset({'pull'})
         if not self.configured:
-            return frozenset(ACTIONS) if not principal.anonymous else granted
+            return frozenset(ACTIONS) if not unauthenticated else granted
         for rule in self.rules:
             if fnmatch.fnmatchcase(repository, rule.repository) and self._matches(
                     principal, rule.principals):
@@ -177,7 +199,7 @@ class Access:
         if principal.scopes is not None:
             return principal.catalog
         if not self.configured:
-            return not principal.anonymous or self.anonymous_read
+            return principal.name != ANONYMOUS or self.anonymous_read
         return self._matches(principal, self.catalog)
 
 

@@ -216,6 +216,7 @@ _HUGE = 10**18
 
 
 def _number(digits: str) -> int:
+    digits = digits.lstrip('0') or '0'  # RFC 9110 allows leading zeros
     return _HUGE if len(digits) > 18 else int(digits)
 
 

@@ -320,11 +320,14 @@ def _descriptor_failures(
     reported are skipped, so one mistake gives one failure."""
     failures = []
     for path, desc in _descriptor_slots(doc, media_type):
-        # Anything not shaped like a descriptor was already reported by the schema.
+        # Anything not shaped like a descriptor was reported by the schema, or
+        # would have been had the schema errors not been cut off at the cap.
         shape = {path, f'{path}/digest', f'{path}/size'}
         if not isinstance(desc, dict) or seen & shape:
             continue
-        digest, size, data = desc['digest'], desc['size'], desc.get('data')
+        digest, size, data = desc.get('digest'), desc.get('size'), desc.get('data')
+        if not isinstance(digest, str) or not isinstance(size, int):
+            continue
         if problem := digest_problem(digest):
             rule = 'digests are sha256 (64) or sha512 (128 lower-case hex digits)'
             spec = 'image-spec descriptor.md §Registered algorithms'

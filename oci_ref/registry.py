@@ -197,8 +197,11 @@ class Registry:
         upload = None
         if SESSION_ID_RE.fullmatch(session_id):
             upload = self.meta.get_upload(session_id)
-        if upload is not None and upload.updated_at < time.time() - self.policy.upload_ttl:
-            # Idle past its TTL: gone now, whether or not the purge ran yet.
+        if upload is not None and (
+                upload.updated_at < time.time() - self.policy.upload_ttl
+                or not self.store.spool_path(upload.id).is_file()):
+            # Idle past its TTL, or its spool is gone (a crash after the blob was
+            # committed but before the row was removed): the session is over.
             self._drop_session(upload.id)
             upload = None
         if upload is None or upload.repo != name:

@@ -104,8 +104,15 @@ class AccessControl:
         scope = {'base': None, 'catalog': 'registry:catalog:*'}.get(
             kind, _scope(name, actions))
         principal = self.authenticate(req, scope)
-        # Mounts and the catalog consult the caller's read rights per repository.
-        req.context.can_pull = lambda repo: 'pull' in self.access.allowed(principal, repo)
+        if kind == 'catalog':
+            # The listing shows what the rules let this user pull (a catalog token
+            # names no repositories).
+            who = principal.identity()
+            req.context.can_pull = lambda repo: 'pull' in self.access.allowed(who, repo)
+        else:
+            # A mount reads its source: the caller (or token) must be able to pull it.
+            req.context.can_pull = lambda repo: 'pull' in self.access.allowed(
+                principal, repo)
         if kind == 'base':
             if principal.anonymous:
                 raise self.challenge(req, None)
@@ -142,7 +149,8 @@ class AccessControl:
                     grant.get('actions', []))
             elif grant.get('type') == 'registry' and grant.get('name') == 'catalog':
                 catalog = bool(grant.get('actions'))
-        return Principal(claims['sub'], scopes=scopes, catalog=catalog)
+        user = claims['sub']
+        return Principal(user, self.access.groups_of(user), scopes=scopes, catalog=catalog)
 
     def challenge(self, req: falcon.asgi.Request, scope: str | None,
                   why: str = 'authentication required', error: str | None = None
