@@ -15,6 +15,7 @@ Each is an :class:`OCIRegistry` running ``oci-ref serve`` in a subprocess on a f
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,8 @@ class OCIRegistry:
 
     @property
     def url(self) -> str:
-        return f'http://{self.host}'
+        scheme = 'https' if self.settings.get('tls_cert') else 'http'
+        return f'{scheme}://{self.host}'
 
     def ref(self, name: str, reference: str = 'latest') -> str:
         """An image reference for clients: ``127.0.0.1:<port>/<name>:<tag>`` (or
@@ -78,11 +80,19 @@ class OCIRegistry:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + READY_TIMEOUT
+        # /healthz answers whatever the auth mode; readiness only, so the test
+        # certificate need not be trusted here.
+        context = None
+        if self.url.startswith('https'):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(self.url + '/v2/', timeout=1) as resp:
+                with urllib.request.urlopen(self.url + '/healthz', timeout=1,
+                                            context=context) as resp:
                     if resp.status == 200:
                         return True
             except (urllib.error.URLError, OSError):

@@ -151,7 +151,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f'server exited: {self.log.read_text()[-2000:]}')
             try:
-                if httpx.get(self.url + '/v2/', timeout=1).status_code == 200:
+                # /healthz: answers whatever the auth mode.
+                if httpx.get(self.url + '/healthz', timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.02)
