@@ -21,22 +21,27 @@ partial or unverified file, and a crash leaves at most a stale spool behind.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from oci_ref.reference import ALGORITHMS, Digest
 
 if TYPE_CHECKING:
     from hashlib import _Hash
 
+T = TypeVar('T')
+
 # Large reads and writes: the per-call overhead, not the disk, dominates below ~1 MiB.
 READ_CHUNK = 1024 * 1024
+WRITE_BATCH = 1024 * 1024
+INLINE_MAX = 64 * 1024
 
 
 class SpoolBusy(Exception):
@@ -73,6 +78,13 @@ class BlobStore:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
             return None
+
+    async def commit_async(self, spool: Path, digest: Digest) -> None:
+        """:meth:`commit` in a thread: its fsyncs must not stall the event loop."""
+        await _in_thread(self.commit, spool, digest)
+
+    async def hash_file_async(self, path: Path, algorithm: str) -> str:
+        return await _in_thread(self.hash_file, path, algorithm)
 
     def commit(self, spool: Path, digest: Digest) -> None:
         """Move a verified spool into place; drop it if the content is already there."""
@@ -199,12 +211,17 @@ class BlobStore:
     ) -> int:
         """Write ``body`` at ``offset`` of an open spool, updating ``hashers``.
 
-        Returns the number of bytes written. On any failure the spool is cut back to
-        ``offset``: a broken chunk leaves the session exactly as it was.
+        Chunks are gathered into ~1 MiB batches that a worker thread writes and
+        hashes: ``os.write`` and ``hashlib`` release the GIL, so concurrent uploads
+        use every core while the event loop keeps receiving. Returns the number of
+        bytes written. On any failure the spool is cut back to ``offset``: a broken
+        chunk leaves the session exactly as it was.
         """
         os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
         written = 0
+        batch: list[bytes] = []
+        batched = 0
         try:
             async for chunk in body:
                 if not chunk:
@@ -212,12 +229,15 @@ class BlobStore:
                 written += len(chunk)
                 if limit is not None and written > limit:
                     raise BodyTooLarge(limit)
-                view = memoryview(chunk)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                for h in hashers:
-                    h.update(chunk)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
+                    await _in_thread(_write_and_hash, fd, batch, hashers)
+                    batch, batched = [], 0
+            if batched >= INLINE_MAX:
+                await _in_thread(_write_and_hash, fd, batch, hashers)
+            elif batch:
+                _write_and_hash(fd, batch, hashers)  # small: a thread hop costs more
         except BaseException:
             os.ftruncate(fd, offset)
             raise
@@ -236,6 +256,28 @@ class BlobStore:
 
     def spools(self) -> Iterator[Path]:
         return self.uploads.iterdir()
+
+
+def _write_and_hash(fd: int, chunks: list[bytes], hashers: list[_Hash]) -> None:
+    data = chunks[0] if len(chunks) == 1 else b''.join(chunks)
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    for h in hashers:
+        h.update(data)
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in the default executor and always wait for it to finish: if the
+    request is cancelled meanwhile, the caller must not cut the spool back while
+    the thread is still writing to it."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -256,7 +256,7 @@ class Registry:
                 size = await self.store.append(fd, 0, body, list(hashers.values()))
                 _verify(wanted, {a: h.hexdigest() for a, h in hashers.items()})
                 async with self._committing():
-                    self.store.commit(spool, wanted[0])
+                    await self.store.commit_async(spool, wanted[0])
                     self.meta.link_blob(name, str(wanted[0]), size)
         finally:
             self.store.discard_spool(spool)
@@ -300,14 +300,11 @@ class Registry:
             spool = self.store.spool_path(upload.id)
             cached = self._hashers.pop(upload.id, None)
             hashers = cached[1] if cached and cached[0] == size else {}
-            actual = {
-                d.algorithm: (
-                    hashers[d.algorithm].hexdigest()
-                    if d.algorithm in hashers
-                    else self.store.hash_file(spool, d.algorithm)
-                )
-                for d in wanted
-            }
+            actual = {}
+            for d in wanted:
+                actual[d.algorithm] = (
+                    hashers[d.algorithm].hexdigest() if d.algorithm in hashers
+                    else await self.store.hash_file_async(spool, d.algorithm))
             try:
                 _verify(wanted, actual)
             except RegistryError:
@@ -315,7 +312,7 @@ class Registry:
                 self.store.truncate(fd, upload.size)
                 raise
             async with self._committing():
-                self.store.commit(spool, wanted[0])
+                await self.store.commit_async(spool, wanted[0])
                 self.meta.finish_upload(upload.id, name, str(wanted[0]), size)
         return wanted[0]
 
