@@ -42,6 +42,7 @@ T = TypeVar('T')
 READ_CHUNK = 1024 * 1024
 WRITE_BATCH = 1024 * 1024
 INLINE_MAX = 64 * 1024
+WRITE_BATCH_CHUNKS = 512
 
 
 class SpoolBusy(Exception):
@@ -231,7 +232,8 @@ class BlobStore:
                     raise BodyTooLarge(limit)
                 batch.append(chunk)
                 batched += len(chunk)
-                if batched >= WRITE_BATCH:
+                # writev takes at most IOV_MAX (1024) buffers: tiny chunks flush early.
+                if batched >= WRITE_BATCH or len(batch) >= WRITE_BATCH_CHUNKS:
                     await _in_thread(_write_and_hash, fd, batch, hashers)
                     batch, batched = [], 0
             if batched >= INLINE_MAX:
@@ -259,13 +261,17 @@ class BlobStore:
 
 
 def _write_and_hash(fd: int, chunks: list[bytes], hashers: list[_Hash]) -> None:
-    data = chunks[0] if len(chunks) == 1 else b''.join(chunks)
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-    for h in hashers:
-        h.update(data)
+    """One writev for the batch (no join, no copy), then the hashes, chunk by chunk;
+    both release the GIL. A short write (disk full, signal) is finished by hand."""
+    total = sum(map(len, chunks))
+    done = os.writev(fd, chunks)
+    if done < total:
+        rest = memoryview(b''.join(chunks))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+    for chunk in chunks:
+        for h in hashers:
+            h.update(chunk)
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:

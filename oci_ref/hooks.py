@@ -12,10 +12,12 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from prometheus_client import Counter
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger('oci_ref.hooks')
 
@@ -83,6 +85,8 @@ class Notifier:
         self._queue = None
 
     async def _run(self) -> None:
+        import httpx  # only when hooks are configured: it adds ~50 ms to startup
+
         assert self._queue is not None
         async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT) as client:
             while True:
@@ -103,7 +107,7 @@ class Notifier:
                     EVENTS.labels('delivered').inc()
                     return
                 why = f'HTTP {r.status_code}'
-            except httpx.HTTPError as ex:
+            except Exception as ex:  # httpx.HTTPError and anything odd: never raise
                 why = type(ex).__name__
             if attempt < self.retries:
                 await asyncio.sleep(min(0.5 * 2**attempt, 10))
