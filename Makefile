@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients interop-report fuzz conformance soak
+.PHONY: setup run test lint clean clients interop-report fuzz conformance soak bench
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -60,6 +60,11 @@ SOAK_ITERATIONS ?= 50
 soak: setup
 	OCI_REF_SOAK_ITERATIONS=$(SOAK_ITERATIONS) OCI_REF_SOAK_SEED=$${OCI_REF_SOAK_SEED:-$$RANDOM} \
 	  $(PY) -m pytest -s tests/e2e/test_crash_safety.py
+
+# oci-ref against CNCF distribution in one run (bench/README.md); BENCH_ARGS=--quick
+# for about a minute. Installs wrk and hey (Debian) itself when run as root.
+bench: setup clients
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 # The upstream OCI conformance suites against a fresh oci-ref (conformance/README.md).
 SUITES ?= legacy,1.1,dev
