@@ -44,7 +44,7 @@ interop-report: setup clients
 
 # pytest exit 5 (no tests collected) must fail the run, never pass silently.
 test: setup clients
-	$(PY) -m ruff check oci_ref tests conformance
+	$(PY) -m ruff check oci_ref tests conformance bench scripts
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
@@ -73,8 +73,7 @@ conformance: setup
 	  $(PY) conformance/run.py --suites $(SUITES)
 
 lint: setup
-	$(PY) -m ruff check oci_ref tests conformance
-	$(PY) -m ruff format --check oci_ref tests conformance
+	$(PY) -m ruff check oci_ref tests conformance bench scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

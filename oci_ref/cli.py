@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oci_ref import __version__
 from oci_ref.config import RESOLVED_ENV, Config, ConfigError
+
+if TYPE_CHECKING:
+    from oci_ref.registry import Registry
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,20 +99,27 @@ def _progress(phase: str, done: int, total: int) -> None:
         print(f'\r{phase}: {done}/{total}', end=end, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _registry(config: Config) -> Iterator[Registry]:
+    from oci_ref.registry import Registry
+
+    registry = Registry(config.root, fsync=config.fsync)
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
 def gc(args: argparse.Namespace) -> int:
     from oci_ref.gc import collect
-    from oci_ref.registry import Registry
 
     config = _load(args)
     if config is None:
         return 2
-    registry = Registry(config.root, fsync=config.fsync)
-    try:
-        grace = config.gc_grace if args.grace is None else args.grace
+    grace = config.gc_grace if args.grace is None else args.grace
+    with _registry(config) as registry:
         report = collect(registry, untagged=args.untagged, grace=grace,
                          dry_run=args.dry_run, progress=_progress)
-    finally:
-        registry.close()
     if report is None:
         print('oci-ref gc: another collection is running; try again', file=sys.stderr)
         return 1
@@ -123,16 +135,12 @@ def gc(args: argparse.Namespace) -> int:
 
 def fsck(args: argparse.Namespace) -> int:
     from oci_ref.gc import fsck as check
-    from oci_ref.registry import Registry
 
     config = _load(args)
     if config is None:
         return 2
-    registry = Registry(config.root, fsync=config.fsync)
-    try:
+    with _registry(config) as registry:
         problems = check(registry, repair=args.repair, progress=_progress)
-    finally:
-        registry.close()
     for p in problems:
         if args.json:
             print(json.dumps(p.to_dict()))
