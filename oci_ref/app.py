@@ -18,9 +18,8 @@ from oci_ref.errors import RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import (
     ASGIApp,
-    DisconnectAware,
     DistributionMiddleware,
-    HeaderLimit,
+    RequestGuard,
     handle_registry_error,
     handle_unexpected,
 )
@@ -96,7 +95,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
-    return Observe(HeaderLimit(DisconnectAware(app)))
+    return Observe(RequestGuard(app))
 
 
 def create_app_from_env() -> ASGIApp:

@@ -80,12 +80,18 @@ ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 _DISCONNECTED = 'oci_ref.client_disconnected'
 
 
-class DisconnectAware:
-    """ASGI wrapper recording in the scope that the client went away.
+# Request headers larger than this are refused (431) before any handler runs.
+MAX_HEADER_BYTES = 64 * 1024
 
-    Falcon's request stream simply ends on ``http.disconnect``, which would make a
-    body cut short look complete (RFC 9112 §8: an incomplete message must not be
-    treated as complete). ``request_body`` checks the mark.
+
+class RequestGuard:
+    """ASGI wrapper guarding what comes in, before Falcon sees it.
+
+    - Headers over MAX_HEADER_BYTES get 431: httptools (uvicorn's fast parser) sets
+      no limit of its own, so an oversized header would reach the handlers.
+    - A client that goes away is marked in the scope: Falcon's request stream
+      simply ends on ``http.disconnect``, which would make a body cut short look
+      complete (RFC 9112 §8 forbids that); ``request_body`` checks the mark.
     """
 
     def __init__(self, app: ASGIApp):
@@ -95,6 +101,13 @@ class DisconnectAware:
                        send: Send) -> None:
         if scope['type'] != 'http':
             await self.app(scope, receive, send)
+            return
+        # ASGI allows any iterables here (even one-shot pairs): make them tuples in a
+        # list before reading them, so the app can read them again.
+        scope['headers'] = headers = [tuple(pair) for pair in scope['headers']]
+        size = sum(len(k) + len(v) for k, v in headers)
+        if size > MAX_HEADER_BYTES:
+            await _refuse_headers(send, size)
             return
 
         async def watched() -> Any:
@@ -106,44 +119,21 @@ class DisconnectAware:
         await self.app(scope, watched, send)
 
 
-# Request headers larger than this are refused (431) before any handler runs.
-MAX_HEADER_BYTES = 64 * 1024
-
-
-class HeaderLimit:
-    """ASGI wrapper answering 431 to requests whose headers exceed MAX_HEADER_BYTES.
-
-    httptools (uvicorn's fast parser) sets no limit of its own, so without this an
-    oversized header would reach the handlers and could be acted on.
-    """
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
-                       send: Send) -> None:
-        if scope['type'] == 'http':
-            # ASGI allows any iterables here (even one-shot pairs): make them tuples
-            # in a list before reading them, so the app can read them again.
-            scope['headers'] = headers = [tuple(pair) for pair in scope['headers']]
-            size = sum(len(k) + len(v) for k, v in headers)
-            if size > MAX_HEADER_BYTES:
-                body = RegistryError(
-                    ErrorCode.UNSUPPORTED,
-                    'request headers too large',
-                    detail={'rule': f'request headers are at most {MAX_HEADER_BYTES} '
-                                    'bytes', 'received': size},
-                    status=431,
-                ).body()
-                await send({'type': 'http.response.start', 'status': 431, 'headers': [
-                    (b'content-type', b'application/json'),
-                    (b'content-length', str(len(body)).encode()),
-                    (API_VERSION[0].lower().encode(), API_VERSION[1].encode()),
-                    (b'connection', b'close'),
-                ]})
-                await send({'type': 'http.response.body', 'body': body})
-                return
-        await self.app(scope, receive, send)
+async def _refuse_headers(send: Send, size: int) -> None:
+    body = RegistryError(
+        ErrorCode.UNSUPPORTED,
+        'request headers too large',
+        detail={'rule': f'request headers are at most {MAX_HEADER_BYTES} bytes',
+                'received': size},
+        status=431,
+    ).body()
+    await send({'type': 'http.response.start', 'status': 431, 'headers': [
+        (b'content-type', b'application/json'),
+        (b'content-length', str(len(body)).encode()),
+        (API_VERSION[0].lower().encode(), API_VERSION[1].encode()),
+        (b'connection', b'close'),
+    ]})
+    await send({'type': 'http.response.body', 'body': body})
 
 
 async def request_body(req: falcon.asgi.Request) -> AsyncIterator[bytes]:
