@@ -128,35 +128,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    """A real `oci-ref serve` subprocess on a free loopback port."""
+class Process:
+    """A server subprocess on a loopback port, its output in ``self.log``, stopped by
+    its PID. Subclasses set ``root``, ``port``, ``url``, ``log`` and call ``spawn``."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
-        self.root = root
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.log = root.parent / f'server-{self.port}.log'
-        cmd = [sys.executable, '-m', 'oci_ref', 'serve',
-               '--listen', f'127.0.0.1:{self.port}', '--root', str(root), *args]
+    ready_path = '/healthz'  # answers 200 whatever the auth mode
+    verify: Any = True  # an ssl.SSLContext for a server with a test CA
+
+    def spawn(self, cmd: list[str], *, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> None:
         self._log_file = open(self.log, 'wb')  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     env=env, cwd=cwd)
         self.wait_ready()
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Poll until ready; a process that exits or never gets ready is stopped
+        before the error is raised, so no hung server is left behind."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f'server exited: {self.log.read_text()[-2000:]}')
+                break
             try:
-                # /healthz: answers whatever the auth mode.
-                if httpx.get(self.url + '/healthz', timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1,
+                             verify=self.verify).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.02)
-        raise RuntimeError(f'server not ready: {self.log.read_text()[-2000:]}')
+        self.stop()
+        raise RuntimeError(f'{self.url} not ready: {self.log.read_text()[-2000:]}')
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -171,6 +171,19 @@ class Server:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
+
+
+class Server(Process):
+    """A real `oci-ref serve` subprocess on a free loopback port."""
+
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
+        self.root = root
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.log = root.parent / f'server-{self.port}.log'
+        self.spawn([sys.executable, '-m', 'oci_ref', 'serve',
+                    '--listen', f'127.0.0.1:{self.port}', '--root', str(root), *args],
+                   env={**os.environ, **(env or {})})
 
 
 def rss_kib(pid: int) -> int:

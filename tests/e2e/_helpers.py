@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,19 +22,11 @@ from tests.support import Server, rss_kib
 MIB = 1 << 20
 
 
-class Started(Server):
-    """A `tests.support.Server` that is stopped again if it never becomes ready
-    (the base class would leave a hung process behind)."""
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        try:
-            super().wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
+# Servers already stop themselves when they never become ready (tests.support.Process).
+Started = Server
 
 
-class Launched(Started):
+class Launched(Server):
     """A server whose whole command line, environment and cwd the test chooses.
 
     `Server` always passes ``--listen``/``--root`` flags, which would win over every
@@ -50,14 +41,8 @@ class Launched(Started):
         self.url = f'http://127.0.0.1:{port}'
         self.log = log_dir / f'server-{port}.log'
         clean = {k: v for k, v in os.environ.items() if not k.startswith('OCI_REF_')}
-        # Same attribute as Server: Server.stop() closes it.
-        self._log_file = open(self.log, 'wb')  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'oci_ref', 'serve', *args],
-            stdout=self._log_file, stderr=subprocess.STDOUT,
-            env={**clean, **env}, cwd=cwd,
-        )
-        self.wait_ready()
+        self.spawn([sys.executable, '-m', 'oci_ref', 'serve', *args],
+                   env={**clean, **env}, cwd=cwd)
 
 
 # -- raw HTTP/1.1 -------------------------------------------------------------------

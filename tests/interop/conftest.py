@@ -23,15 +23,13 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.interop.util import ContainersTool
-from tests.support import Server, free_port
+from tests.support import Process, Server, free_port
 
 # The installer's prefix first, then Debian's own directories: a stray client in
 # /usr/local/bin (another docker CLI, say) must not replace the one the tests pin.
@@ -133,11 +131,12 @@ def _report_properties(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 # -------------------------------------------------------------- registry ----
-class Distribution:
+class Distribution(Process):
     """CNCF distribution (`docker-registry`) as the control peer, with the same
     attributes as `tests.support.Server` (port, url, log, stop)."""
 
     kind = 'distribution'
+    ready_path = '/v2/'
 
     def __init__(self, root: Path):
         exe = shutil.which('oci-local-registry', path=CLIENT_PATHS[0])
@@ -148,31 +147,7 @@ class Distribution:
         self.port = free_port()
         self.url = f'http://127.0.0.1:{self.port}'
         self.log = root.parent / f'distribution-{self.port}.log'
-        self._log_file = open(self.log, 'wb')  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen([exe, str(root), f'127.0.0.1:{self.port}'],
-                                     stdout=self._log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f'distribution exited: {self.log.read_text()[-2000:]}')
-            try:
-                if httpx.get(self.url + '/v2/', timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f'distribution not ready: {self.log.read_text()[-2000:]}')
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
-        return self.proc.returncode
+        self.spawn([exe, str(root), f'127.0.0.1:{self.port}'])
 
 
 @pytest.fixture(scope='module')
