@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.client import (
     Body,
@@ -351,22 +351,23 @@ def request_rates(b: Bench) -> None:
                 ),
             )
     path = '/v2/bench/wrk/manifests/latest'
-    for label in variants:  # seed, then warm up
-        c = Client(b.servers[label].port)
-        try:
-            seed_image(c, 'bench/wrk', 'latest')
-            for _ in range(200):
-                c.request('GET', path, headers={'Accept': ACCEPT}).expect(
-                    200, what='manifest GET'
-                )
-        finally:
-            c.close()
     # The framework's ceiling, measured interleaved with the registries: a bare Falcon
     # app on the same uvicorn, one worker, answering the same path with 1 KiB.
     bare = b.new_server(BARE)
     bare.start()
     servers = {**b.servers, BARE: bare}
     try:
+        for label in [*variants, BARE]:  # seed, then warm up
+            c = Client(servers[label].port)
+            try:
+                if label != BARE:
+                    seed_image(c, 'bench/wrk', 'latest')
+                for _ in range(200):
+                    c.request('GET', path, headers={'Accept': ACCEPT}).expect(
+                        200, what='manifest GET'
+                    )
+            finally:
+                c.close()
         for rep in range(p.rate_reps):
             for method in ('HEAD', 'GET'):
                 for label in b.order([*variants, BARE], rep):
@@ -387,7 +388,9 @@ def request_rates(b: Bench) -> None:
         bare.delete_data()
 
 
-def rate_once(b: Bench, s: Server, label: str, method: str, path: str, rep: int) -> dict:
+def rate_once(
+    b: Bench, s: Server, label: str, method: str, path: str, rep: int
+) -> dict[str, Any]:
     """One load run against one server, noted in the raw results and logged."""
     p = b.plan
     tool = b.loadgens[method]

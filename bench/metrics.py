@@ -10,6 +10,7 @@ import time
 from typing import Protocol
 
 from bench.plan import SAMPLE_INTERVAL, KiB, MiB
+from bench.stats import busy_share, other_cores
 
 CLK_TCK = os.sysconf('SC_CLK_TCK')
 
@@ -153,11 +154,13 @@ class Probe:
         self.cpu_s = cpu_seconds(self._pids) - self._cpu0
         wall = time.perf_counter() - self._t0
         busy, total, process = host_cpu()
-        self.host_busy = (busy - self._host0[0]) / max(total - self._host0[1], 1)
-        other = (
-            (process - self._host0[2]) / CLK_TCK - self.cpu_s - (own_cpu() - self._self0)
+        self.host_busy = busy_share(busy - self._host0[0], total - self._host0[1])
+        self.other_cores = other_cores(
+            (process - self._host0[2]) / CLK_TCK,
+            self.cpu_s,
+            own_cpu() - self._self0,
+            wall,
         )
-        self.other_cores = max(other, 0.0) / max(wall, 1e-9)
 
     def record(self) -> dict[str, float]:
         return {

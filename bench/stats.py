@@ -103,6 +103,21 @@ def harness_noise(figures: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {'median': median(per.values()), 'max': max(per.values()), 'per_figure': per}
 
 
+# -- other load ----------------------------------------------------------------------
+
+
+def busy_share(busy: float, total: float) -> float:
+    """The share of the machine's CPU time that was busy (jiffies of /proc/stat)."""
+    return busy / max(total, 1)
+
+
+def other_cores(process_s: float, server_s: float, bench_s: float, wall_s: float) -> float:
+    """Cores used by neither the server nor the bench (its load generators included)
+    during a measurement: the machine's process CPU time minus both, over the wall
+    time; never negative (the counters tick at different moments)."""
+    return max(process_s - server_s - bench_s, 0.0) / max(wall_s, 1e-9)
+
+
 # -- ceilings ----------------------------------------------------------------------
 
 

@@ -14,10 +14,12 @@ from bench.stats import (
     CEILINGS,
     Ceiling,
     Figure,
+    busy_share,
     ceiling_rows,
     figure_noise,
     harness_noise,
     median,
+    other_cores,
     pct,
     push_ceiling,
     push_ceiling_limit,
@@ -204,6 +206,22 @@ def test_harness_noise_over_figures() -> None:
 
 def test_harness_noise_of_a_run_without_repetitions_is_none() -> None:
     assert harness_noise([{'key': 'a', 'samples': {OCI: [1.0], DIST: [2.0]}}]) is None
+
+
+# -- other load ----------------------------------------------------------------------
+
+
+def test_other_cores_is_what_neither_server_nor_bench_used() -> None:
+    # 10 s: the machine's processes used 15 CPU-s, the server 8, the bench 2
+    assert other_cores(15.0, 8.0, 2.0, 10.0) == pytest.approx(0.5)
+    assert other_cores(10.0, 8.0, 2.0, 10.0) == 0.0
+    assert other_cores(9.9, 8.0, 2.0, 10.0) == 0.0  # counters read apart: not < 0
+    assert other_cores(1.0, 0.0, 0.0, 0.0) > 0  # no division by zero
+
+
+def test_busy_share() -> None:
+    assert busy_share(150, 200) == 0.75
+    assert busy_share(0, 0) == 0.0
 
 
 # -- ceilings ------------------------------------------------------------------------
