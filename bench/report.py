@@ -210,7 +210,9 @@ oci-ref against [CNCF distribution](https://github.com/distribution/distribution
 (Debian's `docker-registry`), both measured in one run of `bench/run.py` on the same
 machine, with A/B repetitions interleaved so machine noise cancels out. Ratios are
 oci-ref / distribution: for throughput (MB/s, req/s) above 1 means oci-ref is faster;
-for time, latency and memory below 1 does. MB/s is 10^6 bytes per second.
+for time, latency and memory below 1 does. MB/s is 10^6 bytes per second. A second
+table holds figures against ceilings measured in the same run (the push ceiling,
+loopback TCP, a bare Falcon app on the same uvicorn) as a share of the ceiling.
 
 This page is generated from the newest full run in `bench/results/`; do not edit it
 by hand. `make bench` runs the full benchmark, `make bench BENCH_ARGS=--quick` a short
