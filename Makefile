@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients interop-report fuzz conformance soak bench
+.PHONY: setup run test lint clean clients interop-report fuzz conformance soak bench bench-tools
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -62,9 +62,16 @@ soak: setup
 	  $(PY) -m pytest -s tests/e2e/test_crash_safety.py
 
 # oci-ref against CNCF distribution in one run (bench/README.md); BENCH_ARGS=--quick
-# for about a minute. Installs wrk and hey (Debian) itself when run as root.
-bench: setup clients
+# for about a minute. distribution comes from `clients`, wrk and hey from `bench-tools`.
+bench: setup clients bench-tools
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The load generators of make bench (root + apt on Debian); without them the bench
+# uses its built-in generator and says so.
+bench-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f /etc/debian_version ]; then \
+	  scripts/install-bench.sh; \
+	else echo "make bench-tools: needs root and apt-get (Debian); the bench uses what is installed"; fi
 
 # The upstream OCI conformance suites against a fresh oci-ref (conformance/README.md).
 SUITES ?= legacy,1.1,dev

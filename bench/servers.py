@@ -1,0 +1,232 @@
+"""Spawning and stopping what is measured: oci-ref, CNCF distribution and the bare
+Falcon app, each on a free 127.0.0.1 port with fresh storage. Every process the bench
+starts is started here (one file to switch to a shared spawn helper later)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.metrics import descendants, listens_on, start_time
+from bench.plan import BARE, DIST, HERE, OCI, REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+def bare_command(python: str, port: int) -> list[str]:
+    """bench/falcon_bare.py on uvicorn, configured as `oci-ref serve` configures it
+    (uvloop, httptools, lifespan on, no server header, no access log): one worker."""
+    return [
+        python,
+        '-m',
+        'uvicorn',
+        '--app-dir',
+        str(HERE),
+        'falcon_bare:app',
+        '--host',
+        '127.0.0.1',
+        '--port',
+        str(port),
+        '--loop',
+        'uvloop',
+        '--http',
+        'httptools',
+        '--lifespan',
+        'on',
+        '--no-server-header',
+        '--no-access-log',
+        '--log-level',
+        'warning',
+    ]
+
+
+@dataclass
+class Server:
+    """One registry process (tree) on a free loopback port with fresh storage."""
+
+    kind: str  # OCI, DIST or BARE
+    workers: int
+    workdir: Path
+    exe: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    data: Path | None = None
+    serial = 0
+
+    @property
+    def label(self) -> str:
+        return self.kind if self.kind in (DIST, BARE) else f'{OCI} w{self.workers}'
+
+    def _command(self) -> list[str]:
+        assert self.data is not None
+        listen = f'127.0.0.1:{self.port}'
+        if self.kind == OCI:
+            cmd = [
+                self.exe,
+                'serve',
+                '--listen',
+                listen,
+                '--root',
+                str(self.data),
+                '--no-access-log',
+                '--log-level',
+                'warning',
+            ]
+            if self.workers > 1:
+                cmd += ['--workers', str(self.workers)]
+            return cmd
+        if self.kind == BARE:
+            return bare_command(self.exe, self.port)
+        # As /opt/oci-clients/bin/oci-local-registry writes it, but quiet: level
+        # error and no access log (oci-ref runs with --no-access-log likewise).
+        (self.data / 'storage').mkdir(parents=True, exist_ok=True)
+        config = self.data / 'config.yml'
+        config.write_text(
+            'version: 0.1\n'
+            'log:\n'
+            '  level: error\n'
+            '  accesslog:\n'
+            '    disabled: true\n'
+            '  fields:\n'
+            '    service: registry\n'
+            'storage:\n'
+            '  filesystem:\n'
+            f'    rootdirectory: {self.data / "storage"}\n'
+            '  delete:\n'
+            '    enabled: true\n'
+            '  cache:\n'
+            '    blobdescriptor: inmemory\n'
+            'http:\n'
+            f'  addr: {listen}\n'
+            '  headers:\n'
+            '    X-Content-Type-Options: [nosniff]\n'
+        )
+        return [self.exe, 'serve', str(config)]
+
+    def start(self) -> float:
+        """Start with fresh storage; returns the seconds from spawn to the first 200
+        on GET /v2/."""
+        for _attempt in range(5):
+            Server.serial += 1
+            self.data = self.workdir / f'{self.kind}-w{self.workers}-{Server.serial}'
+            self.data.mkdir(parents=True)
+            self.port = free_port()
+            cmd = self._command()
+            with open(self.data.with_suffix('.log'), 'wb') as logf:
+                t0 = time.perf_counter()
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env,
+                    cwd=self.workdir,  # nothing importable from the caller's cwd
+                )
+            took = self._wait_ready(t0)
+            if took is not None:
+                return took
+            self.stop()  # lost the port race, most likely: try another port
+        raise RuntimeError(f'{self.label} did not start: {self.log_tail()}')
+
+    def _wait_ready(self, t0: float, timeout: float = 60.0) -> float | None:
+        assert self.proc is not None
+        while time.perf_counter() - t0 < timeout:
+            if self.proc.poll() is not None:
+                return None
+            conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=5)
+            try:
+                conn.request('GET', '/v2/')
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    took = time.perf_counter() - t0
+                    # Another process may have taken the port between our probe and
+                    # the server's bind, and answered for it.
+                    return took if listens_on(self.pids(), self.port) else None
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.002)
+        return None
+
+    def log_tail(self) -> str:
+        if self.data is None:
+            return ''
+        try:
+            return self.data.with_suffix('.log').read_text(errors='replace')[-2000:]
+        except OSError:
+            return ''
+
+    def pids(self) -> list[int]:
+        return descendants(self.proc.pid) if self.proc else []
+
+    def stop(self) -> None:
+        """SIGTERM our process, then SIGKILL whatever of its tree is left (by pid,
+        checked against the start time recorded before the signal)."""
+        if self.proc is None:
+            return
+        tree = [(p, start_time(p)) for p in self.pids()]
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid, started in tree:
+            if started is not None and start_time(pid) == started:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        self.proc = None
+
+    def delete_data(self) -> None:
+        if self.data is not None:
+            shutil.rmtree(self.data, ignore_errors=True)
+            self.data.with_suffix('.log').unlink(missing_ok=True)
+
+
+def snapshot(rev: str, python: str, workdir: Path) -> str:
+    """``git archive REV`` under workdir and an ``oci-ref`` wrapper that runs it with
+    the venv's interpreter (its dependencies); PYTHONPATH puts the snapshot first."""
+    src = workdir / 'oci-ref-src'
+    src.mkdir()
+    archive = subprocess.run(
+        ['git', '-C', str(REPO), 'archive', rev], check=True, capture_output=True
+    ).stdout
+    subprocess.run(['tar', '-x', '-C', str(src)], input=archive, check=True)
+    # -P: no cwd (or script directory) in front of sys.path, so `-m oci_ref` cannot
+    # pick up a checkout's oci_ref/ instead of the snapshot's.
+    wrapper = workdir / 'oci-ref'
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={src} exec {python} -P -m oci_ref "$@"\n')
+    wrapper.chmod(0o755)
+    where = oci_ref_path(python, {'PYTHONPATH': str(src)})
+    if not where.startswith(str(src)):
+        raise SystemExit(f'bench: the snapshot of {rev} imports oci_ref from {where}')
+    return str(wrapper)
+
+
+def oci_ref_path(python: str, env: dict[str, str] | None = None) -> str:
+    """Where the servers' interpreter imports oci_ref from (run from REPO, as make
+    does, to catch a checkout shadowing the package)."""
+    r = subprocess.run(
+        [python, '-P', '-c', 'import oci_ref; print(oci_ref.__file__)'],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+    return r.stdout.strip() or r.stderr.strip()[-200:]
