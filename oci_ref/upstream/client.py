@@ -252,7 +252,7 @@ class UpstreamClient:
                 code = json.loads(body)['errors'][0]['code']
             except (UpstreamError, ValueError, KeyError, IndexError, TypeError):
                 code = ''
-        extra: dict[str, Any] = {'status': status, 'repository': repository}
+        extra: dict[str, Any] = {'upstream_status': status, 'repository': repository}
         if isinstance(code, str) and code:
             extra['upstream_code'] = code[:64]
         if status == 404:
