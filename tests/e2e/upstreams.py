@@ -132,6 +132,11 @@ class DistributionUpstream(Process):
 Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up on a fault is what the fault tests do
+
+
 class Stub:
     """A loopback HTTP/1.1 server whose answers are per-path functions. Records every
     request as (method, path, headers). ``release`` unblocks handlers that wait."""
@@ -161,11 +166,12 @@ class Stub:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer((host, 0), _Handler)
+        self.server = _Server((host, 0), _Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f'http://{host}:{self.port}'
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
