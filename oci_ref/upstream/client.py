@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import ssl
@@ -58,6 +59,10 @@ JSON_MAX = 16 * 1024 * 1024
 CHUNK = 1 << 16
 MAX_REDIRECTS = 5
 _LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
+# httpx logs every request URL at INFO; a redirect URL (a presigned CDN link) is a
+# credential, and no URL with a token may reach a log.
+logging.getLogger('httpx').setLevel(logging.WARNING)
+logging.getLogger('httpcore').setLevel(logging.WARNING)
 
 
 def _mapped(ex: httpx.HTTPError, upstream: str, kind: Kind) -> UpstreamError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,9 +154,12 @@ def test_oversized_manifest(stub: Stub) -> None:
         run(go())
 
 
-def test_redirect_to_another_host_carries_no_credentials(stub: Stub) -> None:
+def test_redirect_to_another_host_carries_no_credentials(
+        stub: Stub, caplog: pytest.LogCaptureFixture) -> None:
     """The upstream wants Basic and redirects the blob to a CDN on 127.0.0.2: the
-    CDN gets the request without Authorization, and the blob still verifies."""
+    CDN gets the request without Authorization, and the blob still verifies. With
+    every logger at DEBUG, neither the password nor the signed URL is logged."""
+    caplog.set_level(logging.DEBUG)
     cdn = Stub('127.0.0.2')
     try:
         cdn.routes['/blob'] = answer(200, BLOB)
@@ -173,6 +177,8 @@ def test_redirect_to_another_host_carries_no_credentials(stub: Stub) -> None:
         assert len(cdn.requests) == 1
         assert 'Authorization' not in cdn.requests[0][2]
         assert cdn.requests[0][1] == '/blob?sig=1'
+        for secret in ('secret-pw', expected.split()[1], 'sig=1'):
+            assert secret not in caplog.text
     finally:
         cdn.stop()
 
