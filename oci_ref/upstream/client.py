@@ -274,9 +274,16 @@ class UpstreamClient:
 
     # ----------------------------------------------------------- manifests ----
     async def head_manifest(self, repository: str, reference: str) -> ManifestHead:
-        """HEAD; a response without ``Docker-Content-Digest`` falls back to GET."""
-        response = await self._request('HEAD', repository, f'manifests/{reference}',
-                                       'manifest', headers={'Accept': MANIFEST_ACCEPT})
+        """HEAD; a 405 (as containerd tolerates) or a response without
+        ``Docker-Content-Digest`` falls back to GET."""
+        try:
+            response = await self._request('HEAD', repository, f'manifests/{reference}',
+                                           'manifest', headers={'Accept': MANIFEST_ACCEPT})
+        except UpstreamBadResponse as ex:
+            if ex.detail.get('upstream_status') != 405:
+                raise
+            m = await self.get_manifest(repository, reference)
+            return ManifestHead(m.digest, m.media_type, m.size)
         await response.aclose()
         digest = response.headers.get('docker-content-digest')
         length = response.headers.get('content-length', '')

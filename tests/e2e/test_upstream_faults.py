@@ -131,9 +131,17 @@ def test_manifest_with_a_lying_digest(stub: Stub, reference: str,
     assert info.value.to_registry_error().code is ErrorCode.MANIFEST_UNKNOWN
 
 
-def test_head_without_digest_falls_back_to_get(stub: Stub) -> None:
-    stub.routes['/v2/a/b/manifests/v1'] = answer(200, MANIFEST,
-                                                 Content_Type=DOCKER_MANIFEST)
+@pytest.mark.parametrize('head_status', [200, 405])
+def test_head_without_digest_falls_back_to_get(stub: Stub, head_status: int) -> None:
+    """A HEAD answered without Docker-Content-Digest, or refused with 405."""
+    get = answer(200, MANIFEST, Content_Type=DOCKER_MANIFEST)
+
+    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
+        if h.command == 'HEAD' and head_status == 405:
+            answer(405)(h)
+        else:
+            get(h)
+    stub.routes['/v2/a/b/manifests/v1'] = handle
 
     async def go() -> Any:
         async with stub_client(stub) as c:

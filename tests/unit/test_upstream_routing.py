@@ -145,3 +145,24 @@ def test_reads_outside_the_repository_patterns_are_denied() -> None:
         'repository': 'someone/tool', 'repositories': ['library/*', 'bitnami/*']}
     check_read(route('docker.io/library/alpine', None, UPSTREAMS))
     check_read(route('myteam/app', None, UPSTREAMS))  # own: not this check's business
+
+
+def test_pool_routes_and_shares_one_client_per_upstream() -> None:
+    import asyncio
+
+    from oci_ref.upstream.pool import Upstreams
+
+    async def go() -> None:
+        pool = Upstreams(UPSTREAMS, environ={})
+        assert pool and not Upstreams(())
+        r = pool.route('ghcr.io/org/app', None)
+        assert r.cache_name == 'ghcr.io/org/app'
+        assert r.upstream is not None
+        c = pool.client(r.upstream)
+        assert pool.client(r.upstream) is c
+        assert pool.client(UPSTREAMS[0]) is not c
+        await pool.aclose()
+        assert c.http.is_closed
+        assert pool.client(r.upstream) is not c  # reopened after close
+        await pool.aclose()
+    asyncio.run(go())
