@@ -70,6 +70,9 @@ def _mapped(ex: httpx.HTTPError, upstream: str, kind: Kind) -> UpstreamError:
     if isinstance(ex, httpx.TimeoutException):
         return UpstreamTimeout(upstream, f'timed out ({type(ex).__name__})', kind=kind)
     if isinstance(ex, httpx.ConnectError):
+        if 'CERTIFICATE_VERIFY_FAILED' in str(ex):
+            return UpstreamUnreachable(upstream, 'its TLS certificate is not trusted '
+                                       '(see tls_verify and ca_file)', kind=kind)
         return UpstreamUnreachable(upstream, 'cannot connect', kind=kind)
     return UpstreamBadResponse(upstream, f'broke off the response ({type(ex).__name__})',
                                kind=kind)

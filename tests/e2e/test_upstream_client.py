@@ -39,7 +39,7 @@ from tests.e2e.upstreams import (
     token_upstream,
     upstream,
 )
-from tests.interop.auth import AuthServer, basic_header
+from tests.interop.auth import AuthServer, basic_header, make_ca_and_server_cert
 from tests.support import (
     DOCKER_MANIFEST,
     OCI_MANIFEST,
@@ -473,5 +473,27 @@ def test_timeout_of_a_stopped_process(tmp_path: Path) -> None:
             async with client(u) as c:
                 return (await c.get_manifest('a/b', 'v1')).digest
         assert run(again()) == d
+    finally:
+        srv.stop()
+
+
+def test_tls_upstream(tmp_path: Path) -> None:
+    """An https upstream with a private CA: trusted through ca_file, refused
+    without it (503 naming TLS), accepted with tls_verify = false."""
+    tls = make_ca_and_server_cert(tmp_path / 'tls')
+    srv = AuthServer(tmp_path / 'data', '--tls-cert', str(tls['cert']),
+                     '--tls-key', str(tls['key']), ca=tls['ca'])
+    try:
+        with srv.client() as c:
+            d, _ = push_image(c, 'a/b', 'v1')
+
+        async def get(**table: Any) -> str:
+            async with client(upstream('tls', srv.url, **table)) as c:
+                return (await c.get_manifest('a/b', 'v1')).digest
+        assert srv.url.startswith('https://')
+        assert run(get(ca_file=str(tls['ca']))) == d
+        assert run(get(tls_verify=False)) == d
+        with pytest.raises(UpstreamUnreachable, match='TLS certificate is not trusted'):
+            run(get())
     finally:
         srv.stop()
