@@ -13,7 +13,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oci_ref.upstream.config import Upstream
 
 ENV_PREFIX = 'OCI_REF_'
 # Handed from `oci-ref serve` to each uvicorn worker process (workers re-import the
@@ -95,6 +98,10 @@ class Config:
     )
     tls_cert: Path | None = field(default=None, metadata=_help('TLS certificate (PEM)'))
     tls_key: Path | None = field(default=None, metadata=_help('TLS private key (PEM)'))
+    # [[upstream]] tables (oci_ref/upstream/config.py); flag/env: name=url,...
+    upstream: tuple[Upstream, ...] = field(
+        default=(), metadata=_help('upstream registries to mirror, as name=url,...')
+    )
 
     @property
     def host(self) -> str:
@@ -133,6 +140,11 @@ class Config:
             if env is not None:
                 values[f.name] = env
         values.update(flags)
+        if 'upstream' in values or any(k.startswith(ENV_PREFIX + 'UPSTREAM_')
+                                       for k in environ):
+            from oci_ref.upstream.config import parse_upstreams  # here: an import cycle
+
+            values['upstream'] = parse_upstreams(values.get('upstream', ()), environ)
         return cls(**{k: _convert(cls, k, v) for k, v in values.items()}).validated()
 
     def validated(self) -> Config:
@@ -170,7 +182,7 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps({k: str(v) if isinstance(v, Path) else v
-                           for k, v in dataclasses.asdict(self).items()})
+                           for k, v in dataclasses.asdict(self).items()}, default=str)
 
 
     @classmethod
@@ -201,6 +213,10 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
             return Path(value)
         if kind == 'Path | None':
             return None if value in (None, '') else Path(value)
+        if kind == 'tuple[Upstream, ...]':
+            from oci_ref.upstream.config import parse_upstreams  # here: an import cycle
+
+            return parse_upstreams(value)
         if kind == 'tuple[str, ...]':
             # A TOML array, or a comma-separated string (flags, environment).
             items = value if isinstance(value, (list, tuple)) else str(value).split(',')

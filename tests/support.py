@@ -87,7 +87,10 @@ def push_blob(c: Any, name: str, data: bytes, algorithm: str = 'sha256') -> str:
     d = digest(data, algorithm)
     r = c.post(f'/v2/{name}/blobs/uploads/')
     assert r.status_code == 202, r.content
-    r = c.put(f'{r.headers["location"]}?digest={d}', content=data,
+    location = r.headers['location']
+    # distribution's Location already carries a query (_state=…).
+    sep = '&' if '?' in location else '?'
+    r = c.put(f'{location}{sep}digest={d}', content=data,
               headers={'Content-Type': 'application/octet-stream'})
     assert r.status_code == 201, r.content
     return d
