@@ -33,10 +33,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import fnmatch
+import hashlib
+import hmac
+import logging
 import os
+import re
 import secrets
+import threading
 import time
 import tomllib
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,19 +51,18 @@ from typing import Any
 
 import bcrypt
 import jwt
+from jwt.algorithms import HMACAlgorithm
+
+log = logging.getLogger('oci_ref.auth')
 
 ACTIONS = ('pull', 'push', 'delete')
 ANONYMOUS = 'anonymous'
-_DUMMY_HASHES: dict[int, str] = {}
-
-
-def _dummy_hash(cost: int) -> str:
-    """bcrypt of a random password at ``cost``: checked when the user is unknown, so
-    a wrong user costs as much time as a wrong password (no enumeration by timing)."""
-    if cost not in _DUMMY_HASHES:
-        _DUMMY_HASHES[cost] = bcrypt.hashpw(secrets.token_bytes(16),
-                                            bcrypt.gensalt(rounds=cost)).decode()
-    return _DUMMY_HASHES[cost]
+# bcrypt reads the first 72 bytes of a password; bcrypt >= 5 raises on longer ones.
+MAX_PASSWORD_BYTES = 72
+# An htpasswd -B entry: $2y$ (or $2a$/$2b$), a two-digit cost, 22 salt + 31 hash chars.
+_ENTRY = re.compile(r'\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}')
+KEY_FILE = '.token-key'
+KEY_BYTES = 32  # HS256 wants a key at least as long as its hash (RFC 7518 §3.2)
 
 
 class AuthError(Exception):
@@ -84,43 +89,99 @@ class Principal:
 
 
 class Htpasswd:
-    """``user:hash`` lines as ``htpasswd -B`` writes them (bcrypt only)."""
+    """``user:hash`` lines as ``htpasswd -B`` writes them (bcrypt only).
+
+    The file is re-read when it changes (checked on every password check, which runs
+    in a worker thread). A file that does not parse is never half-used: the last good
+    one stays in force, the bad line's number is logged once (never its text: it may
+    hold a password), and :attr:`error` says why, for ``/readyz``.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self.error: str | None = None
         self._users: dict[str, str] = {}
-        self._mtime = -1.0
-        self._cost = 12
-        self._load()
+        self._costs: list[int] = []  # the cost of each user's hash
+        self._stamp: tuple[int, int, int] | None = None  # (ino, size, mtime_ns) loaded
+        self._failed: tuple[int, int, int] | None = None  # last stamp that did not parse
+        self._pick = secrets.token_bytes(16)  # keys the per-name choice of dummy cost
+        self._lock = threading.Lock()
+        try:
+            stat = path.stat()
+            users = self._parse()
+        except OSError as ex:
+            raise AuthError(f'{path}: cannot read: {ex.strerror}') from None
+        self._use(users, (stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
-    def _load(self) -> None:
-        mtime = self.path.stat().st_mtime
-        if mtime == self._mtime:
-            return
+    def _parse(self) -> dict[str, str]:
         users = {}
-        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+        for number, line in enumerate(self.path.read_text(errors='replace').splitlines(),
+                                      1):
             line = line.strip()
             if not line or line.startswith('#'):
                 continue
             user, sep, hashed = line.partition(':')
-            if not sep or not hashed.startswith(('$2y$', '$2b$', '$2a$')):
-                raise AuthError(f'{self.path}:{number}: not a bcrypt entry (htpasswd -B)')
+            m = _ENTRY.fullmatch(hashed)
+            if not sep or not user or m is None or not 4 <= int(m[1]) <= 31:
+                raise AuthError(f'{self.path}: line {number}: not a bcrypt entry '
+                                f'(user:hash, as htpasswd -B writes)')
             users[user] = hashed
-        self._users, self._mtime = users, mtime
-        # The dummy check runs at the cost the file's entries use (htpasswd -B
-        # writes cost 5 by default; a cost-12 dummy would give unknown users away).
-        costs = [int(h.split('$')[2]) for h in users.values() if h.count('$') >= 3
-                 and h.split('$')[2].isdigit()]
-        self._cost = max(set(costs), key=costs.count) if costs else 12
+        return users
+
+    def _use(self, users: dict[str, str], stamp: tuple[int, int, int]) -> None:
+        self._users = users
+        self._costs = [int(h[4:6]) for h in users.values()]
+        self._stamp = stamp
+        self.error = None
+
+    def reload(self) -> None:
+        """Pick up an edit without a restart (blocking: call it from a thread)."""
+        with self._lock:
+            try:
+                stat = self.path.stat()
+                stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                if stamp in (self._stamp, self._failed):
+                    return
+                users = self._parse()
+            except (OSError, AuthError) as ex:
+                why = str(ex) if isinstance(ex, AuthError) else (
+                    f'{self.path}: cannot read: {ex.strerror}')
+                if why != self.error:  # once per problem, not once per request
+                    log.error('%s; still using the last good copy', why)
+                self.error = why
+                self._failed = stamp if isinstance(ex, AuthError) else None
+                return
+            self._use(users, stamp)
+            log.info('%s: reloaded (%d users)', self.path, len(users))
+
+    def has_user(self, user: str) -> bool:
+        self.reload()
+        return user in self._users
+
+    def dummy_hash(self, user: str) -> str:
+        """What an unknown ``user``'s password is checked against: a hash at the cost
+        of one of the real entries, chosen by a keyed hash of the name, so an unknown
+        name costs what some real user's login costs, and the same every time (no
+        timing oracle, even when the entries' costs differ)."""
+        costs = self._costs or [10]
+        pick = hmac.new(self._pick, user.encode(), hashlib.sha256).digest()
+        cost = costs[int.from_bytes(pick[:8], 'big') % len(costs)]
+        # A random salt and digest: checkpw does the full work and can never match.
+        filler = base64.b64encode(secrets.token_bytes(24)).decode()
+        tail = re.sub('[^./A-Za-z0-9]', '.', filler)[:31]
+        return bcrypt.gensalt(rounds=cost).decode() + tail
 
     def verify(self, user: str, password: str) -> bool:
-        with contextlib.suppress(OSError):
-            self._load()  # picks up edits without a restart
+        """Blocking (bcrypt takes 2-400 ms): call it from a thread, never the loop."""
+        self.reload()
+        secret = password.encode()
+        if len(secret) > MAX_PASSWORD_BYTES:
+            # Refused, not truncated: htpasswd would have cut it, we never guess.
+            return False
         hashed = self._users.get(user)
         # bcrypt runs either way (against a dummy hash for unknown users), so a
         # wrong user name takes as long as a wrong password.
-        ok = bcrypt.checkpw(password.encode(),
-                            (hashed or _dummy_hash(self._cost)).encode())
+        ok = bcrypt.checkpw(secret, (hashed or self.dummy_hash(user)).encode())
         return ok and hashed is not None
 
 
@@ -208,20 +269,15 @@ class TokenIssuer:
     (``<root>/.token-key``, made once, mode 0600) is all every worker needs."""
 
     def __init__(self, key: bytes, service: str, ttl: int):
+        if len(key) < KEY_BYTES:
+            raise AuthError(f'token signing key is {len(key)} bytes, needs {KEY_BYTES}')
         self.key = key
         self.service = service
         self.ttl = ttl
 
     @classmethod
     def for_root(cls, root: Path, service: str, ttl: int) -> TokenIssuer:
-        path = root / '.token-key'
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls(path.read_bytes(), service, ttl)
-        with os.fdopen(fd, 'wb') as f:
-            f.write(secrets.token_bytes(32))
-        return cls(path.read_bytes(), service, ttl)
+        return cls(signing_key(root), service, ttl)
 
     def issue(self, subject: str, access: list[dict[str, Any]], *, refresh: bool = False
               ) -> tuple[str, int, str]:
@@ -244,6 +300,61 @@ class TokenIssuer:
         if claims.get('typ') != ('refresh' if refresh else 'access'):
             raise AuthError('wrong kind of token')
         return claims
+
+
+def signing_key(root: Path) -> bytes:
+    """The token signing key of ``root``, made if there is none yet.
+
+    Made whole or not at all: written to a temporary file, fsynced, then linked into
+    place (a link, unlike a rename, never replaces a key another process made in
+    the meantime), so no worker and no crash can leave an empty or short key. A key
+    shorter than KEY_BYTES is refused, never used. ``oci-ref serve`` calls this
+    before it starts workers.
+    """
+    path = root / KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = _make_key(path)
+    except OSError as ex:
+        raise AuthError(f'cannot read the token signing key {path}: {ex.strerror}'
+                        ) from None
+    if len(key) < KEY_BYTES:
+        raise AuthError(
+            f'the token signing key {path} is {len(key)} bytes, at least {KEY_BYTES} '
+            f'are needed: remove the file and a new key is made at the next start '
+            f'(tokens signed with the old one stop working)')
+    return key
+
+
+def _make_key(path: Path) -> bytes:
+    while True:
+        key = secrets.token_bytes(KEY_BYTES)
+        try:  # random bytes that happen to parse as DER or JSON: PyJWT refuses those
+            HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
+            break
+        except jwt.InvalidKeyError:
+            continue
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'{KEY_FILE}.{uuid.uuid4().hex}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Another process made one first: everyone uses that one.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path.read_bytes()
 
 
 def parse_scope(scope: str) -> tuple[str, str, frozenset[str]] | None:
