@@ -10,7 +10,7 @@ from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
 from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
-from oci_ref.auth import Access, Htpasswd, TokenIssuer
+from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
 from oci_ref.config import Config
 from oci_ref.errors import RegistryError
 from oci_ref.hooks import Notifier
@@ -34,7 +34,8 @@ def access_control(config: Config) -> AccessControl:
     htpasswd = Htpasswd(config.htpasswd) if config.htpasswd else None
     issuer = (TokenIssuer.for_root(config.root, config.token_service, config.token_ttl)
               if config.auth == 'token' else None)
-    access = Access.load(config.access, anonymous_read=config.anonymous_read)
+    access = (AccessFile(config.access, anonymous_read=config.anonymous_read)
+              if config.access else Access(anonymous_read=config.anonymous_read))
     return AccessControl(config.auth, access, htpasswd, issuer,
                          FailedLogins(config.login_failures), realm=config.token_realm,
                          health_open=config.health_open,

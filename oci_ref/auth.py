@@ -88,30 +88,68 @@ class Principal:
         return Principal(self.name, self.groups) if self.scopes is not None else self
 
 
-class Htpasswd:
-    """``user:hash`` lines as ``htpasswd -B`` writes them (bcrypt only).
+class WatchedFile:
+    """A file re-read when it changes (``reload``, blocking: call it from a thread).
 
-    The file is re-read when it changes (checked on every password check, which runs
-    in a worker thread). A file that does not parse is never half-used: the last good
-    one stays in force, the bad line's number is logged once (never its text: it may
-    hold a password), and :attr:`error` says why, for ``/readyz``.
+    A version that does not parse is never half-used: the last good one stays in
+    force, why is logged once (a line number, never the line: it may hold a
+    password), and :attr:`error` says why, for ``/readyz``. At start a bad file is
+    an AuthError.
     """
+
+    kind = 'file'
 
     def __init__(self, path: Path):
         self.path = path
         self.error: str | None = None
-        self._users: dict[str, str] = {}
-        self._costs: list[int] = []  # the cost of each user's hash
-        self._stamp: tuple[int, int, int] | None = None  # (ino, size, mtime_ns) loaded
         self._failed: tuple[int, int, int] | None = None  # last stamp that did not parse
-        self._pick = secrets.token_bytes(16)  # keys the per-name choice of dummy cost
         self._lock = threading.Lock()
         try:
             stat = path.stat()
-            users = self._parse()
+            value = self._parse()
         except OSError as ex:
             raise AuthError(f'{path}: cannot read: {ex.strerror}') from None
-        self._use(users, (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        self._stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        self._use(value)
+
+    def _parse(self) -> Any:
+        raise NotImplementedError
+
+    def _use(self, value: Any) -> None:
+        raise NotImplementedError
+
+    def reload(self) -> None:
+        with self._lock:
+            try:
+                stat = self.path.stat()
+                stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                if stamp in (self._stamp, self._failed):
+                    return
+                value = self._parse()
+            except (OSError, AuthError) as ex:
+                why = str(ex) if isinstance(ex, AuthError) else (
+                    f'{self.path}: cannot read: {ex.strerror}')
+                if why != self.error:  # once per problem, not once per request
+                    log.error('%s; still using the last good copy', why)
+                self.error = why
+                self._failed = stamp if isinstance(ex, AuthError) else None
+                return
+            self._use(value)
+            self._stamp, self.error = stamp, None
+            log.info('%s: reloaded (%s)', self.path, self.kind)
+
+
+class Htpasswd(WatchedFile):
+    """``user:hash`` lines as ``htpasswd -B`` writes them (bcrypt only), re-read on
+    change at every password check (which runs in a worker thread)."""
+
+    kind = 'users'
+
+    def __init__(self, path: Path):
+        self._users: dict[str, str] = {}
+        self._costs: list[int] = []  # the cost of each user's hash
+        self._pick = secrets.token_bytes(16)  # keys the per-name choice of dummy cost
+        super().__init__(path)
 
     def _parse(self) -> dict[str, str]:
         users = {}
@@ -128,31 +166,9 @@ class Htpasswd:
             users[user] = hashed
         return users
 
-    def _use(self, users: dict[str, str], stamp: tuple[int, int, int]) -> None:
+    def _use(self, users: dict[str, str]) -> None:
         self._users = users
         self._costs = [int(h[4:6]) for h in users.values()]
-        self._stamp = stamp
-        self.error = None
-
-    def reload(self) -> None:
-        """Pick up an edit without a restart (blocking: call it from a thread)."""
-        with self._lock:
-            try:
-                stat = self.path.stat()
-                stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-                if stamp in (self._stamp, self._failed):
-                    return
-                users = self._parse()
-            except (OSError, AuthError) as ex:
-                why = str(ex) if isinstance(ex, AuthError) else (
-                    f'{self.path}: cannot read: {ex.strerror}')
-                if why != self.error:  # once per problem, not once per request
-                    log.error('%s; still using the last good copy', why)
-                self.error = why
-                self._failed = stamp if isinstance(ex, AuthError) else None
-                return
-            self._use(users, stamp)
-            log.info('%s: reloaded (%d users)', self.path, len(users))
 
     def has_user(self, user: str) -> bool:
         self.reload()
@@ -262,6 +278,24 @@ class Access:
         if not self.configured:
             return principal.name != ANONYMOUS or self.anonymous_read
         return self._matches(principal, self.catalog)
+
+
+class AccessFile(WatchedFile):
+    """The rules file (``--access``), re-read on change at every login and token
+    refresh, so a refresh grants what the rules say now."""
+
+    kind = 'rules'
+
+    def __init__(self, path: Path, *, anonymous_read: bool = False):
+        self.anonymous_read = anonymous_read
+        self.current = Access(anonymous_read=anonymous_read)
+        super().__init__(path)
+
+    def _parse(self) -> Access:
+        return Access.load(self.path, anonymous_read=self.anonymous_read)
+
+    def _use(self, access: Access) -> None:
+        self.current = access
 
 
 class TokenIssuer:

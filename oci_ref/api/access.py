@@ -28,6 +28,7 @@ from oci_ref.auth import (
     ACTIONS,
     ANONYMOUS,
     Access,
+    AccessFile,
     AuthError,
     Htpasswd,
     Principal,
@@ -113,11 +114,11 @@ class FailedLogins:
 class AccessControl:
     """Falcon middleware: authenticate, authorise, or challenge."""
 
-    def __init__(self, mode: str, access: Access, htpasswd: Htpasswd | None,
+    def __init__(self, mode: str, access: Access | AccessFile, htpasswd: Htpasswd | None,
                  issuer: TokenIssuer | None, logins: FailedLogins, *,
                  realm: str = '', health_open: bool = True, metrics_open: bool = False):
         self.mode = mode
-        self.access = access
+        self.rules = access
         self.htpasswd = htpasswd
         self.issuer = issuer
         self.logins = logins
@@ -159,17 +160,33 @@ class AccessControl:
         elif not actions <= self.access.allowed(principal, name):
             raise self.refuse(req, principal, scope or '')
 
+    @property
+    def access(self) -> Access:
+        """The rules in force (the last good version of the access file)."""
+        return self.rules.current if isinstance(self.rules, AccessFile) else self.rules
+
+    def reload(self) -> None:
+        """Re-read the users and rules files if they changed (blocking: a thread)."""
+        for watched in (self.htpasswd, self.rules):
+            if isinstance(watched, (Htpasswd, AccessFile)):
+                watched.reload()
+
+    def _check_password(self, user: str, password: str) -> bool:
+        self.reload()
+        assert self.htpasswd is not None
+        return self.htpasswd.verify(user, password)
+
+    def _user_exists(self, user: str) -> bool:
+        self.reload()
+        return self.htpasswd is not None and self.htpasswd.has_user(user)
+
     def readiness_checks(self) -> dict[str, Callable[[], str]]:
-        """For /readyz: the htpasswd file in force is the one on disk."""
-        if self.htpasswd is None:
-            return {}
-        htpasswd = self.htpasswd
-
-        def users() -> str:
-            htpasswd.reload()
-            return htpasswd.error or 'ok'
-
-        return {'users': users}
+        """For /readyz: the users and rules in force are the files on disk."""
+        checks: dict[str, Callable[[], str]] = {}
+        for watched in (self.htpasswd, self.rules):
+            if isinstance(watched, (Htpasswd, AccessFile)):
+                checks[watched.kind] = _readiness(watched)
+        return checks
 
     async def verify(self, req: falcon.asgi.Request, creds: tuple[str, str] | None
                      ) -> bool:
@@ -178,7 +195,7 @@ class AccessControl:
         unknown user, a password bcrypt cannot take (over 72 bytes)."""
         addr = req.remote_addr or '?'
         self.logins.check(addr)
-        if creds and self.htpasswd and await in_password_thread(self.htpasswd.verify,
+        if creds and self.htpasswd and await in_password_thread(self._check_password,
                                                                 *creds):
             return True
         self.logins.failed(addr)
@@ -292,8 +309,7 @@ class Token:
             user = claims['sub']
             # A refresh token outlives edits: the user must still exist, and what
             # the new token grants comes from the rules now, not from the old token.
-            htpasswd = self.control.htpasswd
-            if htpasswd is None or not await in_password_thread(htpasswd.has_user, user):
+            if not await in_password_thread(self.control._user_exists, user):
                 raise RegistryError(ErrorCode.UNAUTHORIZED,
                                     'invalid refresh token: no such user')
             principal = Principal(user, self.control.access.groups_of(user))
@@ -364,6 +380,14 @@ def _form_too_large() -> RegistryError:
                          detail={'rule': f'a token request is at most {TOKEN_FORM_MAX} '
                                          f'bytes'},
                          status=413, headers={'Connection': 'close'})
+
+
+def _readiness(watched: Htpasswd | AccessFile) -> Callable[[], str]:
+    def check() -> str:
+        watched.reload()
+        return watched.error or 'ok'
+
+    return check
 
 
 def _quoted(value: str) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import bcrypt
 import httpx
+import jwt
 import pytest
 
 import oci_ref.auth
@@ -94,6 +95,44 @@ def test_a_refresh_token_stops_working_when_its_user_is_deleted(tmp_path: Path,
     # a user of that name, with what the rules grant now (no access file: all).
     htpasswd.write_text(htpasswd.read_text() + htpasswd_entry('dev', 'new-pw', 4) + '\n')
     assert refresh('dev').status_code == 200
+
+
+RULES = '''
+[[rule]]
+repository = "team/*"
+principals = ["dev"]
+actions = [{actions}]
+'''
+
+
+def test_a_refresh_grants_what_the_rules_say_now(tmp_path: Path, htpasswd: Path) -> None:
+    """The access file is re-read at every login and refresh: a refresh after an
+    edit grants the new rules; a broken edit keeps the last good rules in force
+    and /readyz names it."""
+    rules = tmp_path / 'access.toml'
+    rules.write_text(RULES.format(actions='"pull", "push", "delete"'))
+    c = app(tmp_path, htpasswd, 'token', access=rules)
+    r = post_form(c, {'grant_type': 'password', 'username': 'dev',
+                      'password': USERS['dev'], 'access_type': 'offline'})
+    refresh_token = r.json()['refresh_token']
+
+    def granted() -> list[str]:
+        r = post_form(c, {'grant_type': 'refresh_token', 'refresh_token': refresh_token,
+                          'scope': 'repository:team/app:pull,push,delete'})
+        assert r.status_code == 200, r.content
+        claims = jwt.decode(r.json()['token'], options={'verify_signature': False})
+        return list(claims['access'][0]['actions'])
+
+    assert granted() == ['delete', 'pull', 'push']
+    rules.write_text(RULES.format(actions='"pull"'))
+    assert granted() == ['pull']
+    rules.write_text('[[rule]]\nrepository = \n')  # not TOML
+    assert granted() == ['pull']
+    error = assert_error(c.get('/readyz'), 503, 'UNSUPPORTED')
+    assert set(error['detail']) == {'rules'}, error
+    rules.write_text(RULES.format(actions='"pull", "push"'))
+    assert granted() == ['pull', 'push']
+    assert c.get('/readyz').json()['rules'] == 'ok'
 
 
 def test_a_refresh_token_is_refused_without_an_htpasswd_file(tmp_path: Path,
