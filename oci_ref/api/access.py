@@ -7,8 +7,11 @@ service=…,scope=…``, tokens from ``/token``). Unauthenticated or bad credent
 (basic) or 401 with ``error="insufficient_scope"`` (token: clients fetch a wider
 token once and retry).
 
-Password checks (bcrypt, 2-400 ms each) run in a small thread pool of their own,
-never on the event loop, and never crowding out the storage threads.
+Password checks (bcrypt, 2-400 ms each) and re-reads of the htpasswd and access
+files run in a small thread pool of their own, never on the event loop, and never
+crowding out the storage threads. ``/metrics`` needs a login when auth is on
+(``metrics_open`` opens it), ``/healthz`` and ``/readyz`` do not (``health_open``).
+``/token`` reads at most TOKEN_FORM_MAX bytes, and nothing without token auth.
 """
 
 from __future__ import annotations
