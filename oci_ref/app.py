@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import falcon
 import falcon.asgi
 
@@ -12,8 +10,8 @@ from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
 from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
-from oci_ref.auth import Access, Htpasswd, TokenIssuer
-from oci_ref.config import RESOLVED_ENV, Config
+from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
+from oci_ref.config import Config
 from oci_ref.errors import RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import (
@@ -32,12 +30,16 @@ Route = tuple[str, object, str | None]
 
 
 def access_control(config: Config) -> AccessControl:
+    """Raises AuthError for an unusable htpasswd, access file or signing key."""
     htpasswd = Htpasswd(config.htpasswd) if config.htpasswd else None
     issuer = (TokenIssuer.for_root(config.root, config.token_service, config.token_ttl)
               if config.auth == 'token' else None)
-    access = Access.load(config.access, anonymous_read=config.anonymous_read)
+    access = (AccessFile(config.access, anonymous_read=config.anonymous_read)
+              if config.access else Access(anonymous_read=config.anonymous_read))
     return AccessControl(config.auth, access, htpasswd, issuer,
-                         FailedLogins(config.login_failures))
+                         FailedLogins(config.login_failures), realm=config.token_realm,
+                         health_open=config.health_open,
+                         metrics_open=config.metrics_open)
 
 
 def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
@@ -60,7 +62,7 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
          None),
         ('/openapi.yaml', OpenAPIDocument(), None),
         ('/healthz', Health(), None),
-        ('/readyz', Ready(registry), None),
+        ('/readyz', Ready(registry, control.readiness_checks()), None),
         ('/metrics', Metrics(registry), None),
         ('/token', Token(control), None),
     ]
@@ -99,6 +101,6 @@ def create_app(config: Config | None = None, registry: Registry | None = None
 
 
 def create_app_from_env() -> ASGIApp:
-    """uvicorn factory for worker processes: the resolved config comes by env."""
-    raw = os.environ.get(RESOLVED_ENV)
-    return create_app(Config.from_json(raw) if raw else Config.load())
+    """uvicorn factory for worker processes: the resolved config comes by env (its
+    secret settings by a file, see Config.hand_to_workers)."""
+    return create_app(Config.from_env())

@@ -33,10 +33,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import fnmatch
+import hashlib
+import hmac
+import logging
 import os
+import re
 import secrets
+import threading
 import time
 import tomllib
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,19 +51,18 @@ from typing import Any
 
 import bcrypt
 import jwt
+from jwt.algorithms import HMACAlgorithm
+
+log = logging.getLogger('oci_ref.auth')
 
 ACTIONS = ('pull', 'push', 'delete')
 ANONYMOUS = 'anonymous'
-_DUMMY_HASHES: dict[int, str] = {}
-
-
-def _dummy_hash(cost: int) -> str:
-    """bcrypt of a random password at ``cost``: checked when the user is unknown, so
-    a wrong user costs as much time as a wrong password (no enumeration by timing)."""
-    if cost not in _DUMMY_HASHES:
-        _DUMMY_HASHES[cost] = bcrypt.hashpw(secrets.token_bytes(16),
-                                            bcrypt.gensalt(rounds=cost)).decode()
-    return _DUMMY_HASHES[cost]
+# bcrypt reads the first 72 bytes of a password; bcrypt >= 5 raises on longer ones.
+MAX_PASSWORD_BYTES = 72
+# An htpasswd -B entry: $2y$ (or $2a$/$2b$), a two-digit cost, 22 salt + 31 hash chars.
+_ENTRY = re.compile(r'\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}')
+KEY_FILE = '.token-key'
+KEY_BYTES = 32  # HS256 wants a key at least as long as its hash (RFC 7518 §3.2)
 
 
 class AuthError(Exception):
@@ -83,44 +88,116 @@ class Principal:
         return Principal(self.name, self.groups) if self.scopes is not None else self
 
 
-class Htpasswd:
-    """``user:hash`` lines as ``htpasswd -B`` writes them (bcrypt only)."""
+class WatchedFile:
+    """A file re-read when it changes (``reload``, blocking: call it from a thread).
+
+    A version that does not parse is never half-used: the last good one stays in
+    force, why is logged once (a line number, never the line: it may hold a
+    password), and :attr:`error` says why, for ``/readyz``. At start a bad file is
+    an AuthError.
+    """
+
+    kind = 'file'
 
     def __init__(self, path: Path):
         self.path = path
-        self._users: dict[str, str] = {}
-        self._mtime = -1.0
-        self._cost = 12
-        self._load()
+        self.error: str | None = None
+        self._failed: tuple[int, int, int] | None = None  # last stamp that did not parse
+        self._lock = threading.Lock()
+        try:
+            stat = path.stat()
+            value = self._parse()
+        except OSError as ex:
+            raise AuthError(f'{path}: cannot read: {ex.strerror}') from None
+        self._stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        self._use(value)
 
-    def _load(self) -> None:
-        mtime = self.path.stat().st_mtime
-        if mtime == self._mtime:
-            return
+    def _parse(self) -> Any:
+        raise NotImplementedError
+
+    def _use(self, value: Any) -> None:
+        raise NotImplementedError
+
+    def reload(self) -> None:
+        with self._lock:
+            try:
+                stat = self.path.stat()
+                stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                if stamp in (self._stamp, self._failed):
+                    return
+                value = self._parse()
+            except (OSError, AuthError) as ex:
+                why = str(ex) if isinstance(ex, AuthError) else (
+                    f'{self.path}: cannot read: {ex.strerror}')
+                if why != self.error:  # once per problem, not once per request
+                    log.error('%s; still using the last good copy', why)
+                self.error = why
+                self._failed = stamp if isinstance(ex, AuthError) else None
+                return
+            self._use(value)
+            self._stamp, self.error = stamp, None
+            log.info('%s: reloaded (%s)', self.path, self.kind)
+
+
+class Htpasswd(WatchedFile):
+    """``user:hash`` lines as ``htpasswd -B`` writes them (bcrypt only), re-read on
+    change at every password check (which runs in a worker thread)."""
+
+    kind = 'users'
+
+    def __init__(self, path: Path):
+        self._users: dict[str, str] = {}
+        self._costs: list[int] = []  # the cost of each user's hash
+        self._pick = secrets.token_bytes(16)  # keys the per-name choice of dummy cost
+        super().__init__(path)
+
+    def _parse(self) -> dict[str, str]:
         users = {}
-        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+        for number, line in enumerate(self.path.read_text(errors='replace').splitlines(),
+                                      1):
             line = line.strip()
             if not line or line.startswith('#'):
                 continue
             user, sep, hashed = line.partition(':')
-            if not sep or not hashed.startswith(('$2y$', '$2b$', '$2a$')):
-                raise AuthError(f'{self.path}:{number}: not a bcrypt entry (htpasswd -B)')
+            m = _ENTRY.fullmatch(hashed)
+            if not sep or not user or m is None or not 4 <= int(m[1]) <= 31:
+                raise AuthError(f'{self.path}: line {number}: not a bcrypt entry '
+                                f'(user:hash, as htpasswd -B writes)')
             users[user] = hashed
-        self._users, self._mtime = users, mtime
-        # The dummy check runs at the cost the file's entries use (htpasswd -B
-        # writes cost 5 by default; a cost-12 dummy would give unknown users away).
-        costs = [int(h.split('$')[2]) for h in users.values() if h.count('$') >= 3
-                 and h.split('$')[2].isdigit()]
-        self._cost = max(set(costs), key=costs.count) if costs else 12
+        return users
+
+    def _use(self, users: dict[str, str]) -> None:
+        self._users = users
+        self._costs = [int(h[4:6]) for h in users.values()]
+
+    def has_user(self, user: str) -> bool:
+        self.reload()
+        return user in self._users
+
+    def dummy_hash(self, user: str) -> str:
+        """What an unknown ``user``'s password is checked against: a hash at the cost
+        of one of the real entries, chosen by a keyed hash of the name, so an unknown
+        name costs what some real user's login costs, and the same every time (no
+        timing oracle, even when the entries' costs differ)."""
+        costs = self._costs or [10]
+        pick = hmac.new(self._pick, user.encode(), hashlib.sha256).digest()
+        cost = costs[int.from_bytes(pick[:8], 'big') % len(costs)]
+        # A random salt and digest: checkpw does the full work and can never match.
+        filler = base64.b64encode(secrets.token_bytes(24)).decode()
+        tail = re.sub('[^./A-Za-z0-9]', '.', filler)[:31]
+        return bcrypt.gensalt(rounds=cost).decode() + tail
 
     def verify(self, user: str, password: str) -> bool:
-        with contextlib.suppress(OSError):
-            self._load()  # picks up edits without a restart
+        """Blocking (bcrypt takes 2-400 ms): call it from a thread, never the loop."""
+        self.reload()
+        secret = password.encode()
+        if len(secret) > MAX_PASSWORD_BYTES:
+            # Refused, not truncated: htpasswd would have cut it, we never guess.
+            return False
         hashed = self._users.get(user)
         # bcrypt runs either way (against a dummy hash for unknown users), so a
         # wrong user name takes as long as a wrong password.
-        ok = bcrypt.checkpw(password.encode(),
-                            (hashed or _dummy_hash(self._cost)).encode())
+        ok = bcrypt.checkpw(secret, (hashed or self.dummy_hash(user)).encode())
         return ok and hashed is not None
 
 
@@ -203,25 +280,38 @@ class Access:
         return self._matches(principal, self.catalog)
 
 
+class AccessFile(WatchedFile):
+    """The rules file (``--access``), re-read on change at every login and token
+    refresh, so a refresh grants what the rules say now."""
+
+    kind = 'rules'
+
+    def __init__(self, path: Path, *, anonymous_read: bool = False):
+        self.anonymous_read = anonymous_read
+        self.current = Access(anonymous_read=anonymous_read)
+        super().__init__(path)
+
+    def _parse(self) -> Access:
+        return Access.load(self.path, anonymous_read=self.anonymous_read)
+
+    def _use(self, access: Access) -> None:
+        self.current = access
+
+
 class TokenIssuer:
     """HS256 JWTs: the registry both issues and checks them, so a shared secret
     (``<root>/.token-key``, made once, mode 0600) is all every worker needs."""
 
     def __init__(self, key: bytes, service: str, ttl: int):
+        if len(key) < KEY_BYTES:
+            raise AuthError(f'token signing key is {len(key)} bytes, needs {KEY_BYTES}')
         self.key = key
         self.service = service
         self.ttl = ttl
 
     @classmethod
     def for_root(cls, root: Path, service: str, ttl: int) -> TokenIssuer:
-        path = root / '.token-key'
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls(path.read_bytes(), service, ttl)
-        with os.fdopen(fd, 'wb') as f:
-            f.write(secrets.token_bytes(32))
-        return cls(path.read_bytes(), service, ttl)
+        return cls(signing_key(root), service, ttl)
 
     def issue(self, subject: str, access: list[dict[str, Any]], *, refresh: bool = False
               ) -> tuple[str, int, str]:
@@ -244,6 +334,61 @@ class TokenIssuer:
         if claims.get('typ') != ('refresh' if refresh else 'access'):
             raise AuthError('wrong kind of token')
         return claims
+
+
+def signing_key(root: Path) -> bytes:
+    """The token signing key of ``root``, made if there is none yet.
+
+    Made whole or not at all: written to a temporary file, fsynced, then linked into
+    place (a link, unlike a rename, never replaces a key another process made in
+    the meantime), so no worker and no crash can leave an empty or short key. A key
+    shorter than KEY_BYTES is refused, never used. ``oci-ref serve`` calls this
+    before it starts workers.
+    """
+    path = root / KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = _make_key(path)
+    except OSError as ex:
+        raise AuthError(f'cannot read the token signing key {path}: {ex.strerror}'
+                        ) from None
+    if len(key) < KEY_BYTES:
+        raise AuthError(
+            f'the token signing key {path} is {len(key)} bytes, at least {KEY_BYTES} '
+            f'are needed: remove the file and a new key is made at the next start '
+            f'(tokens signed with the old one stop working)')
+    return key
+
+
+def _make_key(path: Path) -> bytes:
+    while True:
+        key = secrets.token_bytes(KEY_BYTES)
+        try:  # random bytes that happen to parse as DER or JSON: PyJWT refuses those
+            HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
+            break
+        except jwt.InvalidKeyError:
+            continue
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'{KEY_FILE}.{uuid.uuid4().hex}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Another process made one first: everyone uses that one.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path.read_bytes()
 
 
 def parse_scope(scope: str) -> tuple[str, str, frozenset[str]] | None:

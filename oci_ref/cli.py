@@ -12,10 +12,10 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oci_ref import __version__
-from oci_ref.config import RESOLVED_ENV, Config, ConfigError
+from oci_ref.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from oci_ref.registry import Registry
@@ -50,17 +50,35 @@ def serve(args: argparse.Namespace) -> int:
     os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
+    from oci_ref.app import access_control
+    from oci_ref.auth import AuthError
     from oci_ref.registry import Policy, Registry
 
+    # Check the users, rules and token signing key (made here, once, if there is
+    # none) before any worker starts: a bad one stops the server, not each worker.
+    try:
+        access_control(config)
+    except AuthError as ex:
+        print(f'oci-ref: {ex}', file=sys.stderr)
+        return 2
     # Migrate once, before the workers race to do it, and purge expired uploads.
     registry = Registry(config.root, fsync=config.fsync, policy=Policy.from_config(config))
     registry.purge_uploads()
     registry.close()
-    os.environ[RESOLVED_ENV] = config.to_json()
+    secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
     # and re-raises the signal; with Python's default that kills us (exit -15).
     # A stop on SIGTERM is a clean stop: exit 0, as on SIGINT.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        _run(uvicorn, config)
+    finally:
+        if secrets_file is not None:
+            secrets_file.unlink(missing_ok=True)
+    return 0
+
+
+def _run(uvicorn: Any, config: Config) -> None:
     uvicorn.run(
         'oci_ref.app:create_app_from_env',
         factory=True,
@@ -78,7 +96,6 @@ def serve(args: argparse.Namespace) -> int:
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         timeout_graceful_shutdown=10,
     )
-    return 0
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

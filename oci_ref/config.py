@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,11 @@ ENV_PREFIX = 'OCI_REF_'
 # Handed from `oci-ref serve` to each uvicorn worker process (workers re-import the
 # app and cannot receive Python objects).
 RESOLVED_ENV = 'OCI_REF__RESOLVED_CONFIG'
+# Settings that may hold credentials (webhook URLs often carry a token) never travel
+# in that variable (every child process and /proc/<pid>/environ would show them):
+# they go in a 0600 file whose path is in this one.
+SECRETS_ENV = 'OCI_REF__SECRETS_FILE'
+SECRET_SETTINGS = ('hooks',)
 
 
 class ConfigError(ValueError):
@@ -93,6 +100,16 @@ class Config:
     )
     token_service: str = field(default='oci-ref', metadata=_help('token auth service'))
     token_ttl: int = field(default=300, metadata=_help('seconds a bearer token lives'))
+    token_realm: str = field(
+        default='', metadata=_help('token endpoint URL in Bearer challenges; default: '
+                                   '/token on the scheme and Host the request used')
+    )
+    health_open: bool = field(
+        default=True, metadata=_help('with auth on, /healthz and /readyz need no login')
+    )
+    metrics_open: bool = field(
+        default=False, metadata=_help('with auth on, /metrics needs no login')
+    )
     login_failures: int = field(
         default=10, metadata=_help('failed logins per client per minute, then 429')
     )
@@ -163,9 +180,13 @@ class Config:
         for name in ('max_upload_sessions', 'hook_retries', 'gc_interval'):
             if getattr(self, name) < 0:
                 raise ConfigError(f'{name} must not be negative')
-        for url in self.hooks:
+        for i, url in enumerate(self.hooks, 1):
             if not url.startswith(('http://', 'https://')):
-                raise ConfigError(f'hooks: {url!r} is not an http(s) URL')
+                # Not the URL itself: it may carry a token.
+                raise ConfigError(f'hooks: URL {i} is not an http(s) URL')
+        if self.token_realm and not _REALM.fullmatch(self.token_realm):
+            raise ConfigError('token_realm must be an http(s) URL without spaces, '
+                              'quotes or backslashes')
         if self.auth not in ('none', 'basic', 'token'):
             raise ConfigError(f'auth must be none, basic or token, not {self.auth!r}')
         if self.auth == 'basic' and self.htpasswd is None:
@@ -180,14 +201,48 @@ class Config:
             raise ConfigError('token_ttl is at least 60 s; login_failures at least 1')
         return self
 
-    def to_json(self) -> str:
+    def to_json(self, *, secrets: bool = True) -> str:
         return json.dumps({k: str(v) if isinstance(v, Path) else v
-                           for k, v in dataclasses.asdict(self).items()}, default=str)
+                           for k, v in dataclasses.asdict(self).items()
+                           if secrets or k not in SECRET_SETTINGS}, default=str)
 
+    def hand_to_workers(self, environ: MutableMapping[str, str]) -> Path | None:
+        """Put this config where ``from_env`` finds it: the settings in ``environ``,
+        the secret ones in a new 0600 file (returned: the caller removes it when the
+        server stops). ``OCI_REF_<SECRET>`` variables are dropped from ``environ``."""
+        environ[RESOLVED_ENV] = self.to_json(secrets=False)
+        for name in SECRET_SETTINGS:
+            environ.pop(ENV_PREFIX + name.upper(), None)
+        environ.pop(SECRETS_ENV, None)
+        secret = {name: getattr(self, name) for name in SECRET_SETTINGS
+                  if getattr(self, name)}
+        if not secret:
+            return None
+        fd, name = tempfile.mkstemp(prefix='oci-ref-secrets-', suffix='.json')
+        with os.fdopen(fd, 'w') as f:  # mkstemp: mode 0600
+            json.dump(secret, f)
+        environ[SECRETS_ENV] = name
+        return Path(name)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """The config ``hand_to_workers`` left, or one loaded from the sources."""
+        environ = os.environ if environ is None else environ
+        raw = environ.get(RESOLVED_ENV)
+        if not raw:
+            return cls.load(environ=environ)
+        values = json.loads(raw)
+        if environ.get(SECRETS_ENV):
+            with open(environ[SECRETS_ENV]) as f:
+                values.update(json.load(f))
+        return cls(**{k: _convert(cls, k, v) for k, v in values.items()})
 
     @classmethod
     def from_json(cls, text: str) -> Config:
         return cls(**{k: _convert(cls, k, v) for k, v in json.loads(text).items()})
+
+
+_REALM = re.compile(r'https?://[^\s"\\\x00-\x1f\x7f]+')
 
 
 def _convert(cls: type[Config], name: str, value: Any) -> Any:

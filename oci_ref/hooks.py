@@ -4,6 +4,9 @@ Requests only enqueue (never wait on the network); a task per worker drains the
 bounded queue, POSTing each event to every configured URL with retries and
 backoff. When the queue is full the event is dropped and counted
 (``oci_ref_hook_events_total{outcome="dropped"}``) rather than slowing a request.
+
+Webhook URLs often carry a token (in the query, the user info, or the path, as
+chat services do): logs name a hook by :func:`redact` only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from prometheus_client import Counter
 
@@ -25,6 +29,22 @@ EVENTS = Counter('oci_ref_hook_events', 'Webhook events by outcome', ['outcome']
 DELIVERY_TIMEOUT = 5.0
 DRAIN_ON_SHUTDOWN = 5.0
 MEDIA_TYPE = 'application/vnd.oci-ref.events.v1+json'
+
+
+def redact(url: str, number: int | None = None) -> str:
+    """``hook 2 (https://host:port/…)``: scheme, host and port, never user info,
+    path, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or '?'
+        where = f'{parts.scheme}://{f"[{host}]" if ":" in host else host}'
+        if parts.port:
+            where += f':{parts.port}'
+        if parts.path not in ('', '/') or parts.query or parts.fragment:
+            where += '/…'
+    except ValueError:
+        where = 'an unparsable URL'
+    return f'hook {number} ({where})' if number else where
 
 
 class Notifier:
@@ -92,12 +112,12 @@ class Notifier:
             while True:
                 event = await self._queue.get()
                 try:
-                    for url in self.urls:
-                        await self._deliver(client, url, event)
+                    for number, url in enumerate(self.urls, 1):
+                        await self._deliver(client, url, number, event)
                 finally:
                     self._queue.task_done()
 
-    async def _deliver(self, client: httpx.AsyncClient, url: str,
+    async def _deliver(self, client: httpx.AsyncClient, url: str, number: int,
                        event: dict[str, Any]) -> None:
         body = {'events': [event]}
         for attempt in range(self.retries + 1):
@@ -112,5 +132,5 @@ class Notifier:
             if attempt < self.retries:
                 await asyncio.sleep(min(0.5 * 2**attempt, 10))
         EVENTS.labels('failed').inc()
-        log.warning('webhook %s: gave up on %s event after %d attempts (%s)', url,
-                    event['action'], self.retries + 1, why)
+        log.warning('webhook %s: gave up on %s event after %d attempts (%s)',
+                    redact(url, number), event['action'], self.retries + 1, why)

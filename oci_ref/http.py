@@ -82,6 +82,12 @@ _DISCONNECTED = 'oci_ref.client_disconnected'
 
 # Request headers larger than this are refused (431) before any handler runs.
 MAX_HEADER_BYTES = 64 * 1024
+# RFC 9110 §7.2 Host = uri-host [ ":" port ]; uri-host (RFC 3986 §3.2.2) is an IP
+# literal in brackets, or a reg-name of unreserved, pct-encoded and sub-delims
+# characters (IPv4 addresses included). Never a quote, backslash, space or slash.
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9._~-]+)?\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)"
+    rb'(?::[0-9]{0,5})?')
 
 
 class RequestGuard:
@@ -89,6 +95,8 @@ class RequestGuard:
 
     - Headers over MAX_HEADER_BYTES get 431: httptools (uvicorn's fast parser) sets
       no limit of its own, so an oversized header would reach the handlers.
+    - An invalid or repeated Host gets 400 (RFC 9112 §3.2): URLs we send back (the
+      Bearer challenge's realm) are built from it.
     - A client that goes away is marked in the scope: Falcon's request stream
       simply ends on ``http.disconnect``, which would make a body cut short look
       complete (RFC 9112 §8 forbids that); ``request_body`` checks the mark.
@@ -109,6 +117,12 @@ class RequestGuard:
         if size > MAX_HEADER_BYTES:
             await _refuse_headers(send, size)
             return
+        hosts = [v for k, v in headers if k.lower() == b'host']
+        if len(hosts) > 1 or (hosts and not _HOST.fullmatch(hosts[0])):
+            await _refuse(send, RegistryError(
+                ErrorCode.UNSUPPORTED, 'invalid Host header',
+                detail={'rule': 'Host is one host[:port] (RFC 9112 §3.2)'}, status=400))
+            return
 
         async def watched() -> Any:
             event = await receive()
@@ -120,14 +134,18 @@ class RequestGuard:
 
 
 async def _refuse_headers(send: Send, size: int) -> None:
-    body = RegistryError(
+    await _refuse(send, RegistryError(
         ErrorCode.UNSUPPORTED,
         'request headers too large',
         detail={'rule': f'request headers are at most {MAX_HEADER_BYTES} bytes',
                 'received': size},
         status=431,
-    ).body()
-    await send({'type': 'http.response.start', 'status': 431, 'headers': [
+    ))
+
+
+async def _refuse(send: Send, error: RegistryError) -> None:
+    body = error.body()
+    await send({'type': 'http.response.start', 'status': error.status, 'headers': [
         (b'content-type', b'application/json'),
         (b'content-length', str(len(body)).encode()),
         (API_VERSION[0].lower().encode(), API_VERSION[1].encode()),

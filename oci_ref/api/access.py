@@ -6,12 +6,21 @@ service=…,scope=…``, tokens from ``/token``). Unauthenticated or bad credent
 401 UNAUTHORIZED with a challenge; authenticated but not allowed -> 403 DENIED
 (basic) or 401 with ``error="insufficient_scope"`` (token: clients fetch a wider
 token once and retry).
+
+Password checks (bcrypt, 2-400 ms each) and re-reads of the htpasswd and access
+files run in a small thread pool of their own, never on the event loop, and never
+crowding out the storage threads. ``/metrics`` needs a login when auth is on
+(``metrics_open`` opens it), ``/healthz`` and ``/readyz`` do not (``health_open``).
+``/token`` reads at most TOKEN_FORM_MAX bytes, and nothing without token auth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,6 +31,7 @@ from oci_ref.auth import (
     ACTIONS,
     ANONYMOUS,
     Access,
+    AccessFile,
     AuthError,
     Htpasswd,
     Principal,
@@ -31,14 +41,37 @@ from oci_ref.auth import (
     parse_scope,
 )
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.http import query_values
+from oci_ref.http import content_length, query_values, request_body
 
 REALM = 'oci-ref'
-_OPEN = {'/healthz', '/readyz', '/metrics', '/openapi.yaml', '/token'}
+_OPEN = {'/openapi.yaml', '/token'}
+HEALTH = {'/healthz', '/readyz'}
+METRICS = '/metrics'
+# A token request is a short form (a grant, a user, a few scopes).
+TOKEN_FORM_MAX = 64 * 1024
+# Concurrent bcrypt checks per worker: a burst of logins queues here instead of
+# taking every thread the storage calls need.
+PASSWORD_THREADS = 4
+_password_pool: ThreadPoolExecutor | None = None
 
 
-def requirement(template: str | None, method: str) -> tuple[str, frozenset[str]] | None:
-    """What a route needs: ('base'|'catalog'|'repository', actions), or None (open)."""
+async def in_password_thread(fn: Any, *args: Any) -> Any:
+    """Run a blocking credentials call (bcrypt, an htpasswd re-read) off the loop."""
+    global _password_pool
+    if _password_pool is None:
+        _password_pool = ThreadPoolExecutor(PASSWORD_THREADS,
+                                            thread_name_prefix='oci-ref-password')
+    return await asyncio.get_running_loop().run_in_executor(_password_pool, fn, *args)
+
+
+def requirement(template: str | None, method: str, *, health_open: bool = True,
+                metrics_open: bool = False) -> tuple[str, frozenset[str]] | None:
+    """What a route needs: ('base'|'login'|'catalog'|'repository', actions), or None
+    (open). 'login': any valid user (the operations endpoints, when not open)."""
+    if template in HEALTH:
+        return None if health_open else ('login', frozenset())
+    if template == METRICS:
+        return None if metrics_open else ('login', frozenset())
     if template is None or template in _OPEN:
         return None
     if template in ('/v2/', '/v2'):
@@ -84,26 +117,34 @@ class FailedLogins:
 class AccessControl:
     """Falcon middleware: authenticate, authorise, or challenge."""
 
-    def __init__(self, mode: str, access: Access, htpasswd: Htpasswd | None,
-                 issuer: TokenIssuer | None, logins: FailedLogins):
+    def __init__(self, mode: str, access: Access | AccessFile, htpasswd: Htpasswd | None,
+                 issuer: TokenIssuer | None, logins: FailedLogins, *,
+                 realm: str = '', health_open: bool = True, metrics_open: bool = False):
         self.mode = mode
-        self.access = access
+        self.rules = access
         self.htpasswd = htpasswd
         self.issuer = issuer
         self.logins = logins
+        self.realm = realm  # the token endpoint's URL; '' = this server's /token
+        self.health_open = health_open
+        self.metrics_open = metrics_open
 
     async def process_resource(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                                resource: Any, params: dict[str, Any]) -> None:
         if self.mode == 'none':
             return
-        need = requirement(req.uri_template, req.method)
+        need = requirement(req.uri_template, req.method, health_open=self.health_open,
+                           metrics_open=self.metrics_open)
         if need is None:
             return
         kind, actions = need
+        if kind == 'login':
+            await self.login(req)
+            return
         name = params.get('name', '')
         scope = {'base': None, 'catalog': 'registry:catalog:*'}.get(
             kind, _scope(name, actions))
-        principal = self.authenticate(req, scope)
+        principal = await self.authenticate(req, scope)
         if kind == 'catalog':
             # The listing shows what the rules let this user pull (a catalog token
             # names no repositories).
@@ -122,17 +163,74 @@ class AccessControl:
         elif not actions <= self.access.allowed(principal, name):
             raise self.refuse(req, principal, scope or '')
 
-    def authenticate(self, req: falcon.asgi.Request, scope: str | None) -> Principal:
+    @property
+    def access(self) -> Access:
+        """The rules in force (the last good version of the access file)."""
+        return self.rules.current if isinstance(self.rules, AccessFile) else self.rules
+
+    def reload(self) -> None:
+        """Re-read the users and rules files if they changed (blocking: a thread)."""
+        for watched in (self.htpasswd, self.rules):
+            if isinstance(watched, (Htpasswd, AccessFile)):
+                watched.reload()
+
+    def _check_password(self, user: str, password: str) -> bool:
+        self.reload()
+        assert self.htpasswd is not None
+        return self.htpasswd.verify(user, password)
+
+    def _user_exists(self, user: str) -> bool:
+        self.reload()
+        return self.htpasswd is not None and self.htpasswd.has_user(user)
+
+    def readiness_checks(self) -> dict[str, Callable[[], str]]:
+        """For /readyz: the users and rules in force are the files on disk."""
+        checks: dict[str, Callable[[], str]] = {}
+        for watched in (self.htpasswd, self.rules):
+            if isinstance(watched, (Htpasswd, AccessFile)):
+                checks[watched.kind] = _readiness(watched)
+        return checks
+
+    async def verify(self, req: falcon.asgi.Request, creds: tuple[str, str] | None
+                     ) -> bool:
+        """A password check, counted against the client's failed-login budget
+        (429 once spent). Anything that is not a valid login counts: a wrong or
+        unknown user, a password bcrypt cannot take (over 72 bytes)."""
+        addr = req.remote_addr or '?'
+        self.logins.check(addr)
+        if creds and self.htpasswd and await in_password_thread(self._check_password,
+                                                                *creds):
+            return True
+        self.logins.failed(addr)
+        return False
+
+    async def login(self, req: falcon.asgi.Request) -> None:
+        """Any valid user: Basic credentials (in both modes: scrapers and probes
+        cannot fetch tokens) or, in token mode, any valid token."""
+        header = req.get_header('Authorization')
+        token = bearer_token(header)
+        if token is not None:
+            if self.issuer is not None:
+                try:
+                    self.issuer.check(token)
+                    return
+                except AuthError:
+                    pass
+        elif header and await self.verify(req, basic_credentials(header)):
+            return
+        raise RegistryError(ErrorCode.UNAUTHORIZED, 'authentication required',
+                            headers={'WWW-Authenticate': _basic_challenge()})
+
+    async def authenticate(self, req: falcon.asgi.Request, scope: str | None
+                           ) -> Principal:
         header = req.get_header('Authorization')
         if not header:
             return Principal(ANONYMOUS)
-        addr = req.remote_addr or '?'
         if self.mode == 'basic':
             creds = basic_credentials(header)
-            self.logins.check(addr)
-            if creds and self.htpasswd and self.htpasswd.verify(*creds):
+            if await self.verify(req, creds):
+                assert creds is not None
                 return Principal(creds[0], self.access.groups_of(creds[0]))
-            self.logins.failed(addr)
             raise self.challenge(req, scope, 'invalid credentials')
         token = bearer_token(header)
         if token is None or self.issuer is None:
@@ -157,15 +255,17 @@ class AccessControl:
                   ) -> RegistryError:
         """401 with the challenge a client needs (spec: JSON body on every 401)."""
         if self.mode == 'basic':
-            value = f'Basic realm="{REALM}", charset="UTF-8"'
+            value = _basic_challenge()
         else:
             service = self.issuer.service if self.issuer else REALM
-            # An absolute realm: c/image and ggcr cannot use a relative one.
-            value = f'Bearer realm="{req.prefix}/token",service="{service}"'
+            # An absolute realm: c/image and ggcr cannot use a relative one. The
+            # Host it is built from was validated (RequestGuard: 400 otherwise).
+            realm = self.realm or f'{req.prefix}/token'
+            value = f'Bearer realm={_quoted(realm)},service={_quoted(service)}'
             if scope:
-                value += f',scope="{scope}"'
+                value += f',scope={_quoted(scope)}'
             if error:
-                value += f',error="{error}"'
+                value += f',error={_quoted(error)}'
         return RegistryError(ErrorCode.UNAUTHORIZED, why,
                              headers={'WWW-Authenticate': value})
 
@@ -188,27 +288,33 @@ class Token:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /token?service=&scope=…[&offline_token=true] with optional Basic auth."""
+        self._issuer()
         creds = basic_credentials(req.get_header('Authorization'))
-        principal = self._login(req, creds)
+        principal = await self._login(req, creds)
         offline = (req.get_param('offline_token') or '').lower() == 'true'
         self._answer(resp, principal, query_values(req, 'scope'),
                      refresh=offline and creds is not None)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """POST /token (OAuth2 form): grant_type=password or refresh_token."""
-        form = dict(parse_qsl((await req.stream.read()).decode('utf-8', 'replace')))
+        issuer = self._issuer()  # before the body: nothing is read for a 404
+        form = dict(parse_qsl((await _read_form(req)).decode('utf-8', 'replace')))
         grant = form.get('grant_type')
         if grant == 'password':
             creds = (form.get('username', ''), form.get('password', ''))
-            principal = self._login(req, creds)
+            principal = await self._login(req, creds)
             refresh = form.get('access_type') == 'offline'
         elif grant == 'refresh_token':
-            issuer = self._issuer()
             try:
                 claims = issuer.check(form.get('refresh_token', ''), refresh=True)
             except AuthError as ex:
                 raise RegistryError(ErrorCode.UNAUTHORIZED, str(ex)) from None
             user = claims['sub']
+            # A refresh token outlives edits: the user must still exist, and what
+            # the new token grants comes from the rules now, not from the old token.
+            if not await in_password_thread(self.control._user_exists, user):
+                raise RegistryError(ErrorCode.UNAUTHORIZED,
+                                    'invalid refresh token: no such user')
             principal = Principal(user, self.control.access.groups_of(user))
             refresh = False
         else:
@@ -222,18 +328,13 @@ class Token:
                                 status=404)
         return self.control.issuer
 
-    def _login(self, req: falcon.asgi.Request, creds: tuple[str, str] | None
-               ) -> Principal:
-        self._issuer()
+    async def _login(self, req: falcon.asgi.Request, creds: tuple[str, str] | None
+                     ) -> Principal:
         if creds is None:
             return Principal(ANONYMOUS)
-        addr = req.remote_addr or '?'
-        self.control.logins.check(addr)
-        htpasswd = self.control.htpasswd
-        if htpasswd is None or not htpasswd.verify(*creds):
-            self.control.logins.failed(addr)
+        if not await self.control.verify(req, creds):
             raise RegistryError(ErrorCode.UNAUTHORIZED, 'invalid credentials',
-                                headers={'WWW-Authenticate': f'Basic realm="{REALM}"'})
+                                headers={'WWW-Authenticate': _basic_challenge()})
         return Principal(creds[0], self.control.access.groups_of(creds[0]))
 
     def _answer(self, resp: falcon.asgi.Response, principal: Principal,
@@ -261,6 +362,45 @@ class Token:
             body['refresh_token'] = issuer.issue(principal.name, [], refresh=True)[0]
         resp.media = body
         resp.set_header('Cache-Control', 'no-store')
+
+
+async def _read_form(req: falcon.asgi.Request) -> bytes:
+    """The form, at most TOKEN_FORM_MAX bytes: a larger declared length is refused
+    before a byte is read, a body that outgrows it while streaming is cut off."""
+    declared = content_length(req)
+    if declared is not None and declared > TOKEN_FORM_MAX:
+        raise _form_too_large()
+    body = bytearray()
+    async for chunk in request_body(req):
+        body += chunk
+        if len(body) > TOKEN_FORM_MAX:
+            raise _form_too_large()
+    return bytes(body)
+
+
+def _form_too_large() -> RegistryError:
+    return RegistryError(ErrorCode.SIZE_INVALID, 'token request too large',
+                         detail={'rule': f'a token request is at most {TOKEN_FORM_MAX} '
+                                         f'bytes'},
+                         status=413, headers={'Connection': 'close'})
+
+
+def _readiness(watched: Htpasswd | AccessFile) -> Callable[[], str]:
+    def check() -> str:
+        watched.reload()
+        return watched.error or 'ok'
+
+    return check
+
+
+def _quoted(value: str) -> str:
+    """An RFC 9110 §5.6.4 quoted-string: a quote or backslash in a value can never
+    end it early and add parameters."""
+    return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+def _basic_challenge() -> str:
+    return f'Basic realm="{REALM}", charset="UTF-8"'
 
 
 def _scope(name: str, actions: frozenset[str]) -> str:

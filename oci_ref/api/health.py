@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import uuid
+from collections.abc import Callable, Mapping
 
 import falcon
 import falcon.asgi
@@ -25,12 +27,16 @@ class Health:
 
 
 class Ready:
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry,
+                 more: Mapping[str, Callable[[], str]] | None = None):
         self.registry = registry
+        self.more = dict(more or {})  # name -> blocking check answering 'ok' or why not
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /readyz: the database and the storage both take writes."""
         checks = {'database': self._database(), 'storage': self._storage()}
+        for name, check in self.more.items():
+            checks[name] = await asyncio.to_thread(check)
         failed = {k: v for k, v in checks.items() if v != 'ok'}
         if failed:
             raise RegistryError(ErrorCode.UNSUPPORTED, 'not ready', detail=failed,

@@ -29,6 +29,8 @@ USERS = {
     'bob': 'b0b-secret: with colon',
 }
 WRONG_PASSWORD = 'wrong-but-still-secret-4417'
+# Past bcrypt's 72 bytes: a 500 with a traceback before, now a plain 401.
+LONG_PASSWORD = 'long-secret-' + 'Q7' * 40
 ACCESS = '''
 [[rule]]
 repository = "alice/*"
@@ -64,11 +66,13 @@ def secrets_in(text: str, secrets: dict[str, str]) -> list[str]:
 
 
 def test_no_secret_in_any_log_line(tmp_path: Path, files: dict[str, Path]) -> None:
-    """Basic and token logins (GET and POST /token, refresh tokens, wrong passwords,
-    bad tokens) and pushes, with the access log on at debug level: no password, no
-    base64 credentials, no token, no signing key in the server's output."""
+    """Basic and token logins (GET and POST /token, refresh tokens, wrong and
+    over-long passwords, bad tokens) and pushes, with the access log on at debug
+    level: no password, no base64 credentials, no token, no signing key in the
+    server's output."""
     secrets: dict[str, str] = {}
-    for user, password in [*USERS.items(), ('alice', WRONG_PASSWORD)]:
+    for user, password in [*USERS.items(), ('alice', WRONG_PASSWORD),
+                           ('alice', LONG_PASSWORD)]:
         secrets[f'password of {user}'] = password
         header = basic_header(user, password)
         secrets[f'base64 credentials of {user}'] = header.split()[1]
@@ -86,6 +90,8 @@ def test_no_secret_in_any_log_line(tmp_path: Path, files: dict[str, Path]) -> No
         with srv.client('bob', USERS['bob']) as c:
             assert c.post('/v2/alice/app/blobs/uploads/').status_code == 403
         with srv.client('alice', WRONG_PASSWORD) as c:
+            assert c.get('/v2/').status_code == 401
+        with srv.client('alice', LONG_PASSWORD) as c:
             assert c.get('/v2/').status_code == 401
         with srv.client('nobody', WRONG_PASSWORD) as c:
             assert c.get('/v2/').status_code == 401
@@ -128,9 +134,10 @@ def test_no_secret_in_any_log_line(tmp_path: Path, files: dict[str, Path]) -> No
                 'Content-Type': 'application/x-www-form-urlencoded'})
             assert r.status_code == 200
             tokens.append(r.json()['token'])
-            r = c.post('/token', content=urlencode({**form, 'password': WRONG_PASSWORD}),
-                       headers={'Content-Type': 'application/x-www-form-urlencoded'})
-            assert r.status_code == 401
+            for wrong in (WRONG_PASSWORD, LONG_PASSWORD):
+                r = c.post('/token', content=urlencode({**form, 'password': wrong}),
+                           headers={'Content-Type': 'application/x-www-form-urlencoded'})
+                assert r.status_code == 401
             r = c.get('/token', params={'service': 'oci-ref'},
                       headers={'Authorization': basic_header('alice', WRONG_PASSWORD)})
             assert r.status_code == 401
@@ -156,6 +163,7 @@ def test_no_secret_in_any_log_line(tmp_path: Path, files: dict[str, Path]) -> No
         secrets[f'token {i} signature'] = token.rsplit('.', 1)[1]
 
     for mode, text in logs.items():
+        assert 'Traceback' not in text, f'{mode} server log:\n{text[-3000:]}'
         # The log is really on: request lines were written.
         assert re.search(r'"(GET|POST|PUT) /v2/\S* HTTP/1\.1" 20[12]', text), text[-2000:]
         assert '401' in text

@@ -16,14 +16,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e._helpers import Started
-from tests.support import OCI_MANIFEST, assert_error, digest, image_manifest, push_blob
+from tests.e2e._helpers import Started, children
+from tests.support import (
+    OCI_MANIFEST,
+    assert_error,
+    digest,
+    free_port,
+    image_manifest,
+    push_blob,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -288,3 +296,50 @@ def test_a_receiver_that_never_answers_slows_no_request_and_a_full_queue_drops(
     # ... so nothing is left to hold up a clean shutdown.
     assert code == 0
     assert time.monotonic() - t0 < 5
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f'/proc/{pid}/environ').read_bytes()
+    except OSError:
+        return {}
+    return dict(item.decode(errors='replace').partition('=')[::2]
+                for item in raw.split(b'\0') if item)
+
+
+def test_webhook_urls_stay_out_of_logs_and_worker_environments(tmp_path):
+    """A hook URL carrying credentials (user info, a path token, a query token):
+    a failed delivery logs the hook by scheme and host only, and no process of
+    the server (the serve process, its workers) has the URL in its environment;
+    the workers read it from a 0600 file that is gone once the server stops."""
+    secret = 'hookTok3n-5521'
+    url = (f'http://hookuser:{secret}-pw@127.0.0.1:{free_port()}/events/{secret}-path'
+           f'?token={secret}-q#frag-{secret}')
+    config = tmp_path / 'oci-ref.toml'
+    config.write_text(f'hooks = ["{url}"]\nhook_retries = 0\nworkers = 2\n')
+    srv = Started(tmp_path / 'data', '--config', str(config))
+    try:
+        with srv.client() as c:
+            push_blob(c, 'secret/hooks', b'an event whose delivery fails')
+        assert wait_until(lambda: hook_counts(srv).get('failed', 0) >= 1)
+        pids = [srv.proc.pid]
+        for pid in pids:  # every descendant
+            pids += children(pid)
+        environs = {pid: _environ(pid) for pid in pids}
+        assert len(pids) >= 3, pids  # serve, and two workers
+        files = set()
+        for pid, env in environs.items():
+            leaked = [k for k, v in env.items() if secret in v]
+            assert not leaked, (pid, leaked)
+            if 'OCI_REF__SECRETS_FILE' in env:
+                files.add(env['OCI_REF__SECRETS_FILE'])
+        assert len(files) == 1, files
+        secrets_file = Path(files.pop())
+        assert secrets_file.stat().st_mode & 0o777 == 0o600
+    finally:
+        srv.stop()
+    assert not secrets_file.exists()
+    log = srv.log.read_text()
+    assert 'gave up on push event' in log, log[-2000:]
+    assert 'hook 1 (http://127.0.0.1:' in log
+    assert secret not in log and 'hookuser' not in log, log[-2000:]

@@ -1,5 +1,7 @@
-"""Access control in tests: htpasswd files written by the real ``htpasswd -B``,
-servers started with auth (and TLS) on, a self-signed CA made with ``openssl``, and
+"""Access control in tests: htpasswd files (bcrypt entries written with the
+``bcrypt`` package, in the ``$2y$`` form ``htpasswd -B`` writes; the real
+``htpasswd`` binary for the test that reads its output), servers started with auth
+(and TLS) on, a self-signed CA made with ``openssl``, and
 an httpx auth that answers Basic and Bearer (Docker token) challenges as registry
 clients do.
 
@@ -19,6 +21,7 @@ from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import pytest
 
@@ -40,8 +43,19 @@ def require_tool(name: str) -> str:
     return path
 
 
+# What `htpasswd -B` uses when not given -C.
+HTPASSWD_B_COST = 5
+
+
 def htpasswd_entry(user: str, password: str, cost: int | None = None) -> str:
-    """One ``user:$2y$…`` line, as ``htpasswd -Bbn`` writes it."""
+    """One ``user:$2y$<cost>$…`` line like ``htpasswd -Bbn`` writes, made with the
+    bcrypt package (no binary needed)."""
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost or HTPASSWD_B_COST))
+    return f'{user}:$2y${hashed.decode()[4:]}'
+
+
+def htpasswd_b_entry(user: str, password: str, cost: int | None = None) -> str:
+    """One line written by the real ``htpasswd -Bbn`` (apache2-utils)."""
     args = [require_tool('htpasswd'), '-Bbn']
     if cost is not None:
         args += ['-C', str(cost)]
@@ -52,9 +66,11 @@ def htpasswd_entry(user: str, password: str, cost: int | None = None) -> str:
     return line
 
 
-def write_htpasswd(path: Path, users: Mapping[str, str], cost: int | None = None
-                   ) -> Path:
-    path.write_text(''.join(htpasswd_entry(u, p, cost) + '\n' for u, p in users.items()))
+def write_htpasswd(path: Path, users: Mapping[str, str], cost: int | None = None,
+                   *, binary: bool = False) -> Path:
+    """An htpasswd file; ``binary``: written by the real ``htpasswd -B``."""
+    entry = htpasswd_b_entry if binary else htpasswd_entry
+    path.write_text(''.join(entry(u, p, cost) + '\n' for u, p in users.items()))
     return path
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from oci_ref.config import RESOLVED_ENV, Config, ConfigError
+from oci_ref.config import RESOLVED_ENV, SECRETS_ENV, Config, ConfigError
 
 MIB = 1024 * 1024
 
@@ -212,6 +212,37 @@ def test_json_round_trip_for_worker_processes(tmp_path):
     assert again == c
     assert isinstance(again.root, Path)
     assert RESOLVED_ENV.startswith('OCI_REF_')
+
+
+def test_secret_settings_reach_workers_by_a_private_file_not_the_environment(tmp_path):
+    """Webhook URLs (often with tokens) are not in the resolved-config variable nor
+    left in OCI_REF_HOOKS; workers read them from a 0600 file."""
+    hook = 'https://user:pw@hooks.example/x?token=Tok3n-771'
+    environ = {'OCI_REF_HOOKS': hook, 'OCI_REF_WORKERS': '2'}
+    c = Config.load(flags={'root': str(tmp_path)}, environ=environ)
+    assert c.hooks == (hook,)
+    secrets_file = c.hand_to_workers(environ)
+    try:
+        assert secrets_file is not None
+        assert secrets_file.stat().st_mode & 0o777 == 0o600
+        assert not any('Tok3n-771' in v for v in environ.values()), environ
+        assert 'OCI_REF_HOOKS' not in environ
+        assert environ[SECRETS_ENV] == str(secrets_file)
+        assert Config.from_env(environ) == c
+    finally:
+        secrets_file.unlink()
+    # Without secret settings there is no file, and nothing names one.
+    plain = Config(root=tmp_path)
+    environ = {SECRETS_ENV: '/stale/path'}
+    assert plain.hand_to_workers(environ) is None
+    assert SECRETS_ENV not in environ
+    assert Config.from_env(environ) == plain
+
+
+def test_a_bad_hook_url_is_reported_without_its_text():
+    with pytest.raises(ConfigError) as raised:
+        Config(hooks=('ftp://user:Secr3t@h/x',)).validated()
+    assert 'Secr3t' not in str(raised.value) and 'URL 1' in str(raised.value)
 
 
 def test_config_is_frozen():
