@@ -141,16 +141,23 @@ def fsck(args: argparse.Namespace) -> int:
         return 2
     with _registry(config) as registry:
         problems = check(registry, repair=args.repair, progress=_progress)
+    serious = sum(p.serious for p in problems)
+    notices = len(problems) - serious
+    repaired = bool(args.repair and serious)
     for p in problems:
         if args.json:
             print(json.dumps(p.to_dict()))
         else:
             level = 'ERROR ' if p.serious else 'notice'
             print(f'{level} {p.kind}: {p.subject}: {p.detail}')
-    serious = sum(p.serious for p in problems)
-    if not args.json:
-        repaired = ' (repaired: moved to quarantine/)' if args.repair and serious else ''
-        print(f'{serious} problems, {len(problems) - serious} notices{repaired}')
+    if args.json:
+        # Always last, clean or not: a consumer can tell "all clean" from "fsck
+        # printed nothing because it died" only by this line.
+        print(json.dumps({'kind': 'summary', 'problems': serious, 'notices': notices,
+                          'repaired': repaired}))
+    else:
+        done = ' (repaired: moved to quarantine/)' if repaired else ''
+        print(f'{serious} problems, {notices} notices{done}')
     return 1 if serious else 0
 
 
@@ -204,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument('--repair', action='store_true',
                            help='quarantine corrupt content')
             p.add_argument('--json', action='store_true',
-                           help='one JSON object per problem')
+                           help='one JSON object per line: each problem, then '
+                                'the summary')
     args = parser.parse_args(argv)
     commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate}
     return commands[args.command](args)
