@@ -70,7 +70,8 @@ def serve(args: argparse.Namespace) -> int:
         log_level=config.log_level,
         access_log=config.access_log,
         loop='uvloop',
-        http='httptools',
+        # On a plain port: one clear line when a client tries TLS (oci_ref/protocol.py).
+        http='httptools' if config.tls_cert else 'oci_ref.protocol:PlainHTTPProtocol',
         lifespan='on',  # background work: webhooks, purges, online GC
         # The spec's errors are ours to send; uvicorn's "Server" header adds nothing.
         server_header=False,
