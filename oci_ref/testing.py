@@ -1,7 +1,7 @@
 """Start servers for tests, wait until they are ready, stop them: one implementation.
 
 This module is oci-ref's pytest plugin (entry point ``pytest11``) and the one place
-the project's own tests, tools and benchmarks start and stop server processes.
+where the project's tests and tools start, wait for and stop server processes.
 
 Fixtures:
 
