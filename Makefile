@@ -1,19 +1,29 @@
-# make run   - set up, then serve on 127.0.0.1:5000 with data under ./data
-# make test  - set up, then run every test
+# make run   - set up what serving needs, then serve on 127.0.0.1:5000 (data in ./data)
+# make test  - set up everything, then run every test
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients interop-report fuzz conformance soak bench bench-tools
+.PHONY: setup setup-serve run test lint clean clients interop-report fuzz conformance soak bench bench-tools
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh
-	scripts/setup.sh
+# Two installs: `make run` gets what serving needs; everything else also the test
+# tools (pytest, ruff, schemathesis, ...). Each leaves a stamp; the test install
+# leaves both.
+$(VENV)/.installed-serve: pyproject.toml scripts/setup.sh
+	scripts/setup.sh serve
 
-setup: $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml scripts/setup.sh
+	scripts/setup.sh test
 
-run: setup
+setup: $(VENV)/.installed-test
+
+setup-serve: $(VENV)/.installed-serve
+
+run: setup-serve
+	@echo "make run: serving http://$(LISTEN) with data in $(ROOT); stop with Ctrl-C."
+	@echo "make run: the oci-ref command is $(VENV)/bin/oci-ref (or put it on PATH: . $(VENV)/bin/activate)"
 	$(VENV)/bin/oci-ref serve --listen $(LISTEN) --root $(ROOT)
 
 # Real clients for tests/interop (root + apt on Debian amd64). Elsewhere the interop

@@ -88,7 +88,8 @@ def _run(uvicorn: Any, config: Config) -> None:
         log_level=config.log_level,
         access_log=config.access_log,
         loop='uvloop',
-        http='httptools',
+        # On a plain port: one clear line when a client tries TLS (oci_ref/protocol.py).
+        http='httptools' if config.tls_cert else 'oci_ref.protocol:PlainHTTPProtocol',
         lifespan='on',  # background work: webhooks, purges, online GC
         # The spec's errors are ours to send; uvicorn's "Server" header adds nothing.
         server_header=False,
@@ -158,16 +159,23 @@ def fsck(args: argparse.Namespace) -> int:
         return 2
     with _registry(config) as registry:
         problems = check(registry, repair=args.repair, progress=_progress)
+    serious = sum(p.serious for p in problems)
+    notices = len(problems) - serious
+    repaired = bool(args.repair and serious)
     for p in problems:
         if args.json:
             print(json.dumps(p.to_dict()))
         else:
             level = 'ERROR ' if p.serious else 'notice'
             print(f'{level} {p.kind}: {p.subject}: {p.detail}')
-    serious = sum(p.serious for p in problems)
-    if not args.json:
-        repaired = ' (repaired: moved to quarantine/)' if args.repair and serious else ''
-        print(f'{serious} problems, {len(problems) - serious} notices{repaired}')
+    if args.json:
+        # Always last, clean or not: a consumer can tell "all clean" from "fsck
+        # printed nothing because it died" only by this line.
+        print(json.dumps({'kind': 'summary', 'problems': serious, 'notices': notices,
+                          'repaired': repaired}))
+    else:
+        done = ' (repaired: moved to quarantine/)' if repaired else ''
+        print(f'{serious} problems, {notices} notices{done}')
     return 1 if serious else 0
 
 
@@ -221,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument('--repair', action='store_true',
                            help='quarantine corrupt content')
             p.add_argument('--json', action='store_true',
-                           help='one JSON object per problem')
+                           help='one JSON object per line: each problem, then '
+                                'the summary')
     args = parser.parse_args(argv)
     commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate}
     return commands[args.command](args)

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Create .venv with oci-ref and its test dependencies, on a fresh Debian machine too.
+# Create .venv with oci-ref, on a fresh Debian machine too:
+#   scripts/setup.sh serve   what `oci-ref serve` needs (make run)
+#   scripts/setup.sh [test]  that and the test tools: pytest, ruff, schemathesis, ...
+#                            (make setup, make test)
 # Installs Debian's python3-venv when venv cannot work and we are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+MODE=${1:-test}
+case "$MODE" in
+  serve) SPEC='.' ;;
+  test) SPEC='.[test]' ;;
+  *) echo "usage: scripts/setup.sh [serve|test]" >&2; exit 2 ;;
+esac
 
 if ! command -v "$PYTHON" >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -30,5 +39,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
-touch .venv/.installed
+.venv/bin/python -m pip install -q -e "$SPEC"
+# The test install holds the serve install: both stamps (see the Makefile).
+touch .venv/.installed-serve
+if [ "$MODE" = test ]; then touch .venv/.installed-test; fi

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import falcon.testing
 import httpx
+
+from oci_ref.testing import OCIRegistry, Process
 
 OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
@@ -125,68 +122,20 @@ def push_image(c: Any, name: str, reference: str, *, seed: str = 'x',
     return digest(body), body
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
+class Server(OCIRegistry):
+    """A real `oci-ref serve` on a free loopback port (`oci_ref.testing.OCIRegistry`),
+    given raw `serve` arguments, with an httpx client. ``proc`` is its
+    `oci_ref.testing.Process` (``pid``, ``poll()``, ``wait()``)."""
 
+    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
+        super().__init__(root, args=args, env=env)
 
-class Process:
-    """A server subprocess on a loopback port, its output in ``self.log``, stopped by
-    its PID. Subclasses set ``root``, ``port``, ``url``, ``log`` and call ``spawn``."""
-
-    ready_path = '/healthz'  # answers 200 whatever the auth mode
-    verify: Any = True  # an ssl.SSLContext for a server with a test CA
-
-    def spawn(self, cmd: list[str], *, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> None:
-        self._log_file = open(self.log, 'wb')  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     env=env, cwd=cwd)
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll until ready; a process that exits or never gets ready is stopped
-        before the error is raised, so no hung server is left behind."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=1,
-                             verify=self.verify).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f'{self.url} not ready: {self.log.read_text()[-2000:]}')
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
-        return self.proc.returncode
+    @property
+    def proc(self) -> Process:
+        return self.process
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
-
-
-class Server(Process):
-    """A real `oci-ref serve` subprocess on a free loopback port."""
-
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None):
-        self.root = root
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.log = root.parent / f'server-{self.port}.log'
-        self.spawn([sys.executable, '-m', 'oci_ref', 'serve',
-                    '--listen', f'127.0.0.1:{self.port}', '--root', str(root), *args],
-                   env={**os.environ, **(env or {})})
 
 
 def rss_kib(pid: int) -> int:

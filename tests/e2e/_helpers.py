@@ -17,16 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import httpx
+
+from oci_ref.testing import Process, http_ready
 from tests.support import Server, rss_kib
 
 MIB = 1 << 20
 
 
-# Servers already stop themselves when they never become ready (tests.support.Process).
+# Servers already stop themselves when they never become ready (oci_ref.testing).
 Started = Server
 
 
-class Launched(Server):
+class Launched:
     """A server whose whole command line, environment and cwd the test chooses.
 
     `Server` always passes ``--listen``/``--root`` flags, which would win over every
@@ -41,8 +44,16 @@ class Launched(Server):
         self.url = f'http://127.0.0.1:{port}'
         self.log = log_dir / f'server-{port}.log'
         clean = {k: v for k, v in os.environ.items() if not k.startswith('OCI_REF_')}
-        self.spawn([sys.executable, '-m', 'oci_ref', 'serve', *args],
-                   env={**clean, **env}, cwd=cwd)
+        self.proc = Process.spawn([sys.executable, '-m', 'oci_ref', 'serve', *args],
+                                  log=self.log, env={**clean, **env}, cwd=cwd,
+                                  name='oci-ref')
+        self.proc.wait_ready(http_ready(self.url + '/healthz'))
+
+    def stop(self) -> int:
+        return self.proc.stop()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
 
 
 # -- raw HTTP/1.1 -------------------------------------------------------------------

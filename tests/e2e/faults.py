@@ -309,9 +309,11 @@ def run_fsck(root: Path) -> Fsck:
     """``python -m oci_ref fsck --root ROOT --json``: exit status and problems."""
     r = subprocess.run([sys.executable, '-m', 'oci_ref', 'fsck', '--root', str(root),
                         '--json'], capture_output=True, timeout=300, check=False)
-    out = r.stdout.decode(errors='replace')
-    problems = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return Fsck(r.returncode, problems, out + r.stderr.decode(errors='replace'))
+    out = r.stdout.decode(errors='replace') + r.stderr.decode(errors='replace')
+    objects = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    # The summary comes last, clean or not; without it fsck did not finish.
+    assert objects and objects[-1]['kind'] == 'summary', out
+    return Fsck(r.returncode, objects[:-1], out)
 
 
 def assert_fsck_clean(root: Path, *, allow: Iterable[str] = ()) -> Fsck:

@@ -16,9 +16,10 @@ import pytest
 
 from oci_ref.api.access import TOKEN_FORM_MAX
 from oci_ref.auth import KEY_FILE
+from oci_ref.testing import free_port
 from tests.e2e._helpers import parse_head, raw, read_to_eof, read_until
 from tests.interop.auth import AuthServer, basic_header, htpasswd_entry, write_htpasswd
-from tests.support import free_port, rss_kib
+from tests.support import rss_kib
 
 pytestmark = pytest.mark.e2e
 

@@ -16,13 +16,13 @@ import httpx
 import pytest
 
 import oci_ref
+from oci_ref.testing import free_port
 from tests.e2e._helpers import Launched, Started, Stopwatch, port_refuses
 from tests.support import (
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
     descriptor,
-    free_port,
     image_manifest,
     push_image,
 )

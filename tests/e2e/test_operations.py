@@ -700,16 +700,27 @@ def test_fsck_cli_reports_a_deleted_blob_file_as_blob_missing(tmp_path):
         '1 problems, 0 notices']
 
 
-def test_fsck_cli_json_prints_one_parseable_object_per_problem(tmp_path):
+def test_fsck_cli_json_prints_one_parseable_object_per_problem_then_the_summary(
+        tmp_path):
     root, (config, layer) = filled_root(tmp_path)
     blob_path(root, config).unlink()
     flip_a_byte(blob_path(root, layer))
     r = cli('fsck', '--root', root, '--json')
     assert r.returncode == 1, r.stdout + r.stderr
-    problems = [json.loads(line) for line in r.stdout.splitlines()]
+    *problems, summary = [json.loads(line) for line in r.stdout.splitlines()]
     assert sorted((p['kind'], p['subject'], p['serious']) for p in problems) == sorted([
         ('blob-corrupt', layer, True), ('blob-missing', config, True)])
     assert all(isinstance(p['detail'], str) and p['detail'] for p in problems)
+    assert summary == {'kind': 'summary', 'problems': 2, 'notices': 0,
+                       'repaired': False}
+
+
+def test_fsck_cli_json_prints_the_summary_on_a_clean_store(tmp_path):
+    root, _ = filled_root(tmp_path)
+    r = cli('fsck', '--root', root, '--json')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [json.loads(line) for line in r.stdout.splitlines()] == [
+        {'kind': 'summary', 'problems': 0, 'notices': 0, 'repaired': False}]
 
 
 def test_fsck_repair_quarantines_a_corrupt_blob_which_is_then_404_and_can_be_pushed(

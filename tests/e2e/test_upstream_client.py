@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from oci_ref.errors import ErrorCode
+from oci_ref.testing import free_port
 from oci_ref.upstream.client import UpstreamClient
 from oci_ref.upstream.errors import (
     UpstreamAuthRefused,
@@ -43,15 +44,14 @@ from tests.interop.auth import AuthServer, basic_header, make_ca_and_server_cert
 from tests.support import (
     DOCKER_MANIFEST,
     OCI_MANIFEST,
-    Process,
     Server,
     digest,
-    free_port,
     push_blob,
     push_image,
 )
 
 pytestmark = pytest.mark.e2e
+Upstreams = Server | DistributionUpstream
 MIRROR = {'username': 'mirror', 'password': USERS['mirror']}
 BIG = hashlib.sha256(b'seed').digest() * (3 * 1024 * 1024 // 32 + 7)  # ~3 MiB
 
@@ -79,7 +79,7 @@ def docker_manifest(c: httpx.Client, repo: str, tag: str) -> tuple[str, bytes]:
     return digest(body), body
 
 
-def fill(srv: Process) -> dict[str, Any]:
+def fill(srv: Upstreams) -> dict[str, Any]:
     """mirrored/app:v1 (Docker manifest, ~3 MiB layer), mirrored/paged with five
     tags, private/app:v1 (the mirror user may not pull it)."""
     facts: dict[str, Any] = {}
@@ -111,16 +111,16 @@ def dist(tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(params=['oci-ref-token', 'distribution-basic'])
-def real(request: pytest.FixtureRequest) -> tuple[Process, dict]:
+def real(request: pytest.FixtureRequest) -> tuple[Upstreams, dict]:
     return request.getfixturevalue('oci' if request.param == 'oci-ref-token' else 'dist')
 
 
-def logged_in(srv: Process) -> UpstreamClient:
+def logged_in(srv: Upstreams) -> UpstreamClient:
     return client(upstream('up', srv.url), **env('up', **MIRROR))
 
 
 # ------------------------------------------------------------ manifests ----
-def test_manifest_byte_exact_through_login(real: tuple[Process, dict]) -> None:
+def test_manifest_byte_exact_through_login(real: tuple[Upstreams, dict]) -> None:
     """GET and HEAD of a Docker manifest by tag and by digest: the bytes, media type
     and digest the upstream stored, through token auth (oci-ref) or Basic
     (distribution)."""
@@ -193,7 +193,7 @@ def test_identity_token_from_auth_json_uses_post(oci: tuple[AuthServer, dict],
 
 
 @pytest.mark.parametrize('kind', ['auth', 'username-password'])
-def test_auth_json_basic_credentials(real: tuple[Process, dict], tmp_path: Path,
+def test_auth_json_basic_credentials(real: tuple[Upstreams, dict], tmp_path: Path,
                                      kind: str) -> None:
     """auth.json entries with base64 ``auth`` or ``username``/``password``."""
     srv, facts = real
@@ -210,7 +210,7 @@ def test_auth_json_basic_credentials(real: tuple[Process, dict], tmp_path: Path,
 
 @pytest.mark.parametrize('creds', [{}, {'username': 'mirror', 'password': 'wrong-pw-99'}],
                          ids=['anonymous', 'wrong-password'])
-def test_refused_login_is_auth_refused(real: tuple[Process, dict],
+def test_refused_login_is_auth_refused(real: tuple[Upstreams, dict],
                                        creds: dict[str, str]) -> None:
     srv, _ = real
 
@@ -303,7 +303,7 @@ def test_realm_on_another_host_is_refused(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- blobs ----
-def test_blob_streams_verified(real: tuple[Process, dict]) -> None:
+def test_blob_streams_verified(real: tuple[Upstreams, dict]) -> None:
     """A ~3 MiB layer arrives in many chunks, verified against its digest and the
     descriptor's size; a wrong size announced up front is refused at once."""
     srv, _ = real
@@ -321,7 +321,7 @@ def test_blob_streams_verified(real: tuple[Process, dict]) -> None:
     run(go())
 
 
-def test_blob_range(real: tuple[Process, dict]) -> None:
+def test_blob_range(real: tuple[Upstreams, dict]) -> None:
     """From byte N: unverified alone; verified when continuing a hasher of 0..N."""
     srv, _ = real
     d, start = digest(BIG), 1_000_003
@@ -352,7 +352,7 @@ def test_blob_range(real: tuple[Process, dict]) -> None:
     (lambda c: c.list_tags('mirrored/never-pushed'), 'tags', ErrorCode.NAME_UNKNOWN),
     (lambda c: _open_blob(c, 'sha256:' + '1' * 64), 'blob', ErrorCode.BLOB_UNKNOWN),
 ], ids=['manifest', 'head', 'tags', 'blob'])
-def test_not_found(real: tuple[Process, dict], call: Any, kind: str,
+def test_not_found(real: tuple[Upstreams, dict], call: Any, kind: str,
                    code: ErrorCode) -> None:
     srv, _ = real
 
@@ -373,7 +373,7 @@ async def _open_blob(c: UpstreamClient, d: str) -> None:
 
 
 # ------------------------------------------------------- tags, referrers ----
-def test_tags_pages(real: tuple[Process, dict]) -> None:
+def test_tags_pages(real: tuple[Upstreams, dict]) -> None:
     """One page with n and last passed on and the next page's last from Link; all
     tags by following Link (oci-ref here pages by 2 by itself)."""
     srv, _ = real

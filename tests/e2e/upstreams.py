@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from oci_ref.testing import Process, free_port, http_ready
 from oci_ref.upstream.client import UpstreamClient
 from oci_ref.upstream.config import Upstream, parse_upstreams
 from tests.interop.auth import (
@@ -32,7 +33,7 @@ from tests.interop.auth import (
     make_ca_and_server_cert,
     write_htpasswd,
 )
-from tests.support import Process, free_port
+from tests.support import Server
 
 IN_CI = os.environ.get('CI') == 'true'
 USERS = {'mirror': 'mirror-pw-Upstream-5521', 'pusher': 'pusher-pw-Upstream-1934'}
@@ -76,13 +77,13 @@ def token_upstream(base: Path, *extra: str) -> AuthServer:
                       '1000', *extra)
 
 
-def token_requests(server: Process) -> list[str]:
+def token_requests(server: Server) -> list[str]:
     """The /token requests in the upstream's access log (method and query)."""
     text = server.log.read_text(errors='replace')
     return re.findall(r'"((?:GET|POST) /token[^ ]*) HTTP', text)
 
 
-def pusher(server: Process) -> httpx.Client:
+def pusher(server: Server) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=60,
                         auth=RegistryAuth('pusher', USERS['pusher']))
 
@@ -100,11 +101,9 @@ def docker_registry() -> str:
     return path
 
 
-class DistributionUpstream(Process):
+class DistributionUpstream:
     """CNCF distribution on a free loopback port: ``auth='htpasswd'`` with USERS, or
     ``auth='token'`` trusting a throwaway CA with its realm at ``realm``."""
-
-    ready_path = '/'  # distribution answers / with 200 whatever the auth
 
     def __init__(self, base: Path, auth: str = 'htpasswd', realm: str = ''):
         exe = docker_registry()
@@ -125,7 +124,16 @@ class DistributionUpstream(Process):
             'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n'
             f'    rootdirectory: {self.root}\n  delete:\n    enabled: true\n'
             f'http:\n  addr: 127.0.0.1:{self.port}\nauth:\n{auth_yaml}')
-        self.spawn([exe, 'serve', str(config)])
+        self.proc = Process.spawn([exe, 'serve', str(config)], log=self.log,
+                                  name='docker-registry')
+        # distribution answers / with 200 whatever the auth.
+        self.proc.wait_ready(http_ready(self.url + '/'))
+
+    def stop(self) -> int:
+        return self.proc.stop()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
 
 
 # ----------------------------------------------------------------- stub ----

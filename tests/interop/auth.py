@@ -89,25 +89,15 @@ def ca_context(ca: Path) -> ssl.SSLContext:
 
 
 class AuthServer(Server):
-    """`tests.support.Server` for a registry with auth and/or TLS on: with ``ca`` it
-    speaks HTTPS (``--tls-cert/--tls-key`` among the arguments), ``url`` is
-    ``https://…`` and readiness is checked against that CA."""
+    """`tests.support.Server` for a registry with auth and/or TLS on: with
+    ``--tls-cert/--tls-key`` among the arguments it speaks HTTPS (``url`` is
+    ``https://…``) and ``ca`` is the CA its clients trust."""
 
     def __init__(self, root: Path, *args: str, ca: Path | None = None,
                  env: dict[str, str] | None = None):
         self.ca = ca
         root.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(root, *args, env=env)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        if self.ca is not None:
-            self.url = f'https://127.0.0.1:{self.port}'
-            self.verify = ca_context(self.ca)
-        super().wait_ready(timeout)
-
-    @property
-    def host(self) -> str:
-        return f'127.0.0.1:{self.port}'
 
     def client(self, user: str | None = None, password: str | None = None
                ) -> httpx.Client:

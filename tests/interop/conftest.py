@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
+from oci_ref.testing import Process, free_port, http_ready
 from tests.interop.util import ContainersTool
-from tests.support import Process, Server, free_port
+from tests.support import Server
 
 # The installer's prefix first, then Debian's own directories: a stray client in
 # /usr/local/bin (another docker CLI, say) must not replace the one the tests pin.
@@ -131,12 +132,11 @@ def _report_properties(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 # -------------------------------------------------------------- registry ----
-class Distribution(Process):
-    """CNCF distribution (`docker-registry`) as the control peer, with the same
-    attributes as `tests.support.Server` (port, url, log, stop)."""
+class Distribution:
+    """CNCF distribution (`docker-registry`) as the control peer, with the attributes
+    of `tests.support.Server` the tests use (port, host, url, log, stop)."""
 
     kind = 'distribution'
-    ready_path = '/v2/'
 
     def __init__(self, root: Path):
         exe = shutil.which('oci-local-registry', path=CLIENT_PATHS[0])
@@ -145,9 +145,21 @@ class Distribution(Process):
         assert exe is not None
         self.root = root
         self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
         self.log = root.parent / f'distribution-{self.port}.log'
-        self.spawn([exe, str(root), f'127.0.0.1:{self.port}'])
+        self.process = Process.spawn([exe, str(root), self.host], log=self.log,
+                                     name='distribution')
+        self.process.wait_ready(http_ready(self.url + '/v2/'))
+
+    @property
+    def host(self) -> str:
+        return f'127.0.0.1:{self.port}'
+
+    @property
+    def url(self) -> str:
+        return f'http://{self.host}'
+
+    def stop(self) -> int:
+        return self.process.stop()
 
 
 @pytest.fixture(scope='module')

@@ -14,9 +14,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from oci_ref.testing import NotReady, Process
 
 CONTAINERD_CONFIG = '''version = 2
 root = "{base}/root"
@@ -45,7 +46,8 @@ disabled_plugins = [
 
 
 class Daemon:
-    """A daemon subprocess with its log; `stop()` ends it by its PID."""
+    """A daemon subprocess (`oci_ref.testing.Process`) with its log; `stop()` ends it
+    by its PID."""
 
     name = 'daemon'
     write_pidfile = True  # False when the daemon writes its own (--pidfile)
@@ -54,27 +56,21 @@ class Daemon:
         self.base = Path(tempfile.mkdtemp(prefix=f'{self.name}-'))
         self.log = self.base / f'{self.name}.log'
         self.pidfile = self.base / f'{self.name}.pid'
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Process | None = None
 
     def _start(self, cmd: list[str], ready: Callable[[], bool],
                timeout: float = 60) -> None:
-        log = open(self.log, 'wb')  # noqa: SIM115 (the child keeps writing to it)
-        try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            log.close()
+        # Its own session: a terminal's ^C must reach pytest only, which then stops
+        # the daemon in order.
+        self.proc = Process.spawn(cmd, log=self.log, new_session=True, name=self.name)
         if self.write_pidfile:
             self.pidfile.write_text(f'{self.proc.pid}\n')
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DaemonError(self, f'exited with {self.proc.returncode}')
-            if ready():
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise DaemonError(self, f'not ready after {timeout}s')
+        try:
+            # Each probe runs a client command: a longer interval than for HTTP.
+            self.proc.wait_ready(ready, timeout=timeout, interval=0.1)
+        except NotReady:
+            self.stop()
+            raise
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -84,13 +80,8 @@ class Daemon:
         return '\n'.join(text.rstrip().splitlines()[-lines:])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
         self._stop_children()
         self._unmount()
         shutil.rmtree(self.base, ignore_errors=True)
@@ -108,12 +99,6 @@ class Daemon:
                 if line.split()[1].startswith(str(self.base) + '/')]
         for target in sorted(ours, key=len, reverse=True):
             subprocess.run(['umount', '-l', target], capture_output=True, check=False)
-
-
-class DaemonError(RuntimeError):
-    def __init__(self, daemon: Daemon, what: str):
-        super().__init__(f'{daemon.name} {what}; its log ({daemon.log}) ends with:\n'
-                         f'{daemon.log_tail()}')
 
 
 class Containerd(Daemon):
