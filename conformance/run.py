@@ -160,7 +160,7 @@ class Outcome:
 
     @property
     def passed(self) -> int:
-        return self.tests - self.failures - self.errors - self.skipped
+        return max(0, self.tests - self.failures - self.errors - self.skipped)
 
     @property
     def ok(self) -> bool:
@@ -507,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='write the oci-conformance entry under this folder '
                              f'(needs the `{SUBMISSION_RUN}` run)')
     args = parser.parse_args(argv)
+    # Absolute: each suite runs in its own folder and writes where it is told.
+    args.results = args.results.resolve()
     names = [s for s in args.runs.split(',') if s]
     unknown = set(names) - set(RUNS)
     if unknown:
