@@ -182,6 +182,20 @@ class Outcome:
 REPORT_NODES = ('html custom reporter',)
 
 
+def case_outcome(case: ET.Element) -> str:
+    """passed, failed, error or skipped. The legacy suite marks a case with a child
+    element, the redesigned one with its ``status`` attribute only; an unknown
+    status counts as an error (fail closed)."""
+    status = (case.get('status') or '').lower()
+    if case.find('failure') is not None or status in ('failure', 'failed'):
+        return 'failed'
+    if case.find('error') is not None or status == 'error':
+        return 'error'
+    if case.find('skipped') is not None or status in ('skipped', 'skip', 'disabled'):
+        return 'skipped'
+    return 'passed' if status in ('', 'passed', 'pass', 'success') else 'error'
+
+
 def junit_cases(path: Path) -> list[tuple[str, str]]:
     """(name, outcome) per test case: passed, failed, error or skipped."""
     cases = []
@@ -189,15 +203,7 @@ def junit_cases(path: Path) -> list[tuple[str, str]]:
         name = case.get('name', '')
         if name in REPORT_NODES or name.startswith('[Report'):
             continue
-        if case.find('failure') is not None:
-            outcome = 'failed'
-        elif case.find('error') is not None:
-            outcome = 'error'
-        elif case.find('skipped') is not None or case.get('status') in (
-                'skipped', 'disabled'):
-            outcome = 'skipped'
-        else:
-            outcome = 'passed'
+        outcome = case_outcome(case)
         cases.append((name, outcome))
     return cases
 

@@ -50,13 +50,17 @@ def read_run(folder: Path) -> Run | None:
             name = case.get('name', '')
             if name in REPORT_NODES or name.startswith('[Report'):
                 continue
-            if case.find('failure') is not None or case.find('error') is not None:
+            status = (case.get('status') or '').lower()
+            if (case.find('failure') is not None or case.find('error') is not None
+                    or status in ('failure', 'failed', 'error')):
                 run.failed.append(name)
-            elif case.find('skipped') is not None or case.get('status') in (
-                    'skipped', 'disabled'):
+            elif case.find('skipped') is not None or status in (
+                    'skipped', 'skip', 'disabled'):
                 run.skipped.append(name)
-            else:
+            elif status in ('', 'passed', 'pass', 'success'):
                 run.passed += 1
+            else:  # an unknown status is no pass
+                run.failed.append(name)
     if not run.commit:
         # The legacy binary carries no commit; the runner names its release.
         run.commit = str(run.meta.get('suite_commit', 'unknown'))

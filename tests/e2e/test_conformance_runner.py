@@ -48,8 +48,13 @@ skip = os.environ.get('STAND_IN_SKIP')
 with open(os.path.join(out, 'junit.xml'), 'w') as f:
     f.write('<testsuites><testsuite name="stand-in" tests="%d">' % len(cases))
     for name, passed in cases:
+        # The legacy suite marks failures with an element, the redesigned one
+        # with a status attribute only.
         body = '' if passed else '<failure/>'
-        f.write('<testcase name="%s">%s</testcase>' % (name, body))
+        status = 'passed' if passed else 'failure'
+        if os.environ.get('STAND_IN_STYLE') == 'status':
+            body = ''
+        f.write('<testcase name="%s" status="%s">%s</testcase>' % (name, status, body))
     if skip:
         f.write('<testcase name="%s"><skipped/></testcase>' % skip)
     f.write('<testcase name="html custom reporter"/></testsuite></testsuites>')
@@ -113,8 +118,10 @@ def summary(tmp_path: Path, run: str) -> str:
     return (tmp_path / 'results' / f'{run}.summary').read_text().strip()
 
 
-def test_a_failing_suite_fails_the_run(tmp_path: Path, suite: Path) -> None:
-    done = run(tmp_path, '--runs', 'dev', CONFORMANCE_BIN=str(suite), STAND_IN_FAIL='1')
+@pytest.mark.parametrize('style', ['element', 'status'])
+def test_a_failing_suite_fails_the_run(tmp_path: Path, suite: Path, style: str) -> None:
+    done = run(tmp_path, '--runs', 'dev', CONFORMANCE_BIN=str(suite), STAND_IN_FAIL='1',
+               STAND_IN_STYLE=style)
     assert done.returncode == 1
     assert summary(tmp_path, 'dev') == (
         'dev: FAIL 2 passed, 1 failed, 0 errors, 0 skipped of 3')
