@@ -44,6 +44,8 @@ interop-report: setup clients
 	exit $$rc
 
 # pytest exit 5 (no tests collected) must fail the run, never pass silently.
+# tests/e2e/test_conformance.py runs the upstream conformance suites (CONFORMANCE_DIR,
+# default ../shared/conformance/; under CI=true missing binaries or podman fail).
 test: setup clients
 	$(PY) -m ruff check oci_ref tests conformance bench scripts
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -271,9 +271,12 @@ _BUILDING = threading.Lock()
 
 def _build(engine: str, image: str, path: Path, log: Any) -> str:
     rebuild = os.environ.get('CONFORMANCE_IMAGE_REBUILD') == '1'
-    if not rebuild and subprocess.run([engine, 'image', 'inspect', image],
-                                      capture_output=True, check=False).returncode == 0:
-        return image
+    if subprocess.run([engine, 'image', 'inspect', image], capture_output=True,
+                      check=False).returncode == 0:
+        if not rebuild:
+            return image
+        # Our own tag only; a container still using it keeps it (then it dangles).
+        subprocess.run([engine, 'rmi', image], capture_output=True, check=False)
     with tempfile.TemporaryDirectory(prefix='oci-ref-conformance-image-') as tmp:
         context = Path(tmp)
         shutil.copy(path, context / 'suite')
