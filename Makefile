@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup setup-serve run test lint clean clients interop-report fuzz conformance soak bench bench-tools
+.PHONY: setup setup-serve run test lint clean clients interop-report fuzz conformance \
+	conformance-report soak bench bench-tools
 
 # Two installs: `make run` gets what serving needs; everything else also the test
 # tools (pytest, ruff, schemathesis, ...). Each leaves a stamp; the test install
@@ -53,6 +54,8 @@ interop-report: setup clients
 	exit $$rc
 
 # pytest exit 5 (no tests collected) must fail the run, never pass silently.
+# tests/e2e/test_conformance.py runs the upstream conformance suites (CONFORMANCE_DIR,
+# default ../shared/conformance/; under CI=true missing binaries or podman fail).
 test: setup clients
 	$(PY) -m ruff check oci_ref tests conformance bench scripts
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -83,11 +86,27 @@ bench-tools:
 	  scripts/install-bench.sh; \
 	else echo "make bench-tools: needs root and apt-get (Debian); the bench uses what is installed"; fi
 
-# The upstream OCI conformance suites against a fresh oci-ref (conformance/README.md).
-SUITES ?= legacy,1.1,dev
+# The upstream OCI conformance suites, each run against its own fresh oci-ref, in
+# parallel (conformance/README.md). Suite binaries from CONFORMANCE_DIR (default
+# ../shared/conformance/ when present), or CONFORMANCE_LEGACY_BIN / CONFORMANCE_BIN;
+# CONFORMANCE_ENGINE=podman|docker runs them in a container built offline FROM
+# scratch from the binaries. RUNS selects runs. Also writes the oci-conformance entry
+# (distribution-spec/v1.1/oci-ref) under conformance/results/oci-conformance/.
+# `make test` runs the same runs (tests/e2e/test_conformance.py).
+RUNS ?= legacy,legacy-alt,1.1,dev,all,basic,token
+CONFORMANCE_RESULTS ?= conformance/results
+export CONFORMANCE_DIR CONFORMANCE_LEGACY_BIN CONFORMANCE_BIN CONFORMANCE_ENGINE
+export CONFORMANCE_ENGINE_ARGS CONFORMANCE_LEGACY_IMAGE CONFORMANCE_IMAGE
 conformance: setup
-	CONFORMANCE_LEGACY_BIN="$(CONFORMANCE_LEGACY_BIN)" CONFORMANCE_BIN="$(CONFORMANCE_BIN)" \
-	  $(PY) conformance/run.py --suites $(SUITES)
+	$(PY) conformance/run.py --results $(CONFORMANCE_RESULTS) --runs $(RUNS) \
+	  --submission $(CONFORMANCE_RESULTS)/oci-conformance
+
+# docs/conformance.md from the JUnit files of a fresh `make conformance` (the report
+# is written even when a run fails, and then make fails).
+conformance-report: setup
+	$(MAKE) conformance; rc=$$?; \
+	$(PY) scripts/conformance-report.py $(CONFORMANCE_RESULTS) -o docs/conformance.md \
+	  || exit 1; exit $$rc
 
 lint: setup
 	$(PY) -m ruff check oci_ref tests conformance bench scripts

@@ -61,6 +61,18 @@ class Config:
     delete_tags: bool = field(default=True, metadata=_help('allow tag deletes'))
     delete_blobs: bool = field(default=True, metadata=_help('allow blob deletes'))
     read_only: bool = field(default=False, metadata=_help('refuse every write (405)'))
+    # §Pushing Manifests: a registry MAY reject a manifest whose descriptors reference
+    # content it does not have (the default); with this on it accepts them, and that
+    # content is simply absent (fsck notes it).
+    sparse_manifests: bool = field(
+        default=False, metadata=_help('accept manifests/indexes referencing absent '
+                                      'blobs or manifests')
+    )
+    # §Mounting a blob from another repository: without `from`, a registry MAY mount
+    # from any repository the caller may pull; off -> 202 (a normal upload).
+    automatic_mount: bool = field(
+        default=True, metadata=_help('mount without `from` from any readable repository')
+    )
     # §Cancel a blob upload: the server SHOULD expire abandoned uploads.
     upload_ttl: int = field(
         default=86400, metadata=_help('seconds an idle upload session lives')

@@ -218,7 +218,8 @@ def fsck(registry: Registry, *, repair: bool = False,
             'AND m.digest = r.child)'):
         problems.append(Problem('reference-missing', f'{repo}@{digest}',
                                 f'references {child}, which is not in {repo} '
-                                '(deleted through the API, or lost)', serious=False))
+                                '(absent: a sparse manifest, deleted through the API, '
+                                'or lost)', serious=False))
     return problems
 
 

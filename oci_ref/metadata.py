@@ -278,13 +278,15 @@ class Metadata:
         blobs: Sequence[str],
         children: Sequence[str],
         tags: Sequence[str],
+        sparse: bool = False,
     ) -> list[str]:
-        """Store a manifest if everything it references is here; else return the
-        missing digests and store nothing. Check and write are one transaction."""
+        """Store a manifest if everything it references is here (or ``sparse``);
+        else return the missing digests and store nothing. Check and write are one
+        transaction."""
         now = time.time()
         with self.immediate():
-            missing = self.missing_blobs(repo, blobs) + self.missing_children(
-                repo, children)
+            missing = [] if sparse else self.missing_blobs(
+                repo, blobs) + self.missing_children(repo, children)
             if missing:
                 return missing
             refs = [*blobs, *children]

@@ -71,6 +71,8 @@ class Policy:
     delete_tags: bool = True
     delete_blobs: bool = True
     read_only: bool = False
+    sparse_manifests: bool = False
+    automatic_mount: bool = True
     upload_ttl: int = 86400
     max_upload_sessions: int = 1000
 
@@ -166,9 +168,11 @@ class Registry:
             if not is_valid_name(from_):
                 return None
             sources = [from_]
-        else:
+        elif self.policy.automatic_mount:
             # Anonymous mount: any repository the caller may read (all, when open).
             sources = self.meta.blob_repos(digest)
+        else:
+            return None
         if readable is not None:
             # Only from repositories the caller may pull; else a normal upload (202).
             sources = [s for s in sources if readable(s)]
@@ -489,6 +493,7 @@ class Registry:
             blobs=[d.digest for d in parsed.required_blobs()],
             children=[d.digest for d in parsed.manifests],
             tags=list(dict.fromkeys(tags)),
+            sparse=self.policy.sparse_manifests,
         )
         if missing:
             raise _blobs_unknown(missing)

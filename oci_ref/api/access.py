@@ -41,7 +41,8 @@ from oci_ref.auth import (
     parse_scope,
 )
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.http import content_length, query_values, request_body
+from oci_ref.http import content_length, query_value, query_values, request_body
+from oci_ref.reference import is_valid_name
 
 REALM = 'oci-ref'
 _OPEN = {'/openapi.yaml', '/token'}
@@ -144,6 +145,11 @@ class AccessControl:
         name = params.get('name', '')
         scope = {'base': None, 'catalog': 'registry:catalog:*'}.get(
             kind, _scope(name, actions))
+        source = _mount_source(req)
+        if source is not None:
+            # end-11: a mount reads its source, so the challenge names both scopes
+            # (as CNCF distribution does) and one token can carry them.
+            scope = f'{scope} {_scope(source, frozenset({"pull"}))}'
         principal = await self.authenticate(req, scope)
         if kind == 'catalog':
             # The listing shows what the rules let this user pull (a catalog token
@@ -162,6 +168,13 @@ class AccessControl:
                 raise self.refuse(req, principal, 'registry:catalog:*')
         elif not actions <= self.access.allowed(principal, name):
             raise self.refuse(req, principal, scope or '')
+        elif (source is not None and principal.scopes is not None
+              and 'pull' not in principal.scopes.get(source, frozenset())
+              and 'pull' in self.access.allowed(principal.identity(), source)):
+            # The token lacks pull on the source but its holder may have it: ask
+            # for a wider token. A holder who may not pull it gets a 202 upload.
+            raise self.challenge(req, scope, 'insufficient scope',
+                                 error='insufficient_scope')
 
     @property
     def access(self) -> Access:
@@ -292,8 +305,9 @@ class Token:
         creds = basic_credentials(req.get_header('Authorization'))
         principal = await self._login(req, creds)
         offline = (req.get_param('offline_token') or '').lower() == 'true'
-        self._answer(resp, principal, query_values(req, 'scope'),
-                     refresh=offline and creds is not None)
+        # Several scopes come as repeated parameters or space-separated in one.
+        scopes = [s for value in query_values(req, 'scope') for s in value.split()]
+        self._answer(resp, principal, scopes, refresh=offline and creds is not None)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """POST /token (OAuth2 form): grant_type=password or refresh_token."""
@@ -401,6 +415,16 @@ def _quoted(value: str) -> str:
 
 def _basic_challenge() -> str:
     return f'Basic realm="{REALM}", charset="UTF-8"'
+
+
+def _mount_source(req: falcon.asgi.Request) -> str | None:
+    """The ``from`` repository of a mount request (end-11), if valid."""
+    if req.method != 'POST' or not (req.uri_template or '').endswith('/blobs/uploads/'):
+        return None
+    source = query_value(req, 'from')
+    if query_value(req, 'mount') is None or source is None or not is_valid_name(source):
+        return None
+    return source
 
 
 def _scope(name: str, actions: frozenset[str]) -> str:

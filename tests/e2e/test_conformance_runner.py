@@ -1,9 +1,10 @@
 """conformance/run.py: server lifecycle, environment, results and exit codes.
 
-The upstream suites cannot be fetched in CI, so a stand-in suite program plays
-their part here: it really talks to the registry the runner started (through the
-same environment variables the suites read) and writes JUnit as they do. The real
-suites are run with `make conformance CONFORMANCE_BIN=… CONFORMANCE_LEGACY_BIN=…`.
+A stand-in suite program plays the suites' part here, so the runner's own logic
+(what fails a run, the skip list, missing runners) can be driven case by case: it
+really talks to the registry the runner started (through the same environment
+variables the suites read) and writes JUnit as they do. The real suites run in
+tests/e2e/test_conformance.py.
 """
 
 from __future__ import annotations
@@ -43,12 +44,23 @@ put = status('PUT', headers['Location'] + '?digest=' + digest, b'x')[0]
 ok = code == 202 and put == 201
 cases.append(('push', ok))
 cases.append(('forced', os.environ.get('STAND_IN_FAIL') != '1'))
+skip = os.environ.get('STAND_IN_SKIP')
 with open(os.path.join(out, 'junit.xml'), 'w') as f:
     f.write('<testsuites><testsuite name="stand-in" tests="%d">' % len(cases))
     for name, passed in cases:
+        # The legacy suite marks failures with an element, the redesigned one
+        # with a status attribute only.
         body = '' if passed else '<failure/>'
-        f.write('<testcase name="%s">%s</testcase>' % (name, body))
+        status = 'passed' if passed else 'failure'
+        if os.environ.get('STAND_IN_STYLE') == 'status':
+            body = ''
+        f.write('<testcase name="%s" status="%s">%s</testcase>' % (name, status, body))
+    if skip:
+        f.write('<testcase name="%s"><skipped/></testcase>' % skip)
     f.write('<testcase name="html custom reporter"/></testsuite></testsuites>')
+for name in ('report.html', 'results.yaml'):
+    with open(os.path.join(out, name), 'w') as f:
+        f.write(name)
 with open(os.path.join(out, 'env.txt'), 'w') as f:
     f.write(repr(sorted(k for k in os.environ if k.startswith('OCI_'))))
 sys.exit(0 if all(p for _, p in cases) else 1)
@@ -65,7 +77,9 @@ def suite(tmp_path: Path) -> Path:
 
 def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith('CONFORMANCE_')}
-    environ.update(CONFORMANCE_ENGINE='none', **env)
+    # No real binaries from the default folder: only what the test gives.
+    environ.update(CONFORMANCE_ENGINE='none', CONFORMANCE_DIR=str(tmp_path / 'none'),
+                   **env)
     return subprocess.run(
         [sys.executable, str(ROOT / 'conformance' / 'run.py'),
          '--results', str(tmp_path / 'results'), *args],
@@ -74,7 +88,8 @@ def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
 
 def test_runs_every_suite_and_mode_on_a_fresh_registry_and_writes_results(
         tmp_path: Path, suite: Path) -> None:
-    done = run(tmp_path, CONFORMANCE_BIN=str(suite), CONFORMANCE_LEGACY_BIN=str(suite))
+    done = run(tmp_path, '--runs', 'legacy,1.1,dev', CONFORMANCE_BIN=str(suite),
+               CONFORMANCE_LEGACY_BIN=str(suite))
     assert done.returncode == 0, done.stdout + done.stderr
     results = tmp_path / 'results'
     assert (results / 'summary.txt').read_text().splitlines() == [
@@ -83,23 +98,63 @@ def test_runs_every_suite_and_mode_on_a_fresh_registry_and_writes_results(
     ]
     for s in ('legacy', '1.1', 'dev'):
         assert (results / f'{s}.summary').read_text().startswith(f'{s}: PASS')
-        for name in ('junit.xml', 'suite.log', 'server.log'):
+        for name in ('junit.xml', 'suite.log', 'server.log', 'run.json'):
             assert (results / s / name).is_file(), (s, name)
         # The server really served the suite: its log has the requests.
         assert 'POST /v2/conformance/' in (results / s / 'server.log').read_text()
     legacy_env = (results / 'legacy' / 'env.txt').read_text()
     assert 'OCI_CROSSMOUNT_NAMESPACE' in legacy_env and 'OCI_TEST_PUSH' in legacy_env
     assert 'OCI_VERSION' in (results / 'dev' / 'env.txt').read_text()
+    # docs/conformance.md is generated from these files.
+    report = subprocess.run(
+        [sys.executable, str(ROOT / 'scripts' / 'conformance-report.py'), str(results)],
+        capture_output=True, text=True, check=True).stdout
+    rows = [line for line in report.splitlines() if line.startswith('| `')]
+    assert [r.split(' | ')[0] for r in rows] == ['| `legacy`', '| `1.1`', '| `dev`']
+    assert all(' | ✅ 3 | 0 | 0 | ' in r for r in rows), rows
 
 
-def test_a_failing_suite_fails_the_run(tmp_path: Path, suite: Path) -> None:
-    done = run(tmp_path, '--suites', 'dev', CONFORMANCE_BIN=str(suite), STAND_IN_FAIL='1')
+def summary(tmp_path: Path, run: str) -> str:
+    return (tmp_path / 'results' / f'{run}.summary').read_text().strip()
+
+
+@pytest.mark.parametrize('style', ['element', 'status'])
+def test_a_failing_suite_fails_the_run(tmp_path: Path, suite: Path, style: str) -> None:
+    done = run(tmp_path, '--runs', 'dev', CONFORMANCE_BIN=str(suite), STAND_IN_FAIL='1',
+               STAND_IN_STYLE=style)
     assert done.returncode == 1
-    assert done.stdout.strip() == 'dev: FAIL 2 passed, 1 failed, 0 errors, 0 skipped of 3'
+    assert summary(tmp_path, 'dev') == (
+        'dev: FAIL 2 passed, 1 failed, 0 errors, 0 skipped of 3')
+    assert '  failed: forced' in done.stdout
 
 
-def test_a_suite_without_a_runner_fails_the_run(tmp_path: Path, suite: Path) -> None:
-    done = run(tmp_path, CONFORMANCE_BIN=str(suite))
+@pytest.mark.parametrize(('runs', 'verdict'), [('1.1', 'PASS'), ('dev', 'FAIL')])
+def test_a_skip_passes_only_where_the_skip_list_allows_it(
+        tmp_path: Path, suite: Path, runs: str, verdict: str) -> None:
+    """The README's list allows the upload-cancel skip in `1.1` mode, not in `dev`."""
+    name = 'OCI Conformance Test/sha256 blobs/post cancel/blob-post-cancel'
+    done = run(tmp_path, '--runs', runs, CONFORMANCE_BIN=str(suite), STAND_IN_SKIP=name)
+    assert done.returncode == (0 if verdict == 'PASS' else 1), done.stdout
+    line = f'{runs}: {verdict} 3 passed, 0 failed, 0 errors, 1 skipped of 4'
+    if verdict == 'FAIL':
+        line += '; 1 skips not on the skip list'
+        assert f'  skipped, not on the skip list: {name}' in done.stdout
+    assert summary(tmp_path, runs) == line
+
+
+def test_the_skip_list_has_a_reason_for_every_entry() -> None:
+    runner_dir = ROOT / 'conformance'
+    text = (runner_dir / 'README.md').read_text()
+    table = text[text.index('<!-- skip-list -->'):text.index('<!-- /skip-list -->')]
+    rows = [r for r in table.splitlines() if r.startswith('| `')]
+    assert rows, table
+    for row in rows:
+        cells = [c.strip() for c in row.strip('|').split('|')]
+        assert len(cells) == 3 and len(cells[2]) > 30, row
+
+
+def test_a_run_without_a_runner_fails_the_run(tmp_path: Path, suite: Path) -> None:
+    done = run(tmp_path, '--runs', 'legacy,dev', CONFORMANCE_BIN=str(suite))
     assert done.returncode == 1
     assert 'legacy: not run' in done.stdout
     assert 'dev: PASS' in done.stdout
@@ -108,5 +163,24 @@ def test_a_suite_without_a_runner_fails_the_run(tmp_path: Path, suite: Path) -> 
 def test_without_any_runner_it_says_what_to_install(tmp_path: Path) -> None:
     done = run(tmp_path)
     assert done.returncode == 2
-    assert 'CONFORMANCE_LEGACY_BIN' in done.stderr and 'CONFORMANCE_BIN' in done.stderr
-    assert 'docker or podman' in done.stderr
+    for name in ('CONFORMANCE_DIR', 'CONFORMANCE_LEGACY_BIN', 'CONFORMANCE_BIN',
+                 'CONFORMANCE_ENGINE'):
+        assert name in done.stderr
+
+
+def test_the_oci_conformance_entry_comes_from_the_all_run(tmp_path: Path, suite: Path
+                                                          ) -> None:
+    entry = tmp_path / 'entry' / 'distribution-spec' / 'v1.1' / 'oci-ref'
+    done = run(tmp_path, '--runs', 'dev', '--submission', str(tmp_path / 'entry'),
+               CONFORMANCE_BIN=str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'no oci-conformance entry: it comes from the `all` run' in done.stdout
+    assert not entry.exists()
+    done = run(tmp_path, '--runs', 'all', '--submission', str(tmp_path / 'entry'),
+               CONFORMANCE_BIN=str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in entry.iterdir()) == [
+        'PRODUCT.yaml', 'README.md', 'junit.xml', 'report.html', 'results.yaml']
+    readme = (entry / 'README.md').read_text()
+    assert 'export OCI_DATA_SPARSE="true"' in readme and '--sparse-manifests' in readme
+    assert 'type: distribution' in (entry / 'PRODUCT.yaml').read_text()
