@@ -50,6 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
+    from oci_ref.protocol import OCIHttpToolsProtocol
     from oci_ref.registry import Policy, Registry
 
     # Migrate once, before the workers race to do it, and purge expired uploads.
@@ -70,7 +71,9 @@ def serve(args: argparse.Namespace) -> int:
         log_level=config.log_level,
         access_log=config.access_log,
         loop='uvloop',
-        http='httptools',
+        # httptools, with the parser's own refusals (a >64 KiB request line) in
+        # the spec's error envelope.
+        http=OCIHttpToolsProtocol,
         lifespan='on',  # background work: webhooks, purges, online GC
         # The spec's errors are ours to send; uvicorn's "Server" header adds nothing.
         server_header=False,
