@@ -315,3 +315,24 @@ def test_strict_config_platform_values() -> None:
 def test_strict_is_judged_only_after_the_musts() -> None:
     doc = image(schemaVersion=1, layers=[])
     assert [d['path'] for d in failures(doc, strict=True)] == ['/schemaVersion']
+
+
+# -- MUSTs the older tests covered only for one document type --------------------------
+
+
+CONFIG_DOC = {'architecture': 'amd64', 'os': 'linux',
+              'rootfs': {'type': 'layers', 'diff_ids': []}}
+
+
+@pytest.mark.parametrize(('doc', 'ct', 'pointer'), [
+    ({k: v for k, v in CONFIG_DOC.items() if k != 'os'}, m.OCI_CONFIG, '/os'),
+    ({**CONFIG_DOC, 'config': {'Labels': {'k': 1}}}, m.OCI_CONFIG, '/config/Labels/k'),
+    ({**CONFIG_DOC, 'rootfs': {'type': 'layers'}}, m.OCI_CONFIG, '/rootfs/diff_ids'),
+    (index(schemaVersion=3), m.OCI_INDEX, '/schemaVersion'),
+    (index(mediaType=m.OCI_MANIFEST), None, '/manifests'),
+    (index(annotations={'k': None}), m.OCI_INDEX, '/annotations/k'),
+], ids=['m_c2-os', 'm_c6-labels', 'm_c5-diff-ids', 'm_i1-schema-version',
+        'm_i2-media-type', 'm_i9-annotations'])
+def test_m_required_members_and_types(doc: dict[str, Any], ct: str | None,
+                                      pointer: str) -> None:
+    assert pointer in [f['path'] for f in failures(doc, ct)]
