@@ -583,6 +583,9 @@ BAD_DIGESTS = {
     'space': 'sha256: ' + 'a' * 63,
     'two-colons': 'sha256:sha256:' + 'a' * 64,
 }
+# Valid in a descriptor (image-spec descriptor.md: unregistered algorithms that match
+# the grammar SHOULD pass validation), but content this registry cannot hash.
+UNHASHABLE = {'md5', 'unregistered-algorithm'}
 
 
 @pytest.mark.parametrize('name', sorted(BAD_DIGESTS))
@@ -609,19 +612,23 @@ def test_malformed_digest(env: Env, name: str) -> None:
                          {'Content-Type': OCI_MANIFEST}, valid_manifest()), (400, 404))
     descriptor = {'mediaType': OCI_LAYER, 'digest': bad, 'size': 1}
     config = json.loads(valid_manifest())['config']
-    for body, ctype in (
+    cases = [
         (valid_manifest().replace(digest(CONFIG).encode(), json.dumps(bad).encode()[1:-1]),
          OCI_MANIFEST),
         (json.dumps({'schemaVersion': 2, 'mediaType': OCI_MANIFEST, 'config': config,
                      'layers': [descriptor]}).encode(), OCI_MANIFEST),
-        (valid_manifest(subject={**descriptor, 'mediaType': OCI_MANIFEST}), OCI_MANIFEST),
         (json.dumps({'schemaVersion': 2, 'mediaType': OCI_INDEX,
                      'manifests': [{**descriptor, 'mediaType': OCI_MANIFEST}]}).encode(),
          OCI_INDEX),
-    ):
+    ]
+    if name not in UNHASHABLE:  # such a subject is valid, unchecked: it would store
+        cases.append((valid_manifest(subject={**descriptor, 'mediaType': OCI_MANIFEST}),
+                      OCI_MANIFEST))
+    for body, ctype in cases:
         r = env.req('PUT', f'/v2/{REPO}/manifests/bad-descriptor',
                     {'Content-Type': ctype}, body)
-        env.envelope(r, (400,), 'MANIFEST_INVALID')
+        env.envelope(r, (400,), 'MANIFEST_BLOB_UNKNOWN' if name in UNHASHABLE
+                     else 'MANIFEST_INVALID')
     for query in (f'mount={url}&from={REPO}', f'mount={url}'):
         r = env.req('POST', f'/v2/{REPO}/blobs/uploads/?{query}')
         assert r.status == 202, (query, r.status, r.body[:200])
