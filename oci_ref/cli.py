@@ -88,8 +88,11 @@ def _run(uvicorn: Any, config: Config) -> None:
         log_level=config.log_level,
         access_log=config.access_log,
         loop='uvloop',
-        # On a plain port: one clear line when a client tries TLS (oci_ref/protocol.py).
-        http='httptools' if config.tls_cert else 'oci_ref.protocol:PlainHTTPProtocol',
+        # httptools, with the parser's own refusals (a >64 KiB request line) in the
+        # spec's error envelope and, on a plain port, one clear line when a client
+        # tries TLS (oci_ref/protocol.py).
+        http=('oci_ref.protocol:OCIHttpToolsProtocol' if config.tls_cert
+              else 'oci_ref.protocol:PlainHTTPProtocol'),
         lifespan='on',  # background work: webhooks, purges, online GC
         # The spec's errors are ours to send; uvicorn's "Server" header adds nothing.
         server_header=False,
@@ -190,7 +193,7 @@ def validate(args: argparse.Namespace) -> int:
             print(f'{path}: cannot read: {ex.strerror}')
             failed += 1
             continue
-        problems = check(body, args.media_type)
+        problems = check(body, args.media_type, strict=args.strict)
         if not problems:
             print(f'{path}: ok')
             continue
@@ -200,7 +203,8 @@ def validate(args: argparse.Namespace) -> int:
                 print(json.dumps({'file': str(path), **p}))
             else:
                 where = p.get('path') or '/'
-                print(f'{path}: {where}: {p.get("rule")} [{p.get("spec")}]')
+                mode = ' (strict)' if p.get('mode') == 'strict' else ''
+                print(f'{path}: {where}: {p.get("rule")} [{p.get("spec")}]{mode}')
     return 1 if failed else 0
 
 
@@ -215,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument('files', nargs='+', type=Path)
     v.add_argument('--media-type', help='treat the files as this media type')
     v.add_argument('--json', action='store_true', help='one JSON object per problem')
+    v.add_argument('--strict', action='store_true',
+                   help="also the image-spec's SHOULDs (see schemas/README.md)")
     for command, helptext in (('gc', 'remove content nothing references'),
                               ('fsck', 're-hash blobs, check manifests and references')):
         p = sub.add_parser(command, help=helptext)

@@ -56,6 +56,11 @@ class Config:
         default=1000, metadata=_help('most referrers per page')
     )
     fsync: bool = field(default=True, metadata=_help('fsync blobs before committing'))
+    # image-spec SHOULDs on manifest PUT (schemas/README.md); default: MUSTs only.
+    strict: bool = field(
+        default=False, metadata=_help('also refuse manifests that break a SHOULD of the '
+                                      'image-spec (each refusal names the rule)')
+    )
     # §Content Management: deletion MAY be disabled (405 UNSUPPORTED when it is).
     delete_manifests: bool = field(default=True, metadata=_help('allow manifest deletes'))
     delete_tags: bool = field(default=True, metadata=_help('allow tag deletes'))

@@ -5,6 +5,12 @@ distribution-spec §Error Codes: every 4xx body is ``{"errors": [{"code", "messa
 to the status the spec's endpoint table gives it; the few places where the spec asks
 for another status (416 for an out-of-order chunk, 413 for an oversized manifest)
 pass ``status=`` explicitly.
+
+Refusals that happen before the app runs use the same envelope: headers over 64 KiB
+get 431 (http.RequestGuard), and what the HTTP parser refuses gets 400, or 414 for a
+request target of 64 KiB or more (oci_ref.protocol, wrapping uvicorn's httptools
+protocol). The one exception: a connection so broken that no HTTP response can be
+read (a TLS handshake on a plain-HTTP port) still receives that 400 as plain bytes.
 """
 
 from __future__ import annotations

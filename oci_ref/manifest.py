@@ -1,21 +1,18 @@
 """Manifest validation without HTTP: media type, JSON Schema, digests, embedded data.
 
-Used by the manifest PUT responder (end-7) and by the offline CLI. The rules follow
-registry-checklist §2.1-§2.2. They are lenient where the conformance suites and real
-clients need it (empty ``layers``, no ``mediaType``, unknown or null fields, layers
-never uploaded) and strict where content addressing depends on it (digest grammar and
-algorithms, embedded ``data``). Structure lives in our JSON Schemas (``schemas/``):
-each rule-bearing subschema has a ``description`` (the rule) and an ``x-spec`` (the
-spec section), copied into the error ``detail`` so the client learns what to fix.
+Used by the manifest PUT responder (end-7) and by the offline CLI. By default every
+MUST of the image-spec a registry can check, nothing more: lenient where the spec and
+the conformance suites are (empty ``layers``, no ``mediaType``, unknown or null
+fields, unregistered digest algorithms, layers never uploaded). ``strict`` adds the
+SHOULDs (oci_ref.image_rules). schemas/README.md lists every rule and its test.
+Structure lives in our JSON Schemas (``schemas/``): each rule-bearing subschema has a
+``description`` (the rule) and an ``x-spec`` (the spec section), copied into the
+error ``detail`` so the client learns what to fix; the RFC grammars are in code.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -29,7 +26,9 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
-from oci_ref.reference import digest_problem
+from oci_ref.image_rules import code_failures, strict_failures
+from oci_ref.image_rules import failure as _failure
+from oci_ref.syntax import lone_surrogate, media_type_problem
 
 OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
@@ -131,10 +130,6 @@ class _Reject(Exception):
     """A failure after which nothing else can be judged (bad JSON, unknown type)."""
 
 
-def _failure(rule: str, path: str, spec: str, **extra: Any) -> dict[str, Any]:
-    return {'rule': rule, 'path': path, 'spec': spec, **extra}
-
-
 def schema_dir() -> Path:
     """``oci_ref/_schemas`` in an installed wheel (the build maps the top-level
     ``schemas/`` there), else ``schemas/`` in the source checkout."""
@@ -189,6 +184,14 @@ def _decode(body: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         reason = f'the body is a JSON {type(doc).__name__}, not an object'
         raise _Reject(_failure(rule, '', _PUSH_SPEC, reason=reason))
+    if (at := lone_surrogate(text, doc)) is not None:
+        # Valid JSON syntax, but not Unicode text: it cannot be stored, indexed or
+        # compared as a string (SQLite refuses it), and clients' parsers disagree.
+        raise _Reject(_failure(
+            'strings are Unicode text: an escaped lone surrogate such as \\ud800 is '
+            'not allowed', at, 'RFC 8259 §8.2; I-JSON RFC 7493 §2.1 (image-spec '
+            'considerations.md §JSON)', reason='a member name or string value holds '
+            'an unpaired UTF-16 surrogate'))
     return doc
 
 
@@ -222,6 +225,10 @@ def _effective_type(
     ``mediaType``, else the shape of the body. If both are given, they must agree."""
     declared = (content_type or '').split(';', 1)[0].strip().lower()
     body_type = doc.get('mediaType')
+    if isinstance(body_type, str) and (problem := media_type_problem(body_type)):
+        rule = 'mediaType complies with RFC 6838, including the naming rules of its §4.2'
+        spec = 'image-spec manifest.md, image-index.md §mediaType (RFC 6838 §4.2)'
+        raise _Reject(_failure(rule, '/mediaType', spec, reason=problem))
     if declared not in GENERIC_TYPES:
         if declared not in known:
             raise _unsupported(declared, '', known)
@@ -282,71 +289,22 @@ def _schema_failures(validator: Validator, doc: dict[str, Any], limit: int | Non
     return list(failures.values())
 
 
-def _descriptor_slots(doc: dict[str, Any], media_type: str) -> Iterator[tuple[str, Any]]:
-    """Every descriptor this document type defines; members that belong to another
-    type are left to the schema's type-confusion rules."""
-    key = 'manifests' if media_type in INDEX_TYPES else 'layers'
-    if key == 'layers':
-        yield '/config', doc.get('config')
-    items: Any = doc.get(key)
-    items = items if isinstance(items, list) else []
-    yield from ((f'/{key}/{i}', d) for i, d in enumerate(items))
-    # subject is an OCI field; in Docker formats it is an unknown field and is ignored.
-    if media_type in OCI_TYPES:
-        yield '/subject', doc.get('subject')
-
-
-def _data_problem(data: str, digest: str, size: int) -> tuple[str, str] | None:
-    """(rule, reason) when ``data`` is not the referenced content. descriptor.md: data
-    is base64 (RFC 4648) of exactly the referenced bytes, so size and digest match."""
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return 'data is padded standard base64 (RFC 4648 §4)', 'not valid base64'
-    if len(raw) != size:
-        return 'decoded data is exactly size bytes', f'{len(raw)} bytes, size {size}'
-    algorithm, _, encoded = digest.partition(':')
-    actual = hashlib.new(algorithm, raw).hexdigest()
-    if actual != encoded:
-        return 'decoded data hashes to digest', f'data is {algorithm}:{actual}'
-    return None
-
-
-def _descriptor_failures(
-    doc: dict[str, Any], media_type: str, seen: set[str]
-) -> list[dict[str, Any]]:
-    """Rules left to code: registered algorithms (the schema keeps the generic
-    grammar, as descriptor.md asks) and embedded data. Paths the schema already
-    reported are skipped, so one mistake gives one failure."""
-    failures = []
-    for path, desc in _descriptor_slots(doc, media_type):
-        # Anything not shaped like a descriptor was reported by the schema, or
-        # would have been had the schema errors not been cut off at the cap.
-        shape = {path, f'{path}/digest', f'{path}/size'}
-        if not isinstance(desc, dict) or seen & shape:
-            continue
-        digest, size, data = desc.get('digest'), desc.get('size'), desc.get('data')
-        if not isinstance(digest, str) or not isinstance(size, int):
-            continue
-        if problem := digest_problem(digest):
-            rule = 'digests are sha256 (64) or sha512 (128 lower-case hex digits)'
-            spec = 'image-spec descriptor.md §Registered algorithms'
-            failures.append(_failure(rule, f'{path}/digest', spec, reason=problem))
-        elif isinstance(data, str) and (found := _data_problem(data, digest, size)):
-            spec = 'image-spec descriptor.md §Properties: data'
-            failures.append(_failure(found[0], f'{path}/data', spec, reason=found[1]))
-    return failures
-
-
 def _validate(
     body: bytes, content_type: str | None, known: frozenset[str],
-    limit: int | None = None,
+    limit: int | None = None, strict: bool = False,
 ) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     doc = _decode(body)
     media_type = _effective_type(doc, content_type, known)
     failures = _schema_failures(_validators()[media_type], doc, limit)
-    if media_type != OCI_CONFIG:
-        failures += _descriptor_failures(doc, media_type, {f['path'] for f in failures})
+    capped = limit is not None and len(failures) >= limit
+    if media_type != OCI_CONFIG and not capped:
+        # Past the cap nothing more is reported: a million bad layers must not each
+        # be checked again in code.
+        failures += code_failures(doc, media_type, {f['path'] for f in failures})
+    if strict and not failures:
+        # The SHOULDs are judged on documents that keep the MUSTs: they assume the
+        # shape the schema guarantees.
+        failures = strict_failures(doc, media_type)
     return media_type, doc, failures
 
 
@@ -371,12 +329,14 @@ def _build(doc: dict[str, Any], media_type: str) -> ParsedManifest:
     )
 
 
-def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
+def parse_manifest(body: bytes, content_type: str | None, *, strict: bool = False
+                   ) -> ParsedManifest:
     """Validate a pushed manifest. On failure raise 400 MANIFEST_INVALID with one error
-    entry per failed rule; on success return what the registry stores and indexes."""
+    entry per failed rule; on success return what the registry stores and indexes.
+    ``strict`` adds the SHOULD rules (image_rules.strict_failures)."""
     try:
         media_type, doc, failures = _validate(body, content_type, MANIFEST_TYPES,
-                                              limit=MAX_REPORTED + 1)
+                                              limit=MAX_REPORTED + 1, strict=strict)
     except _Reject as reject:
         media_type, doc, failures = '', {}, [reject.args[0]]
     if not failures:
@@ -390,11 +350,13 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     )
 
 
-def check(body: bytes, content_type: str | None = None) -> list[dict[str, Any]]:
+def check(body: bytes, content_type: str | None = None, *, strict: bool = False
+          ) -> list[dict[str, Any]]:
     """For the CLI: every failed rule as ``{'rule', 'path', 'spec', 'reason', …}``, or
     ``[]`` when valid. Image configurations are checked as well when declared as, or
     recognised as, application/vnd.oci.image.config.v1+json."""
     try:
-        return _validate(body, content_type, MANIFEST_TYPES | {OCI_CONFIG})[2]
+        return _validate(body, content_type, MANIFEST_TYPES | {OCI_CONFIG},
+                         strict=strict)[2]
     except _Reject as reject:
         return [reject.args[0]]

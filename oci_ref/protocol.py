@@ -1,29 +1,75 @@
-"""The HTTP protocol ``oci-ref serve`` runs on a plain-HTTP port: uvicorn's httptools
-protocol, plus one clear log line when a client starts TLS there.
+"""uvicorn's httptools protocol, answering its own refusals in the spec's envelope,
+and naming a TLS handshake on a plain-HTTP port.
+
+A request the HTTP parser refuses never reaches the ASGI app, so RequestGuard
+cannot answer it; uvicorn then sends a plain-text "Invalid HTTP request received."
+The commonest such request is a request line longer than 65,535 bytes: the parser's
+URL splitter (``httptools.parse_url``) keeps offsets in 16 bits. Here the same
+refusal carries the distribution-spec error body (§Error Codes), 414 for the long
+URL (RFC 9110 §15.5.15) and 400 otherwise.
 
 Clients try HTTPS first (docker, podman, skopeo without an insecure-registry setting).
-uvicorn then logs ``Invalid HTTP request received.``, which names neither the cause
-nor the fix. A TLS connection opens with a handshake record: content type 22
-(``0x16``) and protocol version major 3 (``0x03``; RFC 8446 §5.1, also TLS 1.0-1.2);
-no HTTP request line starts with that byte. We log what happened instead and still
-answer uvicorn's plain-text 400: Go clients (docker, skopeo, crane) read it as
-"server gave HTTP response to HTTPS client", which names the fix, and docker's
-insecure-registry fallback depends on exactly that.
+A TLS connection opens with a handshake record: content type 22 (``0x16``) and
+protocol version major 3 (``0x03``; RFC 8446 §5.1, also TLS 1.0-1.2); no HTTP request
+line starts with that byte. On a plain port we log what happened and answer
+uvicorn's plain-text 400: Go clients (docker, skopeo, crane) read it as "server gave
+HTTP response to HTTPS client", which names the fix, and docker's insecure-registry
+fallback depends on exactly that.
 """
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from oci_ref.errors import ErrorCode, RegistryError
 
 TLS_HANDSHAKE = b'\x16\x03'
 
 log = logging.getLogger('uvicorn.error')
 
+# httptools.parse_url refuses URLs of 2^16 bytes and more.
+URL_MAX = 65535
 
-class PlainHTTPProtocol(HttpToolsProtocol):
-    """httptools, with TLS handshakes on this plain port named as such."""
+
+def refusal(msg: str, url_length: int) -> tuple[int, bytes]:
+    """(status, body) for a request the HTTP parser refused."""
+    if url_length > URL_MAX:
+        return 414, RegistryError(
+            ErrorCode.UNSUPPORTED, 'request line too long',
+            detail={'rule': f'request targets are at most {URL_MAX} bytes',
+                    'received': url_length, 'spec': 'RFC 9110 §15.5.15'},
+            status=414).body()
+    return 400, RegistryError(
+        ErrorCode.UNSUPPORTED, 'malformed HTTP request',
+        detail={'reason': msg, 'spec': 'RFC 9112'}, status=400).body()
+
+
+class OCIHttpToolsProtocol(HttpToolsProtocol):
+    """httptools, with the parser's refusals in the spec's error envelope."""
+
+    def send_400_response(self, msg: str) -> None:
+        status, body = refusal(msg, len(getattr(self, 'url', b'') or b''))
+        phrase = HTTPStatus(status).phrase
+        content = [f'HTTP/1.1 {status} {phrase}\r\n'.encode()]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b': ', value, b'\r\n'])
+        content.extend([
+            b'content-type: application/json\r\n',
+            b'docker-distribution-api-version: registry/2.0\r\n',
+            b'content-length: ' + str(len(body)).encode() + b'\r\n',
+            b'connection: close\r\n',
+            b'\r\n',
+            body,
+        ])
+        self.transport.write(b''.join(content))
+        self.transport.close()
+
+
+class PlainHTTPProtocol(OCIHttpToolsProtocol):
+    """The protocol of a plain-HTTP port: TLS handshakes are named as such."""
 
     _first_data = True
 
@@ -38,7 +84,9 @@ class PlainHTTPProtocol(HttpToolsProtocol):
                     "client's insecure-registry setting (docker/podman: "
                     'insecure-registries; skopeo: --tls-verify=false), or serve '
                     'HTTPS with --tls-cert and --tls-key', client, server)
-                self.send_400_response('This port speaks plain HTTP, not TLS.')
+                # uvicorn's own plain-text 400: what Go clients recognise.
+                HttpToolsProtocol.send_400_response(
+                    self, 'This port speaks plain HTTP, not TLS.')
                 return
         super().data_received(data)
 

@@ -28,7 +28,10 @@ TAG_RE = re.compile(r'[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}')
 # image-spec descriptor.md §Digests: algorithm ":" encoded.
 DIGEST_RE = re.compile(r'([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)')
 
-# image-spec descriptor.md §Registered algorithms: lower-case hex of fixed length.
+# image-spec descriptor.md §Registered algorithms: each registered identifier and the
+# length of its lower-case hex encoding (the spec's MUST for sha256, sha512, blake3).
+REGISTERED: dict[str, int] = {'sha256': 64, 'sha512': 128, 'blake3': 64}
+# What this registry can hash (hashlib), so store and serve: a subset of REGISTERED.
 ALGORITHMS: dict[str, int] = {'sha256': 64, 'sha512': 128}
 _HEX = re.compile(r'[a-f0-9]+')
 
@@ -86,7 +89,9 @@ class Digest:
                 detail={
                     'digest': value[:300],
                     'rule': problem,
-                    'spec': 'image-spec descriptor.md §Digests',
+                    # 400 for an invalid digest or an unsupported algorithm.
+                    'spec': 'distribution-spec §Pushing blobs; image-spec descriptor.md '
+                    '§Digests',
                 },
             )
         algorithm, _, encoded = value.partition(':')
@@ -97,17 +102,34 @@ class Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
 
-def digest_problem(value: str) -> str | None:
-    """Why ``value`` is not a usable digest, or None when it is."""
+def descriptor_digest_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid digest *inside a descriptor*, or None.
+
+    descriptor.md §Digests: the grammar is a MUST, and so is the exact encoding of a
+    registered algorithm; "implementations SHOULD allow digests with unrecognized
+    algorithms to pass validation if they comply with the above grammar", so
+    ``multihash+base58:…`` or ``sha256+b64u:…`` are valid here (a registry that cannot
+    hash them then simply does not have such content).
+    """
     m = DIGEST_RE.fullmatch(value)
     if m is None:
         return 'a digest is <algorithm>:<encoded>, algorithm [a-z0-9]+([+._-][a-z0-9]+)*'
     algorithm, encoded = m.groups()
-    length = ALGORITHMS.get(algorithm)
-    if length is None:
-        return f'unsupported algorithm {algorithm!r}; supported: sha256, sha512'
-    if len(encoded) != length or _HEX.fullmatch(encoded) is None:
+    length = REGISTERED.get(algorithm)
+    if length is not None and (len(encoded) != length or _HEX.fullmatch(encoded) is None):
         return f'{algorithm} digests are {length} lower-case hex characters'
+    return None
+
+
+def digest_problem(value: str) -> str | None:
+    """Why ``value`` is not a digest this registry can address content by (URLs,
+    ``?digest=``), or None when it is: valid, and of an algorithm it hashes."""
+    problem = descriptor_digest_problem(value)
+    if problem is not None:
+        return problem
+    algorithm = value.partition(':')[0]
+    if algorithm not in ALGORITHMS:
+        return f'unsupported algorithm {algorithm!r}; supported: sha256, sha512'
     return None
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from oci_ref.blobstore import BlobStore, BodyTooLarge, SpoolBusy, SpoolMissing
 from oci_ref.config import Config
 from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
-from oci_ref.manifest import parse_manifest
+from oci_ref.manifest import MAX_REPORTED, parse_manifest
 from oci_ref.metadata import ManifestRecord, Metadata, Referrer, Upload
 from oci_ref.reference import (
     TAG_RULE,
@@ -594,23 +594,27 @@ class Registry:
 
 
 def _blobs_unknown(missing: list[str]) -> RegistryError:
-    """§Push: one MANIFEST_BLOB_UNKNOWN per missing digest. The subject is never
-    checked (§Pushing Manifests with Subject)."""
-    return RegistryError.of(
-        [
-            ErrorEntry(
-                ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                f'blob unknown to repository: {d}',
-                {
-                    'digest': d,
-                    'rule': 'every descriptor a manifest references must be pushed to '
-                    '(or mounted in) this repository first',
-                    'spec': 'distribution-spec §Push',
-                },
-            )
-            for d in missing
-        ]
-    )
+    """§Push: one MANIFEST_BLOB_UNKNOWN per missing digest, at most MAX_REPORTED (as
+    schema errors); the last entry then says how many were left out. The subject is
+    never checked (§Pushing Manifests with Subject)."""
+    entries = [
+        ErrorEntry(
+            ErrorCode.MANIFEST_BLOB_UNKNOWN,
+            f'blob unknown to repository: {d}',
+            {
+                'digest': d,
+                'rule': 'every descriptor a manifest references must be pushed to '
+                '(or mounted in) this repository first',
+                'spec': 'distribution-spec §Push',
+            },
+        )
+        for d in missing[:MAX_REPORTED]
+    ]
+    if len(missing) > MAX_REPORTED:
+        entries[-1].detail['omitted'] = (
+            f'{len(missing) - MAX_REPORTED} more missing blobs not reported '
+            f'({len(missing)} in all)')
+    return RegistryError.of(entries)
 
 
 def _parse_digests(values: list[str]) -> list[Digest]:

@@ -796,7 +796,7 @@ def test_s2_2_descriptor_size_is_a_non_negative_integer(client, repo, size):
     lambda d: 'sha512:' + d.split(':')[1],  # sha512 with 64 hex characters
     lambda d: d.replace(':', '-'),  # no separator
     lambda d: 'SHA256:' + d.split(':')[1],  # upper-case algorithm
-    lambda d: 'md5:' + 'a' * 32,  # unregistered algorithm
+    lambda d: 'blake3:' + 'a' * 63,  # registered, wrong length
     lambda d: '',
 ])
 def test_s2_2_malformed_descriptor_digest_is_400(client, repo, bad):

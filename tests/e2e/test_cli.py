@@ -325,6 +325,23 @@ def test_validate_non_manifest_fails_with_a_rule(tmp_path, content):
     assert all(ln.endswith(']') and '§' in ln for ln in lines), r.stdout
 
 
+def test_validate_strict_adds_the_shoulds(tmp_path):
+    """An image with no layers keeps every MUST; --strict names the SHOULD it bends."""
+    doc = tmp_path / 'no-layers.json'
+    doc.write_bytes(image_manifest(CONFIG, []))
+    r = run_cli('validate', str(doc))
+    assert r.returncode == 0, r.stdout
+    r = run_cli('validate', '--strict', str(doc))
+    assert r.returncode == 1, r.stdout
+    assert r.stdout.strip() == (f'{doc}: /layers: S-2: for portability, layers SHOULD have '
+                                'at least one entry (an artifact without content uses the '
+                                'empty descriptor) [image-spec manifest.md §Image Manifest '
+                                'Property Descriptions: layers] (strict)')
+    r = run_cli('validate', '--strict', '--json', str(doc))
+    (problem,) = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert problem['mode'] == 'strict' and problem['path'] == '/layers'
+
+
 def test_validate_unreadable_file_exits_nonzero(tmp_path):
     good = tmp_path / 'good.json'
     good.write_bytes(image_manifest(CONFIG, []))

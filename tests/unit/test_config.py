@@ -29,6 +29,7 @@ def test_defaults():
     assert c.page_max == 10000
     assert c.referrers_page_max == 1000
     assert c.fsync is True
+    assert c.strict is False  # the image-spec's MUSTs only
 
 
 def test_r50_default_manifest_limit_is_at_least_four_mib():
@@ -58,6 +59,7 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path):
     ('page_max', '11', '12', '13', 13),
     ('referrers_page_max', '21', '22', '23', 23),
     ('fsync', True, 'off', 'true', True),
+    ('strict', True, 'off', 'true', True),
 ])
 def test_every_setting_in_all_three_places(tmp_path, field, flag, env, file_value,
                                            expected_file):

@@ -124,9 +124,25 @@ def test_layers_and_manifests_may_be_empty() -> None:
         assert 'minItems' not in load(m.schema_dir() / name)['properties'][member]
 
 
-def test_descriptor_media_type_is_not_pattern_checked() -> None:
+def test_descriptor_media_type_grammar_is_left_to_code() -> None:
+    # RFC 6838 is checked with fullmatch in oci_ref/image_rules.py: a JSON Schema
+    # pattern's $ would also accept a final newline under Python's re.
     media_type = load(m.schema_dir() / 'descriptor.schema.json')['$defs']['mediaType']
-    assert 'pattern' not in media_type
+    assert 'pattern' not in media_type and 'image_rules' in media_type['$comment']
+
+
+def test_every_optional_config_member_allows_null() -> None:
+    # config.md §Properties: any OPTIONAL field MAY be null (same as absent).
+    schema = load(m.schema_dir() / 'image-config.schema.json')
+    members = {k: v for k, v in schema['properties'].items()
+               if k not in schema['required']}
+    members.update({f'config.{k}': v for k, v in
+                    schema['properties']['config']['properties'].items()})
+    for name, sub in members.items():
+        if '$ref' in sub:  # local: #/$defs/<name>
+            sub = schema['$defs'][sub['$ref'].rpartition('/')[2]]
+        types = sub['type'] if isinstance(sub['type'], list) else [sub['type']]
+        assert 'null' in types, name
 
 
 def test_digest_pattern_is_the_image_spec_grammar() -> None:
