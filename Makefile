@@ -18,8 +18,9 @@ run: setup
 
 # Real clients for tests/interop (root + apt on Debian amd64). Elsewhere the interop
 # tests run for the clients found and skip the rest, except under CI=true, where a
-# missing client fails. CLIENTS picks install-clients.sh components (default: all).
-CLIENTS ?= apt engines oras cosign skopeo118 crane oraspy
+# missing client fails. CLIENTS picks install-clients.sh components (default: all;
+# chromium is the headless browser of the web view tests).
+CLIENTS ?= apt engines oras cosign skopeo118 crane oraspy chromium
 clients:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f /etc/debian_version ] \
 	    && [ "$$(dpkg --print-architecture)" = amd64 ]; then \
