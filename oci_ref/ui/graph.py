@@ -13,7 +13,7 @@ BOX_H = 58
 COL_GAP = 90
 ROW_GAP = 18
 MARGIN = 12
-LABEL_MAX = 40  # characters of a type shown in a box (the full one is in the title)
+LABEL_MAX = 36  # characters of a type shown in a box (the full one is in the title)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class Box:
     label: str
     title: str
     via: str
+    note: str  # how it was found, short enough for the box
     present: bool
     root: bool
     x: int
@@ -56,7 +57,7 @@ def layout(graph: Graph) -> Layout:
         if len(label) > LABEL_MAX:
             label = label[:LABEL_MAX - 1] + '…'
         boxes[node.digest] = Box(
-            node.digest, label, node.label, node.via, node.present,
+            node.digest, label, node.label, node.via, _note(node.via), node.present,
             node.digest == graph.root,
             MARGIN + node.depth * (BOX_W + COL_GAP), MARGIN + row * (BOX_H + ROW_GAP))
     arrows = []
@@ -68,3 +69,11 @@ def layout(graph: Graph) -> Layout:
     width = MARGIN * 2 + max(columns) * (BOX_W + COL_GAP) + BOX_W if columns else 0
     height = MARGIN * 2 + max(columns.values(), default=0) * (BOX_H + ROW_GAP)
     return Layout(list(boxes.values()), arrows, width, height)
+
+
+def _note(via: str) -> str:
+    """'subject', or the fallback tag cut to fit (``tag sha256-93bd…sig``)."""
+    if not via.startswith('tag '):
+        return via
+    tag = via[4:]
+    return 'tag ' + (tag if len(tag) <= 16 else f'{tag[:11]}…{tag[-4:]}')
