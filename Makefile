@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup run test lint clean clients interop-report fuzz conformance soak bench
+.PHONY: setup run test lint clean clients interop-report fuzz conformance soak bench bench-ui
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -66,6 +66,10 @@ soak: setup
 # for about a minute. Installs wrk and hey (Debian) itself when run as root.
 bench: setup clients
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The web view's render time for a repository with 1,000 tags (bench/ui.py).
+bench-ui: setup
+	$(PY) bench/ui.py $(BENCH_UI_ARGS)
 
 # The upstream OCI conformance suites against a fresh oci-ref (conformance/README.md).
 SUITES ?= legacy,1.1,dev

@@ -175,7 +175,10 @@ class Model:
         details = meta.tag_details(name, by_pushed=by_pushed, descending=descending,
                                    offset=(page - 1) * per_page, limit=per_page)
         resolver = _Resolver(self.registry, name)
-        rows = [await resolver.row(d) for d in details]
+        docs = [_json(d.content) for d in details]
+        # Every image config of the page read in one trip to a worker thread.
+        await resolver.read_platforms([doc.get('config') for doc in docs])
+        rows = [await resolver.row(d, doc) for d, doc in zip(details, docs, strict=True)]
         return TagPage(rows, total, page, pages)
 
     # -- one manifest ----------------------------------------------------------------
@@ -297,8 +300,7 @@ class _Resolver:
                                   else (record.media_type, _json(record.content)))
         return self._docs[digest]
 
-    async def row(self, d: TagDetail) -> TagRow:
-        doc = _json(d.content)
+    async def row(self, d: TagDetail, doc: dict[str, Any]) -> TagRow:
         if d.media_type in INDEX_TYPES:
             kind = 'index'
             platforms = [p for p in (_platform(m.get('platform'))
@@ -325,12 +327,19 @@ class _Resolver:
         return total
 
     async def config_platform(self, config: dict[str, Any]) -> str:
-        digest = config.get('digest')
-        if not isinstance(digest, str) or int(config.get('size', 0)) > CONFIG_READ_MAX:
-            return ''
-        if digest not in self._platforms:
-            self._platforms[digest] = await asyncio.to_thread(self._read_platform, digest)
-        return self._platforms[digest]
+        await self.read_platforms([config])
+        return self._platforms.get(str(config.get('digest')), '')
+
+    async def read_platforms(self, configs: Iterable[Any]) -> None:
+        """Read the platform (os/architecture/variant) of image configs not read yet."""
+        wanted = list(dict.fromkeys(
+            c['digest'] for c in configs
+            if isinstance(c, dict) and c.get('mediaType') in IMAGE_CONFIGS
+            and isinstance(c.get('digest'), str) and isinstance(c.get('size'), int)
+            and c['size'] <= CONFIG_READ_MAX and c['digest'] not in self._platforms))
+        if wanted:
+            found = await asyncio.to_thread(lambda: list(map(self._read_platform, wanted)))
+            self._platforms.update(zip(wanted, found, strict=True))
 
     def _read_platform(self, digest: str) -> str:
         try:

@@ -7,6 +7,7 @@ at all, so even a missed escape could not run.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -49,12 +50,17 @@ def when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime('%Y-%m-%d %H:%M:%S UTC')
 
 
+# What tags and digests are made of: nothing to quote (the common case, fast).
+_PLAIN = re.compile(r'[A-Za-z0-9_.:-]*')
+
+
 def ui_path(name: str, *rest: str) -> str:
     """``/ui/r/<name>/…``: repository names hold only [a-z0-9._/-], so they go into
-    the path as they are; references are quoted anyway (':' is kept)."""
+    the path as they are; references are quoted unless plainly safe (':' is kept)."""
     if not rest:
         return f'/ui/r/{name}/'
-    return f'/ui/r/{name}/-/' + '/'.join(quote(p, safe=':') for p in rest)
+    return f'/ui/r/{name}/-/' + '/'.join(
+        p if _PLAIN.fullmatch(p) else quote(p, safe=':') for p in rest)
 
 
 def query(**params: Any) -> str:
