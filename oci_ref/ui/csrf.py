@@ -10,6 +10,7 @@ another issued. A POST also has to come from our own origin (``Origin`` or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -28,13 +29,22 @@ class Csrf:
 
     @classmethod
     def for_root(cls, root: Path) -> Csrf:
+        """The key of ``root``, made on first use. Written whole under a temporary
+        name and hard-linked into place, so a worker starting at the same moment
+        never reads a half-written key: the first link wins, everyone reads it."""
         path = root / '.ui-csrf-key'
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls(path.read_bytes())
-        with os.fdopen(fd, 'wb') as f:
-            f.write(secrets.token_bytes(32))
+        if not path.exists():
+            tmp = root / f'.ui-csrf-key.{os.getpid()}.{secrets.token_hex(4)}'
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, 'wb') as f:
+                    f.write(secrets.token_bytes(32))
+                    f.flush()
+                    os.fsync(f.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                tmp.unlink()
         return cls(path.read_bytes())
 
     def _mac(self, issued: int, *parts: str) -> str:
