@@ -42,7 +42,7 @@ _PLACEHOLDER = 'n'
 # between /ui/r/ and a fixed suffix; "/-/" cannot be part of a name (every path
 # component starts with [a-z0-9]).
 _SPLIT = re.compile(r'/ui/r/(?P<name>.+?)(?P<suffix>/|/-/m/[^/]+|/-/referrers/[^/]+'
-                    r'|/-/delete)')
+                    r'|/-/delete|)')
 
 
 class UIRouter(CompiledRouter):
@@ -116,6 +116,7 @@ def ui_app(registry: Registry, control: AccessControl) -> falcon.asgi.App:
     app.add_route(f'{PREFIX}/', Repositories(ctx))
     app.add_route(f'{PREFIX}/login', Login())
     app.add_route(PREFIX + '/static/{filename}', Static())
+    app.add_route(f'{PREFIX}/r/{_PLACEHOLDER}', _ToRepository())
     app.add_route(f'{PREFIX}/r/{_PLACEHOLDER}/', Repository(ctx))
     app.add_route(PREFIX + f'/r/{_PLACEHOLDER}/-/m/{{reference}}', Manifest(ctx))
     app.add_route(PREFIX + f'/r/{_PLACEHOLDER}/-/referrers/{{digest}}', Referrers(ctx))
@@ -130,6 +131,13 @@ class _Home:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """ui: GET /ui - to /ui/."""
         raise falcon.HTTPMovedPermanently('/ui/')
+
+
+class _ToRepository:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                     name: str) -> None:
+        """ui: GET /ui/r/<name> - to /ui/r/<name>/."""
+        raise falcon.HTTPMovedPermanently(f'/ui/r/{name}/')
 
 
 class Mount:

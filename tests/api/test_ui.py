@@ -278,6 +278,24 @@ def test_disabled_deletes_show_no_button_and_refuse(tmp_path: Path) -> None:
     page(c, '/ui/r/apps/keep/-/delete?reference=v1', status=405)
 
 
+def test_odd_paths_are_404_pages_or_redirects_never_errors(tmp_path: Path) -> None:
+    c = app(tmp_path / 'data')
+    push_image(c, 'apps/x', 'v1')
+    for url in ('/ui/r/A/', '/ui/r//-/m/x', '/ui/r/apps/x/-/referrers/sha256:zz',
+                '/ui/r/apps/x/-/referrers/v1', f'/ui/r/apps/x/-/m/sha256:{"a" * 64}',
+                '/ui/r/apps/x/-/m/%3Cx%3E', '/ui/static/..%2Fapp.py', '/ui/x',
+                '/ui/r/apps/x/-/delete', '/ui/r/apps/x/-/delete?reference=sha256:bad',
+                '/ui/r/apps/x/-/m/'):
+        page(c, url, status=404)
+    for url in ('/ui/?n=abc&last=%00', '/ui/r/apps/x/?page=99999999999&n=0',
+                '/ui/r/apps/x/?sort=%3Cx&order=zz'):
+        page(c, url)
+    for url, to in (('/ui', '/ui/'), ('/ui/r/apps/x', '/ui/r/apps/x/')):
+        r = c.get(url)
+        assert r.status_code == 301 and r.headers['location'].endswith(to)
+    assert c.post('/ui/').status_code == 405
+
+
 def test_ui_can_be_turned_off(tmp_path: Path) -> None:
     c = app(tmp_path / 'data', ui=False)
     assert c.get('/ui/').status_code == 404
