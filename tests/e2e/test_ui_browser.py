@@ -66,6 +66,7 @@ SBOM_TYPE = 'application/vnd.example.sbom.v1+json'
 class World:
     server: Server
     host: str
+    base: Path
     index: str = ''
     children: list[str] = field(default_factory=list)
     sbom: str = ''
@@ -95,7 +96,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     server = Server(base / 'data', '--auth', 'basic', '--htpasswd', str(htpasswd),
                     '--access', str(base / 'access.toml'))
     try:
-        w = World(server, f'127.0.0.1:{server.port}')
+        w = World(server, f'127.0.0.1:{server.port}', base)
         _push_with_clients(w, base)
         yield w
     finally:
@@ -367,6 +368,24 @@ def test_a_user_without_pull_rights_sees_nothing_of_a_private_repository(
     # No delete buttons where the reader may not delete.
     reader.go('/ui/r/public/multi/')
     assert reader.page.locator('a.danger').count() == 0
+
+    # Token mode: a second server on the same storage; the browser's Basic prompt
+    # takes the htpasswd password and grants what /token would.
+    token = Server(world.server.root, '--auth', 'token',
+                   '--htpasswd', str(world.base / 'htpasswd'),
+                   '--access', str(world.base / 'access.toml'))
+    try:
+        t = tab('reader')
+        t.base = token.url
+        t.go('/ui/')
+        assert t.page.locator('#repositories tbody td:first-child').all_inner_texts() == [
+            'public/hostile', 'public/multi']
+        t.go('/ui/r/private/secret/', status=404)
+        assert t.page.inner_text('main') == expected
+        t.go('/ui/r/public/multi/-/m/v1')
+        assert t.page.inner_text('#digest') == world.index
+    finally:
+        token.stop()
 
     # Without credentials the browser is asked for them (headless chromium cannot
     # show its prompt, so the challenge is read through the context's requests).
