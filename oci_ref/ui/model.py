@@ -113,6 +113,7 @@ class ManifestView:
     artifact_type: str | None
     annotations: dict[str, str]
     total_size: int
+    platform: str  # of an image, from its config ('' for indexes and artifacts)
     tree: list[Node]
     subject: Node | None
     referrers: list[ReferrerEntry]
@@ -208,6 +209,8 @@ class Model:
             artifact_type=_artifact_type(doc),
             annotations=_annotations(doc.get('annotations')),
             total_size=await resolver.total(record.digest, doc, record.media_type),
+            platform=await resolver.config_platform(doc['config'])
+            if isinstance(doc.get('config'), dict) else '',
             tree=tree, subject=subject,
             referrers=await self.referrers(name, record.digest),
         )

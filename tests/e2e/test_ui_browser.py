@@ -302,6 +302,7 @@ def test_manifest_view_tree_referrers_verdict_and_pull_commands(
     # The tree leads to each platform manifest, which shows its config and layers.
     t.page.click(f'#descriptors a[href$="{world.children[1]}"]')
     assert t.page.url.endswith(f'/-/m/{world.children[1]}')
+    assert t.page.inner_text('#platform') == 'linux/arm64'
     assert 'application/vnd.oci.image.layer.v1.tar+gzip' in t.page.inner_text(
         '#descriptors')
     # The SBOM's page links back to its subject.
