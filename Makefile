@@ -7,7 +7,8 @@ LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
 .PHONY: setup setup-serve run test lint clean clients interop-report fuzz conformance \
-	conformance-report soak bench bench-tools
+	conformance-report soak bench bench-tools bench-ui \
+	screenshots
 
 # Two installs: `make run` gets what serving needs; everything else also the test
 # tools (pytest, ruff, schemathesis, ...). Each leaves a stamp; the test install
@@ -29,8 +30,9 @@ run: setup-serve
 
 # Real clients for tests/interop (root + apt on Debian amd64). Elsewhere the interop
 # tests run for the clients found and skip the rest, except under CI=true, where a
-# missing client fails. CLIENTS picks install-clients.sh components (default: all).
-CLIENTS ?= apt engines oras cosign skopeo118 crane oraspy
+# missing client fails. CLIENTS picks install-clients.sh components (default: all;
+# chromium is the headless browser of the web view tests).
+CLIENTS ?= apt engines oras cosign skopeo118 crane oraspy chromium
 clients:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f /etc/debian_version ] \
 	    && [ "$$(dpkg --print-architecture)" = amd64 ]; then \
@@ -85,6 +87,14 @@ bench-tools:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f /etc/debian_version ]; then \
 	  scripts/install-bench.sh; \
 	else echo "make bench-tools: needs root and apt-get (Debian); the bench uses what is installed"; fi
+
+# The README's screenshots of the web view (docs/ui/), taken by its browser tests.
+screenshots: setup clients
+	OCI_REF_SCREENSHOTS=docs/ui $(PY) -m pytest -q tests/e2e/test_ui_browser.py
+
+# The web view's render time for a repository with 1,000 tags (bench/ui.py).
+bench-ui: setup
+	$(PY) bench/ui.py $(BENCH_UI_ARGS)
 
 # The upstream OCI conformance suites, each run against its own fresh oci-ref, in
 # parallel (conformance/README.md). Suite binaries from CONFORMANCE_DIR (default

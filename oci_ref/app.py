@@ -25,6 +25,7 @@ from oci_ref.lifecycle import Lifecycle
 from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
+from oci_ref.ui.app import Mount, ui_app
 
 Route = tuple[str, object, str | None]
 
@@ -98,7 +99,9 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
-    return Observe(RequestGuard(app))
+    # The web view (/ui/) beside the API, under the same access rules.
+    served = Mount(app, ui_app(registry, control)) if config.ui else app
+    return Observe(RequestGuard(served))
 
 
 def create_app_from_env() -> ASGIApp:

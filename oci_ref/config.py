@@ -46,6 +46,7 @@ class Config:
     workers: int = field(default=1, metadata=_help('uvicorn worker processes'))
     log_level: str = field(default='info', metadata=_help('debug, info, warning, error'))
     access_log: bool = field(default=True, metadata=_help('one log line per request'))
+    ui: bool = field(default=True, metadata=_help('serve the web view at /ui/'))
     # §Pushing Manifests: SHOULD accept at least 4 MB; larger -> 413.
     manifest_max_bytes: int = field(
         default=4 * 1024 * 1024, metadata=_help('largest manifest accepted (bytes)')

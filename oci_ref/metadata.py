@@ -109,6 +109,16 @@ class Referrer:
     annotations: dict[str, str] | None
 
 
+@dataclass(frozen=True, slots=True)
+class TagDetail:
+    tag: str
+    digest: str
+    pushed_at: float
+    media_type: str
+    size: int
+    content: bytes
+
+
 class Metadata:
     def __init__(self, path: Path):
         # One connection per process, used only from the event loop's thread.
@@ -398,3 +408,62 @@ class Metadata:
             Referrer(d, mt, size, at, None if ann is None else json.loads(ann))
             for d, mt, size, at, ann in self.db.execute(sql, params)
         ]
+
+    # -- views for the web UI (oci_ref/ui/model.py) ---------------------------------
+
+    def tag_count(self, repo: str) -> int:
+        return int(self._one('SELECT COUNT(*) FROM tags WHERE repo = ?', [repo])[0])
+
+    def tag_details(self, repo: str, *, by_pushed: bool, descending: bool, offset: int,
+                    limit: int) -> list[TagDetail]:
+        """A page of tags with what they point at, sorted by name or push time (ties
+        by name, so the order is stable across pages)."""
+        direction = 'DESC' if descending else 'ASC'
+        order = (f't.updated_at {direction}, t.tag {direction}' if by_pushed
+                 else f't.tag {direction}')
+        rows = self.db.execute(
+            'SELECT t.tag, t.digest, t.updated_at, m.media_type, m.size, m.content '
+            'FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest '
+            f'WHERE t.repo = ? ORDER BY {order} LIMIT ? OFFSET ?',
+            [repo, limit, offset],
+        )
+        return [TagDetail(*row) for row in rows]
+
+    def tags_of(self, repo: str, digest: str) -> list[tuple[str, float]]:
+        """The tags pointing at ``digest`` and when each was pushed."""
+        rows = self.db.execute(
+            'SELECT tag, updated_at FROM tags WHERE repo = ? AND digest = ? ORDER BY tag',
+            [repo, digest],
+        )
+        return [(r[0], float(r[1] or 0)) for r in rows]
+
+    def tags_with_prefix(self, repo: str, prefix: str, limit: int) -> list[str]:
+        """Tags starting with ``prefix`` (the referrers tag schema, ``sha256-<hex>``)."""
+        rows = self.db.execute(
+            'SELECT tag FROM tags WHERE repo = ? AND tag >= ? AND substr(tag, 1, ?) = ? '
+            'ORDER BY tag LIMIT ?',
+            [repo, prefix, len(prefix), prefix, limit],
+        )
+        return [r[0] for r in rows]
+
+    def repository_stats(self, repos: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """{repository: (tag count, bytes of the blobs it links)} for ``repos``."""
+        stats = {r: (0, 0) for r in repos}
+        for i in range(0, len(repos), 500):
+            part = list(repos[i:i + 500])
+            marks = ','.join('?' * len(part))
+            sizes = dict(self.db.execute(
+                'SELECT r.repo, SUM(b.size) FROM repo_blobs r JOIN blobs b '
+                f'ON b.digest = r.digest WHERE r.repo IN ({marks}) GROUP BY r.repo', part))
+            for repo, count in self.db.execute(
+                    f'SELECT repo, COUNT(*) FROM tags WHERE repo IN ({marks}) '
+                    'GROUP BY repo', part):
+                stats[repo] = (int(count), 0)
+            for repo, size in sizes.items():
+                stats[repo] = (stats[repo][0], int(size or 0))
+        return stats
+
+    def manifest_pushed_at(self, repo: str, digest: str) -> float | None:
+        row = self._one('SELECT created_at FROM manifests WHERE repo = ? AND digest = ?',
+                        [repo, digest])
+        return None if row is None else float(row[0] or 0)

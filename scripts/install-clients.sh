@@ -20,6 +20,8 @@
 #   crane     crane built offline from trixie golang-*-dev source packages
 #             with a Go 1.24 toolchain (GOPATH mode, GOPROXY=off)
 #   oraspy    oras-py (PyPI "oras") in a venv under the prefix
+#   chromium  bookworm chromium (headless, for the web view's browser tests, driven
+#             by playwright with executable_path=/usr/bin/chromium) + fonts
 #
 # Environment:
 #   OCI_CLIENTS_PREFIX      install prefix (default /opt/oci-clients)
@@ -38,7 +40,7 @@
 set -euo pipefail
 
 PREFIX=${OCI_CLIENTS_PREFIX:-/opt/oci-clients}
-COMPONENTS=${OCI_CLIENTS_COMPONENTS:-apt engines oras cosign skopeo118 crane oraspy}
+COMPONENTS=${OCI_CLIENTS_COMPONENTS:-apt engines oras cosign skopeo118 crane oraspy chromium}
 ORAS_PY_VERSION=${OCI_ORAS_PY_VERSION:-0.2.43}
 PYTHON=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive
@@ -106,6 +108,12 @@ if want apt; then
 fi
 if want engines; then
   apt_install --no-install-recommends containerd docker.io
+fi
+if want chromium; then
+  # Debian's own build: the tests never download a browser. Fonts so screenshots
+  # show text; no recommends (they pull in desktop services).
+  apt_install --no-install-recommends chromium fonts-liberation fonts-dejavu-core
+  /usr/bin/chromium --headless --no-sandbox --version >/dev/null || die "chromium does not run"
 fi
 
 # ------------------------------------------------------ trixie debs ----

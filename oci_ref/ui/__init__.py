@@ -1,0 +1,1 @@
+"""The web view at /ui/: repositories, tags, manifests and the referrer graph."""
