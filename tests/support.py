@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -130,17 +131,31 @@ def free_port() -> int:
 
 class Process:
     """A server subprocess on a loopback port, its output in ``self.log``, stopped by
-    its PID. Subclasses set ``root``, ``port``, ``url``, ``log`` and call ``spawn``."""
+    its PID. Subclasses set ``root``, ``port``, ``url``, ``log`` and call ``spawn``;
+    one that does not speak HTTP overrides ``ready``."""
 
     ready_path = '/healthz'  # answers 200 whatever the auth mode
     verify: Any = True  # an ssl.SSLContext for a server with a test CA
+    stop_signal: int = signal.SIGTERM
 
     def spawn(self, cmd: list[str], *, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> None:
-        self._log_file = open(self.log, 'wb')  # noqa: SIM115 (closed in stop())
+              cwd: Path | None = None, user: str | None = None,
+              timeout: float = 30.0) -> None:
+        """Start ``cmd`` (as ``user`` when given: needs root) and wait until ready.
+        A second spawn of the same object (a restart) appends to its log."""
+        mode = 'ab' if getattr(self, 'proc', None) is not None else 'wb'
+        self._log_file = open(self.log, mode)  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     env=env, cwd=cwd)
-        self.wait_ready()
+                                     stdin=subprocess.DEVNULL, env=env, cwd=cwd, user=user)
+        self.wait_ready(timeout)
+
+    def ready(self) -> bool:
+        """One readiness probe: ``ready_path`` answers 200."""
+        try:
+            return httpx.get(self.url + self.ready_path, timeout=1,
+                             verify=self.verify).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Poll until ready; a process that exits or never gets ready is stopped
@@ -149,18 +164,15 @@ class Process:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=1,
-                             verify=self.verify).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.02)
+            if self.ready():
+                return
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f'{self.url} not ready: {self.log.read_text()[-2000:]}')
 
     def stop(self) -> int:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
