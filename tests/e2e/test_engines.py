@@ -1,6 +1,6 @@
 """The real engines of tests/engines.py, and the libraries the scale-out stores use on
-them: psycopg 3 (async pool) on PostgreSQL, aiobotocore on moto's S3, two real
-`oci-ref serve` replicas behind haproxy. Each test shows the engine behaves as the
+them, on uvloop as in the server: psycopg 3 (async pool) on PostgreSQL, aiobotocore on
+moto's S3, two real `oci-ref serve` replicas behind haproxy. Each test shows the engine behaves as the
 production one does where the stores will rely on it (locks, the 5 MiB part rule,
 presigning, what a dead S3 endpoint raises, round-robin without stickiness).
 """
@@ -12,9 +12,9 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -25,6 +25,15 @@ from tests.support import Server
 pytestmark = [pytest.mark.e2e, pytest.mark.engines]
 
 MiB = 1 << 20
+T = TypeVar('T')
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop, the loop `oci-ref serve` runs the stores on."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 # ------------------------------------------------------------- PostgreSQL ----
@@ -87,7 +96,7 @@ def test_async_pool_holds_connections_at_once(postgres_url: str) -> None:
 
             return set(await asyncio.gather(*(task(i) for i in range(4))))
 
-    assert len(asyncio.run(main())) == 4
+    assert len(run(main())) == 4
 
 
 def test_advisory_lock_blocks_other_sessions(postgres_url: str) -> None:
@@ -122,7 +131,7 @@ def test_advisory_lock_blocks_other_sessions(postgres_url: str) -> None:
             await asyncio.wait_for(waiting, 10)
             assert await one(holder, 'SELECT pg_try_advisory_lock(%s)') is False
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_concurrent_migrations_under_a_lock(postgres_url: str) -> None:
@@ -147,7 +156,7 @@ def test_concurrent_migrations_under_a_lock(postgres_url: str) -> None:
     async def main() -> list[bool]:
         return list(await asyncio.gather(*(migrate(i) for i in range(5))))
 
-    assert sorted(asyncio.run(main())) == [False] * 4 + [True]
+    assert sorted(run(main())) == [False] * 4 + [True]
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute('SELECT count(*) FROM schema_version').fetchone()[0] == 1
         assert conn.execute("SELECT to_regclass('blobs')::text").fetchone()[0] == 'blobs'
@@ -185,7 +194,7 @@ def test_s3_put_and_ranged_get(s3_bucket: S3Bucket) -> None:
             with pytest.raises(c.exceptions.NoSuchKey):
                 await c.get_object(Bucket=b, Key='blobs/none')
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_s3_multipart_upload(s3_bucket: S3Bucket) -> None:
@@ -232,7 +241,7 @@ def test_s3_multipart_upload(s3_bucket: S3Bucket) -> None:
             with pytest.raises(c.exceptions.NoSuchUpload):
                 await c.list_parts(Bucket=b, Key='small', UploadId=small_id)
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_s3_presigned_get(s3_bucket: S3Bucket) -> None:
@@ -247,7 +256,7 @@ def test_s3_presigned_get(s3_bucket: S3Bucket) -> None:
                 'get_object', Params={'Bucket': s3_bucket.bucket, 'Key': 'p'},
                 ExpiresIn=60))
 
-    url = asyncio.run(main())
+    url = run(main())
     assert url.startswith(f'{s3_bucket.endpoint_url}/{s3_bucket.bucket}/p?')
     assert 'X-Amz-Algorithm=AWS4-HMAC-SHA256' in url and 'X-Amz-Expires=60' in url
     r = httpx.get(url)
@@ -276,24 +285,24 @@ def test_s3_down_raises_connection_errors(s3_server: MotoServer,
                 kw['Body'] = key.encode()
             return await asyncio.wait_for(getattr(c, op)(**kw), deadline)
 
-    asyncio.run(call('put_object', 'kept'))
+    run(call('put_object', 'kept'))
     s3_server.pause()
     try:
         with pytest.raises(ReadTimeoutError):
-            asyncio.run(call('get_object', 'kept'))
+            run(call('get_object', 'kept'))
         with pytest.raises((TimeoutError, ReadTimeoutError)):
-            asyncio.run(call('put_object', 'paused', deadline=3))
+            run(call('put_object', 'paused', deadline=3))
     finally:
         s3_server.resume()
-    assert asyncio.run(call('head_object', 'kept'))['ContentLength'] == len(b'kept')
+    assert run(call('head_object', 'kept'))['ContentLength'] == len(b'kept')
 
     s3_server.stop()
     with pytest.raises(ConnectionError) as err:
-        asyncio.run(call('put_object', 'stopped'))
+        run(call('put_object', 'stopped'))
     assert type(err.value).__name__ == 'EndpointConnectionError'
     s3_server.restart()
     with pytest.raises(Exception, match='NoSuchBucket'):
-        asyncio.run(call('put_object', 'restarted'))
+        run(call('put_object', 'restarted'))
 
 
 # ---------------------------------------------------------------- haproxy ----
