@@ -1,8 +1,9 @@
 """The real engines of tests/engines.py, and the libraries the scale-out stores use on
 them, on uvloop as in the server: psycopg 3 (async pool) on PostgreSQL, aiobotocore on
-moto's S3, two real `oci-ref serve` replicas behind haproxy. Each test shows the engine behaves as the
-production one does where the stores will rely on it (locks, the 5 MiB part rule,
-presigning, what a dead S3 endpoint raises, round-robin without stickiness).
+moto's S3, two real `oci-ref serve` replicas behind haproxy. Each test shows the
+engine behaves as the production one does where the stores will rely on it (locks,
+the 5 MiB part rule, presigning, what a dead S3 endpoint raises, round-robin without
+stickiness).
 """
 
 from __future__ import annotations
