@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup setup-serve run test lint clean clients interop-report fuzz conformance \
+.PHONY: setup setup-serve run test lint clean clients interop-report fuzz conformance engines \
 	conformance-report soak bench bench-tools bench-ui \
 	screenshots
 
@@ -55,10 +55,17 @@ interop-report: setup clients
 	  -o docs/interop.md || exit 1; \
 	exit $$rc
 
+# PostgreSQL and haproxy for the scale-out tests (tests/engines.py; root + apt on
+# Debian). Elsewhere those tests skip with the install command, or fail under CI=true.
+engines:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -f /etc/debian_version ]; then \
+	  scripts/install-engines.sh; \
+	else echo "make engines: needs root and apt-get (Debian); engine tests use what is installed"; fi
+
 # pytest exit 5 (no tests collected) must fail the run, never pass silently.
 # tests/e2e/test_conformance.py runs the upstream conformance suites (CONFORMANCE_DIR,
 # default ../shared/conformance/; under CI=true missing binaries or podman fail).
-test: setup clients
+test: setup clients engines
 	$(PY) -m ruff check oci_ref tests conformance bench scripts
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \

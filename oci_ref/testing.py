@@ -129,18 +129,18 @@ class Process:
     def spawn(cls, cmd: Sequence[str | os.PathLike[str]], *, log: Path,
               env: Mapping[str, str] | None = None, cwd: Path | None = None,
               new_session: bool = False, append: bool = False,
-              name: str | None = None) -> Process:
+              name: str | None = None, user: str | None = None) -> Process:
         """Start ``cmd`` (stdin from /dev/null). ``env`` replaces the environment
         (default: inherited); ``new_session`` puts it in a session of its own, out
         of reach of a terminal's ^C (the caller stops it); ``append`` keeps what
-        ``log`` already holds."""
+        ``log`` already holds; ``user`` runs it as that user (needs root)."""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, 'ab' if append else 'wb') as out:
             started = time.monotonic()
             popen = subprocess.Popen(
                 [str(part) for part in cmd], stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env=None if env is None else dict(env),
-                cwd=cwd, start_new_session=new_session)
+                cwd=cwd, start_new_session=new_session, user=user)
         return cls(popen, log, name or Path(str(cmd[0])).name, started=started)
 
     # -- the child ----------------------------------------------------------------
@@ -211,13 +211,18 @@ class Process:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(interval)
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, SIGKILL after ``timeout``; then the same for what the child
-        started and left alive (a ``make`` or shell's server, uvicorn's workers).
-        Returns the child's exit status (negative: the signal that ended it)."""
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Signal the child (SIGSTOP/SIGCONT to freeze it, SIGKILL to crash it)."""
+        self._signal(sig)
+
+    def stop(self, timeout: float = 15.0, first: signal.Signals = signal.SIGTERM) -> int:
+        """``first`` (SIGTERM; PostgreSQL's fast shutdown is SIGINT), SIGKILL after
+        ``timeout``; then the same for what the child started and left alive (a
+        ``make`` or shell's server, uvicorn's workers). Returns the child's exit
+        status (negative: the signal that ended it)."""
         left = [(pid, _start_time(pid)) for pid in self.descendants()]
         if self.poll() is None:
-            self._signal(signal.SIGTERM)
+            self._signal(first)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -12,7 +12,8 @@ from oci_ref.config import Config
 from tests.support import InProcess, Server
 
 # pytester: tests/e2e/test_pytest_plugin.py runs pytest in a temporary project.
-pytest_plugins = ['pytester']
+# tests.engines: PostgreSQL, S3 (moto) and haproxy fixtures for the scale-out tests.
+pytest_plugins = ['pytester', 'tests.engines']
 
 _names = itertools.count()
 
