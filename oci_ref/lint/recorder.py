@@ -35,6 +35,7 @@ from oci_ref.lint.rules import (
     Exchange,
     client_key,
     evaluate,
+    normal_query,
     upload_session,
 )
 from oci_ref.lint.store import LintStore
@@ -196,7 +197,7 @@ class LintRecorder:
         m = re.match(r'\s*<([^>]*)>', link)
         if m:
             target = urlsplit(m[1])
-            handouts.links.append((target.path, target.query))
+            handouts.links.append((target.path, normal_query(target.query)))
 
     def _commit(self, ex: Exchange, handouts: _Handouts) -> None:
         """On the linter's thread: first check (against what was handed out before),

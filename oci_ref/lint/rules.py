@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 UPLOAD_PARAM = '_lint'
 
@@ -205,6 +205,11 @@ def evaluate(ex: Exchange, state: State) -> list[Finding]:
     return [finding for fn in _CHECKS for finding in fn(ex, state)]
 
 
+def normal_query(query: str) -> str:
+    """A query compared by its decoded parameters, not its spelling."""
+    return urlencode(sorted(parse_qsl(query, keep_blank_values=True)))
+
+
 def client_key(user_agent: str, address: str) -> str:
     return f'{user_agent}\x00{address}'
 
@@ -341,7 +346,7 @@ def upload_url(ex: Exchange, state: State) -> Iterator[Finding]:
 def pagination(ex: Exchange, state: State) -> Iterator[Finding]:
     if ex.endpoint not in ('end-8', 'catalog') or ex.param('last') is None:
         return
-    if not state.link_issued(ex.path, ex.query):
+    if not state.link_issued(ex.path, normal_query(ex.query)):
         yield ('pagination-link',
                f'n={(ex.param("n") or "")[:20]!r} last={ex.param("last")[:130]!r}: '
                f'not the query of a Link this registry sent')
@@ -410,6 +415,6 @@ def credentials(ex: Exchange, state: State) -> Iterator[Finding]:
                f'Authorization: {scheme} sent to a proxy that runs without auth')
 
 
-__all__ = ['NOT_OBSERVABLE', 'RULES', 'UPLOAD_PARAM', 'Exchange',
-           'Finding', 'Rule', 'State', 'accept_covers', 'client_key', 'evaluate',
+__all__ = ['NOT_OBSERVABLE', 'RULES', 'UPLOAD_PARAM', 'Exchange', 'Finding', 'Rule',
+           'State', 'accept_covers', 'client_key', 'evaluate', 'normal_query',
            'upload_session']
