@@ -239,7 +239,7 @@ def lint(args: argparse.Namespace) -> int:
             return 2
         store = SQLiteLintStore(config.root)
         try:
-            report = build(store.findings())
+            report = build(store.findings(), store.clients())
         finally:
             store.close()
     if args.format == 'json':

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from oci_ref.lint.rules import NOT_OBSERVABLE, RULES  # noqa: E402
+from oci_ref.lint.rules import NOT_OBSERVABLE, RULES
 
 CLIENT_ORDER = ['skopeo', 'podman', 'buildah', 'oras', 'crane', 'cosign', 'containerd',
                 'docker', 'oras_py']
@@ -34,8 +34,8 @@ HARNESS = re.compile(r'^(python-httpx|Python-urllib|falcon-client)/')
 
 def load(directory: Path) -> tuple[dict[str, dict[str, int]], dict[str, set[str]],
                                    dict[str, dict[str, str]], dict[str, int]]:
-    """(client -> rule -> count, client -> user agents, client -> rule -> example,
-    harness rule -> count)."""
+    """(client -> rule -> count (and '' -> requests linted), client -> user agents,
+    client -> rule -> example, harness rule -> count)."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     agents: dict[str, set[str]] = defaultdict(set)
     examples: dict[str, dict[str, str]] = defaultdict(dict)
@@ -53,6 +53,7 @@ def load(directory: Path) -> tuple[dict[str, dict[str, int]], dict[str, set[str]
                     harness[rule['id']] += rule['count']
                 continue
             agents[client].add(entry['user_agent'] or '(none)')
+            counts[client][''] += entry.get('requests', 0)
             for rule in entry['rules']:
                 counts[client][rule['id']] += rule['count']
                 ex = rule['example']
@@ -93,7 +94,10 @@ def render(counts: dict[str, dict[str, int]], agents: dict[str, set[str]],
            'from `pytest tests/interop --lint-reports`. Do not edit by hand. -->', '',
            'Every interop test (tests/interop: push and pull with each real client) '
            'run against `oci-ref serve --lint`; each cell counts the requests of that '
-           'client that broke or bent the rule (`·`: none). The rules, their spec text '
+           'client that broke or bent the rule (`·`: none); the last row counts all the '
+           'requests the client sent. Levels: MUST and SHOULD are the spec\'s (or the '
+           'RFC\'s it defers to) keywords; FORM means the request differs from the '
+           'form the spec gives, where no keyword applies. The rules, their spec text '
            'and what the registry side cannot observe are in the README '
            '("The client linter"). The registry answered every one of these requests '
            'as it does without `--lint`.', '',
@@ -102,8 +106,10 @@ def render(counts: dict[str, dict[str, int]], agents: dict[str, set[str]],
     for rule in RULES.values():
         cells = [str(counts[c].get(rule.id, 0) or '·') for c in clients]
         out.append(f'| `{rule.id}` | {rule.level} | ' + ' | '.join(cells) + ' |')
-    totals = [str(sum(counts[c].values())) for c in clients]
-    out.append('| **total** | | ' + ' | '.join(totals) + ' |')
+    totals = [str(sum(n for k, n in counts[c].items() if k)) for c in clients]
+    out.append('| **findings** | | ' + ' | '.join(totals) + ' |')
+    out.append('| **requests linted** | | ' + ' | '.join(
+        str(counts[c].get('', 0)) for c in clients) + ' |')
     out += ['', '## Clients', '']
     for client, name in zip(clients, names, strict=True):
         vs = ', '.join(sorted(found_versions.get(client, ()))) or 'version not recorded'
@@ -114,7 +120,7 @@ def render(counts: dict[str, dict[str, int]], agents: dict[str, set[str]],
     out += ['', '## The test harness', '']
     if harness:
         out.append('The tests\' own HTTP checks: ' + ', '.join(
-            f'`{k}` ×{v}' for k, v in sorted(harness.items())) + '.')
+            f'`{k}` x{v}' for k, v in sorted(harness.items())) + '.')
     else:
         out.append('The tests\' own HTTP checks (python-httpx, urllib) broke no rule.')
     out += ['', '## Not observable from the registry', '']

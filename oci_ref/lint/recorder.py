@@ -202,6 +202,7 @@ class LintRecorder:
     def _commit(self, ex: Exchange, handouts: _Handouts) -> None:
         """On the linter's thread: first check (against what was handed out before),
         then note what this answer hands out."""
+        self.store.note_request(ex.user_agent[:300], ex.client_addr, ex.now)
         for rule, detail in evaluate(ex, self.store):
             if rule in RULES:
                 self.store.record(ex.user_agent[:300], ex.client_addr, rule,

@@ -18,14 +18,21 @@ from oci_ref.lint.rules import NOT_OBSERVABLE, RULES
 from oci_ref.lint.store import LintStore
 
 
-def build(findings: list[dict[str, Any]]) -> dict[str, Any]:
-    """The report: each client (User-Agent and address) with its rules, counts and
-    one example request each; and the rule catalog."""
+def build(findings: list[dict[str, Any]],
+          seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report: each client (User-Agent and address) with the requests linted,
+    its rules, counts and one example request each; and the rule catalog."""
     clients: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def entry(ua: str, address: str) -> dict[str, Any]:
+        return clients.setdefault((ua, address), {
+            'user_agent': ua, 'address': address, 'requests': 0, 'total': 0,
+            'rules': []})
+
+    for c in seen or []:
+        entry(c['user_agent'], c['address'])['requests'] = c['requests']
     for f in findings:
-        key = (f['user_agent'], f['address'])
-        client = clients.setdefault(key, {'user_agent': key[0], 'address': key[1],
-                                          'total': 0, 'rules': []})
+        client = entry(f['user_agent'], f['address'])
         client['total'] += f['count']
         client['rules'].append({'id': f['rule'], 'count': f['count'],
                                 'first_seen': f['first_seen'],
@@ -42,11 +49,12 @@ def build(findings: list[dict[str, Any]]) -> dict[str, Any]:
 
 def to_text(report: dict[str, Any]) -> str:
     if not report['clients']:
-        return 'no lint findings\n'
+        return 'no requests linted yet\n'
     lines = []
     for client in report['clients']:
         lines.append(f'{client["user_agent"] or "(no User-Agent)"} '
-                     f'[{client["address"]}]: {client["total"]} findings')
+                     f'[{client["address"]}]: {client["total"]} findings in '
+                     f'{client["requests"]} requests')
         for rule in client['rules']:
             info = report['rules'].get(rule['id'], {})
             ex = rule['example']
@@ -64,11 +72,14 @@ def to_html(report: dict[str, Any]) -> str:
              'body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}'
              'td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;'
              'text-align:left}code{font-size:90%}</style></head><body>',
-             f'<h1>oci-ref lint report</h1><p>{report["total"]} findings from '
+             f'<h1>oci-ref lint report</h1><p>{report["total"]} findings; '
              f'{len(report["clients"])} clients.</p>']
     for client in report['clients']:
         parts.append(f'<h2>{e(client["user_agent"] or "(no User-Agent)")} '
-                     f'<small>{e(client["address"])}</small></h2>')
+                     f'<small>{e(client["address"])}: {client["total"]} findings in '
+                     f'{client["requests"]} requests</small></h2>')
+        if not client['rules']:
+            continue
         parts.append('<table><tr><th>rule</th><th>count</th><th>spec</th>'
                      '<th>example</th></tr>')
         for rule in client['rules']:
@@ -109,7 +120,10 @@ class LintReport:
         self.store = store
 
     async def _report(self) -> dict[str, Any]:
-        return build(await asyncio.to_thread(self.store.findings))
+        def read() -> dict[str, Any]:
+            return build(self.store.findings(), self.store.clients())
+
+        return await asyncio.to_thread(read)
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /lint/report: JSON, or HTML when Accept prefers text/html."""

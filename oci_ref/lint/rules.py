@@ -24,7 +24,9 @@ UPLOAD_PARAM = '_lint'
 class Rule:
     id: str
     title: str
-    level: str  # MUST, SHOULD (or RFC wording the spec defers to)
+    # MUST / SHOULD: the spec's (or an RFC it defers to) keyword; FORM: the request
+    # differs from the form the spec gives for it, where no keyword applies.
+    level: str
     section: str
     spec: str  # the rule's text, quoted or closely paraphrased
 
@@ -51,15 +53,22 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          'Chunks MUST be uploaded in order, with the first byte of a chunk being the '
          'last chunk\'s <end-of-range> plus one. The first chunk\'s range MUST begin '
          'with 0.'),
-    Rule('chunk-headers',
-         'chunk without Content-Range or Content-Length, or a malformed one',
+    Rule('chunk-range-syntax',
+         'chunk Content-Range malformed or disagreeing with Content-Length',
          'MUST', 'distribution-spec §Pushing a blob in chunks',
-         'A chunk is a PATCH with Content-Type, Content-Range: <range> and '
-         'Content-Length: <length>; <range> MUST match ^[0-9]+-[0-9]+$ and is '
-         'inclusive on both ends. A closing PUT carrying a final chunk sends both too.'),
+         'The <range> refers to the byte range of the chunk, and MUST be inclusive on '
+         'both ends. It MUST match the following regular expression: '
+         '^[0-9]+-[0-9]+$. The <length> is the content-length, in bytes, of the '
+         'current chunk.'),
+    Rule('chunk-length-missing',
+         'chunk sent without Content-Length (chunked transfer coding)',
+         'FORM', 'distribution-spec §Pushing a blob in chunks',
+         'To upload a chunk, issue a PATCH request ... with the following headers: '
+         'Content-Type, Content-Range: <range>, Content-Length: <length>; a closing '
+         'PUT with a final chunk sends Content-Length: <length of chunk>.'),
     Rule('chunk-streamed',
          'PATCH without Content-Range (a "streamed" upload the spec does not define)',
-         'SHOULD', 'distribution-spec §Pushing a blob in chunks',
+         'FORM', 'distribution-spec §Pushing a blob in chunks',
          'To upload a chunk, issue a PATCH request ... with the following headers: '
          'Content-Type, Content-Range: <range>, Content-Length: <length>. (Registries '
          'and the conformance suites accept a PATCH without Content-Range as an '
@@ -296,16 +305,16 @@ def chunks(ex: Exchange, state: State) -> Iterator[Finding]:
     if ex.endpoint == 'end-6' and not sends_body:
         return  # closing PUT without a chunk: neither header is needed
     if length is None:
-        yield 'chunk-headers', f'{ex.method} with a body but no Content-Length'
+        yield 'chunk-length-missing', f'{ex.method} with a body but no Content-Length'
     # A closing PUT with the whole blob (monolithic) has no range to give.
     if rng is None and ex.endpoint == 'end-5':
         yield 'chunk-streamed', 'PATCH without Content-Range'
     if rng is not None and not _SPEC_RANGE.fullmatch(rng.strip()):
-        yield 'chunk-headers', f'Content-Range {rng!r} is not <start>-<end>'
+        yield 'chunk-range-syntax', f'Content-Range {rng!r} is not <start>-<end>'
     elif rng is not None and length is not None and length.strip().isdigit():
         start, end = (int(x) for x in rng.strip().split('-'))
         if end >= start and end - start + 1 != int(length):
-            yield ('chunk-headers',
+            yield ('chunk-range-syntax',
                    f'Content-Range {rng!r} covers {end - start + 1} bytes, '
                    f'Content-Length says {length}')
 

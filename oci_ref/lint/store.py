@@ -3,9 +3,9 @@
 
 The store is blocking; the ASGI recorder calls it from one thread of its own
 (:class:`oci_ref.lint.recorder.LintRecorder`), never on the event loop. Everything
-in it is bounded: one example per client and rule, at most ``MAX_CLIENTS`` client
-and rule rows (later ones are counted under one "other clients" row), and handed-out
-Locations and Links are dropped after ``KEEP_SECONDS``.
+in it is bounded: one example per client and rule, at most ``MAX_CLIENTS`` clients
+and as many client and rule rows (later ones are counted under one "other clients"
+row), and handed-out Locations and Links are dropped after ``KEEP_SECONDS``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,14 @@ class LintStore(State, Protocol):
 
     def note_retry_after(self, client: str, key: str, not_before: float) -> None: ...
 
+    def note_request(self, user_agent: str, address: str, now: float) -> None: ...
+
     def record(self, user_agent: str, address: str, rule: str, example: dict[str, Any],
                now: float) -> None: ...
 
     def findings(self) -> list[dict[str, Any]]: ...
+
+    def clients(self) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
@@ -47,6 +51,10 @@ CREATE TABLE IF NOT EXISTS findings (
     user_agent TEXT NOT NULL, address TEXT NOT NULL, rule TEXT NOT NULL,
     count INTEGER NOT NULL, example TEXT NOT NULL, first_seen REAL NOT NULL,
     last_seen REAL NOT NULL, PRIMARY KEY (user_agent, address, rule));
+CREATE TABLE IF NOT EXISTS clients (
+    user_agent TEXT NOT NULL, address TEXT NOT NULL, requests INTEGER NOT NULL,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+    PRIMARY KEY (user_agent, address));
 CREATE TABLE IF NOT EXISTS locations (
     session TEXT NOT NULL, token TEXT NOT NULL, issued REAL NOT NULL,
     seq INTEGER PRIMARY KEY AUTOINCREMENT);
@@ -119,6 +127,31 @@ class SQLiteLintStore:
         return rows[0][0] if rows else None
 
     # -- findings -----------------------------------------------------------------
+
+    def note_request(self, user_agent: str, address: str, now: float) -> None:
+        with self._lock:
+            db = self._db
+            db.execute('BEGIN IMMEDIATE')
+            try:
+                key = (user_agent, address)
+                if db.execute('SELECT 1 FROM clients WHERE user_agent = ? AND '
+                              'address = ?', key).fetchone() is None and db.execute(
+                        'SELECT COUNT(*) FROM clients').fetchone()[0] >= MAX_CLIENTS:
+                    key = OTHER
+                db.execute('INSERT INTO clients VALUES (?, ?, 1, ?, ?) '
+                           'ON CONFLICT (user_agent, address) DO UPDATE SET '
+                           'requests = requests + 1, last_seen = excluded.last_seen',
+                           (*key, now, now))
+                db.execute('COMMIT')
+            except BaseException:
+                db.execute('ROLLBACK')
+                raise
+
+    def clients(self) -> list[dict[str, Any]]:
+        return [{'user_agent': ua, 'address': addr, 'requests': n, 'first_seen': first,
+                 'last_seen': last} for ua, addr, n, first, last in self._run(
+                     'SELECT user_agent, address, requests, first_seen, last_seen '
+                     'FROM clients ORDER BY user_agent, address')]
 
     def record(self, user_agent: str, address: str, rule: str, example: dict[str, Any],
                now: float) -> None:

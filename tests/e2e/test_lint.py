@@ -134,3 +134,24 @@ def test_manifest_accept_seen_through_a_real_socket(two_workers: Server) -> None
     assert r.status_code == 404
     # Only a served manifest has a stored type to cover: a 404 is not linted.
     assert findings(srv, 'lint-404/1') == {}
+
+
+def test_chunk_without_content_length(two_workers: Server) -> None:
+    """chunk-length-missing: a chunk in the chunked transfer coding (an in-process
+    request always has a Content-Length, so this rule is proved here)."""
+    srv = two_workers
+    agent = {'User-Agent': 'lint-chunked/1', 'Content-Type': 'application/octet-stream'}
+    r = fresh('POST', f'{srv.url}/v2/{NAME}/blobs/uploads/', headers=agent)
+    location = r.headers['location']
+
+    def stream() -> Iterator[bytes]:
+        yield b'abc'
+
+    r = fresh('PATCH', f'{srv.url}{location}', content=stream(),
+              headers={**agent, 'Content-Range': '0-2'})
+    assert r.status_code == 202
+    assert 'content-length' not in r.request.headers
+    r = fresh('PATCH', f'{srv.url}{r.headers["location"]}', content=b'def',
+              headers={**agent, 'Content-Range': '3-5'})
+    assert r.status_code == 202
+    assert findings(srv, 'lint-chunked/1') == {'chunk-length-missing': 1}
