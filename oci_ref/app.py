@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
+from oci_ref import lint
 from oci_ref.api.access import AccessControl, FailedLogins, Token
 from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
@@ -96,12 +97,19 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         else:
             app.add_route(template, resource)
 
+    lint_store = None
+    if config.lint:
+        lint_store = lint.SQLiteLintStore(config.root)
+        for template, resource, suffix in lint.routes(lint_store):
+            app.add_route(template, resource, **({'suffix': suffix} if suffix else {}))
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
     # The web view (/ui/) beside the API, under the same access rules.
     served = Mount(app, ui_app(registry, control)) if config.ui else app
-    return Observe(RequestGuard(served))
+    observed = Observe(RequestGuard(served))
+    # The linter sees every answer, injected faults included (its Retry-After rule).
+    return lint.wrap(observed, config, lint_store) if lint_store else observed
 
 
 def create_app_from_env() -> ASGIApp:

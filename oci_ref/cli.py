@@ -208,6 +208,49 @@ def validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def lint(args: argparse.Namespace) -> int:
+    """``oci-ref lint report``: the findings of ``serve --lint``, from the storage
+    root (read directly) or a running server (``--url``, GET /lint/report)."""
+    from oci_ref.lint.report import build, to_html, to_text
+
+    if args.url:
+        import httpx
+
+        try:
+            r = httpx.get(args.url.rstrip('/') + '/lint/report', timeout=60)
+        except httpx.HTTPError as ex:
+            print(f'oci-ref lint: {args.url}: {ex}', file=sys.stderr)
+            return 2
+        if r.status_code != 200:
+            print(f'oci-ref lint: {args.url}: /lint/report answered {r.status_code} '
+                  '(is the server running with --lint? with auth on, use --root)',
+                  file=sys.stderr)
+            return 2
+        report = r.json()
+    else:
+        config = _load(args)
+        if config is None:
+            return 2
+        from oci_ref.lint.store import SQLiteLintStore
+
+        if not (config.root / '.lint' / 'lint.db').is_file():
+            print(f'oci-ref lint: no lint data under {config.root} (serve with --lint)',
+                  file=sys.stderr)
+            return 2
+        store = SQLiteLintStore(config.root)
+        try:
+            report = build(store.findings(), store.clients())
+        finally:
+            store.close()
+    if args.format == 'json':
+        print(json.dumps(report, indent=2))
+    elif args.format == 'html':
+        print(to_html(report))
+    else:
+        print(to_text(report), end='')
+    return 1 if args.fail and report['total'] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='oci-ref', description='OCI Distribution Spec reference registry'
@@ -237,8 +280,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument('--json', action='store_true',
                            help='one JSON object per line: each problem, then '
                                 'the summary')
+    lp = sub.add_parser('lint', help='the client linter (serve --lint)')
+    lsub = lp.add_subparsers(dest='lint_command', required=True)
+    report = lsub.add_parser('report', help='findings grouped by client and rule')
+    where = report.add_mutually_exclusive_group()
+    where.add_argument('--root', type=Path, help='storage directory (or OCI_REF_ROOT)')
+    where.add_argument('--url', help='a running server, e.g. http://127.0.0.1:5000')
+    report.add_argument('--config', type=Path, help='TOML settings file')
+    report.add_argument('--format', choices=('text', 'json', 'html'), default='text')
+    report.add_argument('--fail', action='store_true',
+                        help='exit 1 when there is any finding (for CI)')
     args = parser.parse_args(argv)
-    commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate}
+    commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate,
+                'lint': lint}
     return commands[args.command](args)
 
 

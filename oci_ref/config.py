@@ -62,6 +62,10 @@ class Config:
         default=False, metadata=_help('also refuse manifests that break a SHOULD of the '
                                       'image-spec (each refusal names the rule)')
     )
+    lint: bool = field(
+        default=False, metadata=_help('record requests that break or bend the spec, per '
+                                      'client; report at /lint/report')
+    )
     # §Content Management: deletion MAY be disabled (405 UNSUPPORTED when it is).
     delete_manifests: bool = field(default=True, metadata=_help('allow manifest deletes'))
     delete_tags: bool = field(default=True, metadata=_help('allow tag deletes'))

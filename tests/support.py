@@ -51,10 +51,12 @@ class InProcess:
         self.tc = falcon.testing.TestClient(app)
 
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                content: bytes | None = None) -> Resp:
+                content: bytes | None = None, **simulate: Any) -> Resp:
+        """``simulate``: more falcon.testing arguments (``protocol``, ``host``,
+        ``remote_addr``)."""
         path, _, query = url.partition('?')
         r = self.tc.simulate_request(method, path, query_string=query or None,
-                                     headers=headers, body=content or b'')
+                                     headers=headers, body=content or b'', **simulate)
         return Resp(r.status_code, r.headers, r.content)
 
     def __getattr__(self, method: str) -> Any:
