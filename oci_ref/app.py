@@ -1,4 +1,5 @@
-"""Composition root: builds the registry and the Falcon ASGI app; holds the route table."""
+"""Composition root: picks the stores, builds the registry and the Falcon ASGI app;
+holds the route table."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from oci_ref.http import (
     DistributionMiddleware,
     RequestGuard,
     handle_registry_error,
+    handle_store_unavailable,
     handle_unexpected,
 )
 from oci_ref.lifecycle import Lifecycle
 from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
+from oci_ref.storage import StoreUnavailable, open_stores
 
 Route = tuple[str, object, str | None]
 
@@ -66,12 +69,16 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
     ]
 
 
+def open_registry(config: Config) -> Registry:
+    """The registry over the stores ``config`` picks (built once per process)."""
+    stores = open_stores(config)
+    return Registry(stores.blobs, stores.meta, policy=Policy.from_config(config))
+
+
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
     config = config or Config()
-    registry = registry or Registry(
-        config.root, fsync=config.fsync, policy=Policy.from_config(config)
-    )
+    registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
     app = falcon.asgi.App(
@@ -95,6 +102,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
+    app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     return Observe(RequestGuard(app))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -50,12 +51,14 @@ def serve(args: argparse.Namespace) -> int:
     os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
-    from oci_ref.registry import Policy, Registry
+    from oci_ref.app import open_registry
 
     # Migrate once, before the workers race to do it, and purge expired uploads.
-    registry = Registry(config.root, fsync=config.fsync, policy=Policy.from_config(config))
-    registry.purge_uploads()
-    registry.close()
+    registry = open_registry(config)
+    try:
+        asyncio.run(registry.purge_uploads())
+    finally:
+        registry.close()
     os.environ[RESOLVED_ENV] = config.to_json()
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
     # and re-raises the signal; with Python's default that kills us (exit -15).
@@ -101,9 +104,9 @@ def _progress(phase: str, done: int, total: int) -> None:
 
 @contextlib.contextmanager
 def _registry(config: Config) -> Iterator[Registry]:
-    from oci_ref.registry import Registry
+    from oci_ref.app import open_registry
 
-    registry = Registry(config.root, fsync=config.fsync)
+    registry = open_registry(config)
     try:
         yield registry
     finally:
@@ -118,8 +121,8 @@ def gc(args: argparse.Namespace) -> int:
         return 2
     grace = config.gc_grace if args.grace is None else args.grace
     with _registry(config) as registry:
-        report = collect(registry, untagged=args.untagged, grace=grace,
-                         dry_run=args.dry_run, progress=_progress)
+        report = asyncio.run(collect(registry, untagged=args.untagged, grace=grace,
+                                     dry_run=args.dry_run, progress=_progress))
     if report is None:
         print('oci-ref gc: another collection is running; try again', file=sys.stderr)
         return 1
@@ -129,7 +132,12 @@ def gc(args: argparse.Namespace) -> int:
         print(f'link     {repo} -> {digest}')
     for digest in report.blobs + report.orphan_files:
         print(f'blob     {digest}')
+    for name in report.repositories:
+        print(f'repo     {name}')
     print(report.summary())
+    kept = report.kept()
+    if kept:
+        print(kept)
     return 0
 
 
@@ -140,7 +148,7 @@ def fsck(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     with _registry(config) as registry:
-        problems = check(registry, repair=args.repair, progress=_progress)
+        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress))
     for p in problems:
         if args.json:
             print(json.dumps(p.to_dict()))

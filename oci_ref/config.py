@@ -46,6 +46,12 @@ class Config:
         default=1000, metadata=_help('most referrers per page')
     )
     fsync: bool = field(default=True, metadata=_help('fsync blobs before committing'))
+    metadata_store: str = field(default='sqlite', metadata=_help(
+        'where metadata lives: sqlite (<root>/oci-ref.db)'))
+    blob_store: str = field(default='fs', metadata=_help(
+        'where blobs live: fs (<root>/blobs)'))
+    busy_timeout_ms: int = field(default=10000, metadata=_help(
+        'ms a metadata call waits for a lock held elsewhere, then 503'))
     # §Content Management: deletion MAY be disabled (405 UNSUPPORTED when it is).
     delete_manifests: bool = field(default=True, metadata=_help('allow manifest deletes'))
     delete_tags: bool = field(default=True, metadata=_help('allow tag deletes'))
@@ -154,6 +160,11 @@ class Config:
         for url in self.hooks:
             if not url.startswith(('http://', 'https://')):
                 raise ConfigError(f'hooks: {url!r} is not an http(s) URL')
+        if self.metadata_store != 'sqlite' or self.blob_store != 'fs':
+            raise ConfigError('metadata_store must be sqlite and blob_store fs '
+                              '(the scale-out stores are not built yet)')
+        if self.busy_timeout_ms < 1:
+            raise ConfigError('busy_timeout_ms must be at least 1')
         if self.auth not in ('none', 'basic', 'token'):
             raise ConfigError(f'auth must be none, basic or token, not {self.auth!r}')
         if self.auth == 'basic' and self.htpasswd is None:

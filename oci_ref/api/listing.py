@@ -51,7 +51,7 @@ class TagList:
                      name: str) -> None:
         """end-8a/8b: GET /v2/<name>/tags/list[?n=<n>][&last=<tag>] (ASCII order)."""
         n = page_size(req, self.page_max)
-        page = self.registry.list_tags(name, query_value(req, 'last'), n)
+        page = await self.registry.list_tags(name, query_value(req, 'last'), n)
         if page.more:
             set_next_link(resp, f'/v2/{name}/tags/list', {'n': n, 'last': page.items[-1]})
         resp.content_type = 'application/json'
@@ -68,7 +68,7 @@ class Catalog:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /v2/_catalog[?n=<n>][&last=<name>] (reserved by the spec; Docker's API)."""
         n = page_size(req, self.page_max)
-        page = self.registry.catalog(query_value(req, 'last'), n,
+        page = await self.registry.catalog(query_value(req, 'last'), n,
                                      getattr(req.context, 'can_pull', None))
         if page.more:
             set_next_link(resp, '/v2/_catalog', {'n': n, 'last': page.items[-1]})
@@ -92,7 +92,7 @@ class Referrers:
         """
         artifact_type = media_type_param(req, 'artifactType') or None
         n = page_size(req, self.page_max)
-        page = self.registry.referrers(
+        page = await self.registry.referrers(
             name, digest, artifact_type, query_value(req, 'last'), n
         )
         manifests: list[dict[str, Any]] = []

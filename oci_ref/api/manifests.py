@@ -8,8 +8,8 @@ import falcon.asgi
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import content_length, query_values, request_body, request_info
-from oci_ref.metadata import ManifestRecord
 from oci_ref.registry import Registry, manifest_location
+from oci_ref.storage.interfaces import ManifestRecord
 
 
 class Manifest:
@@ -29,7 +29,7 @@ class Manifest:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str, reference: str) -> None:
         """end-3: GET /v2/<name>/manifests/<reference>."""
-        record = self.registry.get_manifest(name, reference)
+        record = await self.registry.get_manifest(name, reference)
         self._headers(resp, record)
         resp.data = record.content
         self.notifier.emit('pull', name, digest=record.digest, size=record.size,
@@ -39,7 +39,7 @@ class Manifest:
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, reference: str) -> None:
         """end-3: HEAD /v2/<name>/manifests/<reference>."""
-        record = self.registry.get_manifest(name, reference)
+        record = await self.registry.get_manifest(name, reference)
         self._headers(resp, record)
         resp.content_length = record.size
 
@@ -66,7 +66,7 @@ class Manifest:
                         name: str, reference: str) -> None:
         """end-9: DELETE /v2/<name>/manifests/<reference> → 202 (a digest also drops
         every tag pointing at it)."""
-        self.registry.delete_manifest(name, reference)
+        await self.registry.delete_manifest(name, reference)
         resp.status = falcon.HTTP_202
         resp.content_length = 0
         tag = _tag(reference)
