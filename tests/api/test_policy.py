@@ -100,6 +100,28 @@ def test_idle_session_expires_after_its_ttl(backend):
     registry.close()
 
 
+def test_an_idle_session_expires_after_the_ttl_but_an_active_one_lives_on(backend):
+    registry = backend.registry(clock=True, upload_ttl=60)
+    c = InProcess(create_app(backend.config(upload_ttl=60), registry=registry))
+    idle = c.post('/v2/ttl/app/blobs/uploads/').headers['location']
+    active = c.post('/v2/ttl/app/blobs/uploads/').headers['location']
+    data = b''
+    for _ in range(4):  # 4 x 40 s: the active session outlives the TTL twice over
+        backend.clock.advance(40)
+        chunk = os.urandom(100)
+        r = c.patch(active, content=chunk,
+                    headers={'Content-Range': f'{len(data)}-{len(data) + 99}'})
+        assert r.status_code == 202, r.content
+        data += chunk
+        active = r.headers['location']
+    assert_error(c.get(idle), 404, 'BLOB_UPLOAD_UNKNOWN')
+    assert_error(c.patch(idle, content=b'late'), 404, 'BLOB_UPLOAD_UNKNOWN')
+    r = c.put(f'{active}?digest={digest(data)}')
+    assert r.status_code == 201, r.content
+    assert c.get(f'/v2/ttl/app/blobs/{digest(data)}').content == data
+    registry.close()
+
+
 def test_purge_removes_expired_sessions_and_orphan_spools_only(backend):
     registry = backend.registry(clock=True, upload_ttl=60)
 
