@@ -3,6 +3,7 @@ the catalog."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -37,7 +38,8 @@ class OpenAPIDocument:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if self._body is None:
-            self._body = (schema_dir() / 'openapi.yaml').read_bytes()
+            # Read once, in a thread: the event loop never waits on the disk.
+            self._body = await asyncio.to_thread((schema_dir() / 'openapi.yaml').read_bytes)
         resp.content_type = 'application/yaml'
         resp.data = self._body
 
