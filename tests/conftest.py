@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from oci_ref.app import create_app
-from oci_ref.config import Config
 from tests.backends import BACKENDS, Backend
 from tests.support import InProcess, Server
 
@@ -19,9 +18,10 @@ _names = itertools.count()
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> InProcess:
-    """The app in-process (falcon.testing) over a fresh storage root."""
-    return InProcess(create_app(Config(root=tmp_path / 'data')))
+def client(backend: Backend) -> InProcess:
+    """The app in-process (falcon.testing) over a fresh storage root, once per store
+    combination: every API test is a storage-behaviour test too."""
+    return InProcess(create_app(backend.config(fsync=True)))
 
 
 @pytest.fixture(params=sorted(BACKENDS))
