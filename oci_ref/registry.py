@@ -164,7 +164,7 @@ class Registry(UploadOperations):
         tags: list[str] = []
         if is_digest_reference(reference):
             digest = Digest.parse(reference)
-            actual = Digest.of(body, digest.algorithm)
+            actual = await _hash(body, digest.algorithm)
             if actual != digest:
                 raise RegistryError(
                     ErrorCode.DIGEST_INVALID,
@@ -176,7 +176,7 @@ class Registry(UploadOperations):
                     },
                 )
         else:
-            digest = Digest.of(body)
+            digest = await _hash(body)
             tags.append(reference)
         tags.extend(extra_tags or ())
         if len(tags) > MAX_TAGS_PER_PUT:
@@ -302,6 +302,14 @@ class Registry(UploadOperations):
         d = Digest.parse(digest)
         entries = await self.meta.referrers(name, str(d), artifact_type, last, n + 1)
         return Page(entries[:n], len(entries) > n)
+
+
+async def _hash(body: bytes, algorithm: str = 'sha256') -> Digest:
+    """A manifest's digest; a large body is hashed in a thread, off the event loop
+    (a small one costs less than the hop)."""
+    if len(body) > PARSE_INLINE_MAX:
+        return await asyncio.to_thread(Digest.of, body, algorithm)
+    return Digest.of(body, algorithm)
 
 
 def _blobs_unknown(missing: list[str]) -> RegistryError:
