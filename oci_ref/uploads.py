@@ -24,6 +24,7 @@ from oci_ref.storage.interfaces import (
     BlobStore,
     BodyTooLarge,
     Clock,
+    Lease,
     MetadataStore,
     SessionBusy,
     SessionMissing,
@@ -135,10 +136,10 @@ class UploadOperations:
             return None
         d = Digest.parse(digest)
         # The GC lock, shared: a sweep never deletes a file we are about to link.
-        async with self.meta.lock(GC_LOCK, exclusive=False, wait=True):
+        async with self.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
             if not await self.blobs.exists(d):
                 return None
-            size = await self.meta.mount_blob(name, digest, sources)
+            size = await self.meta.mount_blob(name, digest, sources, release=_held(gc))
         return None if size is None else d
 
     async def get_upload(self, name: str, session_id: str) -> Upload:
@@ -199,8 +200,8 @@ class UploadOperations:
         self._allowed(True)
         upload = await self.get_upload(name, session_id)
         try:
-            async with self.meta.claim_upload(upload.id) as fresh:
-                if fresh is None:
+            async with self.meta.claim_upload(upload.id) as claim:
+                if claim.upload is None:
                     raise self._upload_unknown(session_id)
                 await self.meta.delete_upload(upload.id)
                 await self._forget(upload.id)
@@ -220,9 +221,9 @@ class UploadOperations:
             hashers = {d.algorithm: d.hasher() for d in wanted}
             size = await self.blobs.append(spool, 0, body, list(hashers.values()))
             _verify(wanted, {a: h.hexdigest() for a, h in hashers.items()})
-            async with self.meta.lock(GC_LOCK, exclusive=False, wait=True):
+            async with self.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
                 await self.blobs.commit(spool, wanted[0])
-                await self.meta.link_blob(name, str(wanted[0]), size)
+                await self.meta.link_blob(name, str(wanted[0]), size, release=_held(gc))
         finally:
             await self.blobs.discard(spool)
         return wanted[0]
@@ -238,11 +239,12 @@ class UploadOperations:
         """end-5: PATCH a chunk (with Content-Range) or a stream (without)."""
         self._allowed(True)
         upload = await self._known(name, session_id)
-        async with self._claimed(upload) as upload:
+        async with self._claimed(upload) as (upload, claim):
             written = await self._write_chunk(upload, body, content_range,
                                               content_length)
             size = upload.size + written
-            await self.meta.set_upload_size(upload.id, size)
+            # The new size and the end of the claim: one round trip.
+            await self.meta.set_upload_size(upload.id, size, release=[claim])
         return Upload(upload.id, name, size, upload.algorithm)
 
     async def finish_upload(
@@ -258,7 +260,7 @@ class UploadOperations:
         self._allowed(True)
         upload = await self._known(name, session_id)
         wanted = _parse_digests(digests)
-        async with self._claimed(upload) as upload:
+        async with self._claimed(upload) as (upload, claim):
             written = await self._write_chunk(upload, body, content_range,
                                               content_length)
             size = upload.size + written
@@ -275,9 +277,11 @@ class UploadOperations:
                 # The session survives a bad digest; only this request's chunk goes.
                 await self.blobs.truncate(upload.id, upload.size)
                 raise
-            async with self.meta.lock(GC_LOCK, exclusive=False, wait=True):
+            async with self.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
                 await self.blobs.commit(upload.id, wanted[0])
-                await self.meta.finish_upload(upload.id, name, str(wanted[0]), size)
+                # Link, close the session and drop both locks in one transaction.
+                await self.meta.finish_upload(upload.id, name, str(wanted[0]), size,
+                                              release=[*_held(gc), claim])
         return wanted[0]
 
     async def _known(self, name: str, session_id: str) -> Upload:
@@ -290,7 +294,7 @@ class UploadOperations:
         return upload
 
     @asynccontextmanager
-    async def _claimed(self, upload: Upload) -> AsyncIterator[Upload]:
+    async def _claimed(self, upload: Upload) -> AsyncIterator[tuple[Upload, Lease]]:
         """Claim the session and re-read its state under the claim.
 
         Between our first look and the claim another worker may have appended,
@@ -299,7 +303,8 @@ class UploadOperations:
         cannot be continued. While claimed, expiry and the purge leave it alone.
         """
         try:
-            async with self.meta.claim_upload(upload.id) as fresh:
+            async with self.meta.claim_upload(upload.id) as claim:
+                fresh = claim.upload
                 if fresh is not None and fresh.updated_at < self._idle_before():
                     # Idle past its TTL before this request came: over.
                     await self.meta.delete_upload(fresh.id)
@@ -315,7 +320,7 @@ class UploadOperations:
                 if fresh is None:
                     raise self._upload_unknown(upload.id)
                 try:
-                    yield fresh
+                    yield fresh, claim.lease
                 except SessionMissing:
                     await self.meta.delete_upload(fresh.id)
                     raise self._upload_unknown(fresh.id) from None
@@ -409,6 +414,10 @@ class UploadOperations:
                 'Docker-Upload-UUID': upload.id,
             },
         )
+
+
+def _held(lease: Lease | None) -> list[Lease]:
+    return [] if lease is None else [lease]
 
 
 def _parse_digests(values: list[str]) -> list[Digest]:

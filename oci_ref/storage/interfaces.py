@@ -23,6 +23,9 @@ Locks: what makes GC, commits and uploads safe across worker processes (and, lat
 replicas) is expressed through the metadata store (:meth:`MetadataStore.lock`,
 :meth:`MetadataStore.claim_upload`): SQLite transactions over a lease table here,
 PostgreSQL advisory locks in a shared deployment. Nothing relies on local file locks.
+A held lock is a :class:`Lease`; a write that ends what the lock protected takes the
+leases to drop with ``release=`` and drops them in its own transaction, so a blob
+commit costs one round trip, not three.
 
 State a scale-out blob store keeps per upload session (an S3 multipart upload id and
 its part ETags, resumable hash state) lives in the metadata store it is given when
@@ -76,6 +79,26 @@ class BodyTooLarge(Exception):
 
 
 # -- records -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Lease:
+    """A lock held through the metadata store (see :meth:`MetadataStore.lock`).
+    ``released`` is set once a write dropped it (``release=``): leaving the lock's
+    ``async with`` then costs nothing."""
+
+    name: str
+    owner: str
+    released: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A request's hold on an upload session: its state read under the claim
+    (None: the session is gone) and the lease to release with the last write."""
+
+    upload: Upload | None
+    lease: Lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +216,12 @@ class MetadataStore(Protocol):
 
     # -- repositories and blobs
     async def repo_exists(self, repo: str) -> bool: ...
-    async def link_blob(self, repo: str, digest: str, size: int) -> None: ...
+    async def link_blob(self, repo: str, digest: str, size: int, *,
+                        release: Sequence[Lease] = ()) -> None: ...
     async def blob_size(self, repo: str, digest: str) -> int | None: ...
     async def blob_repos(self, digest: str) -> list[str]: ...
-    async def mount_blob(self, repo: str, digest: str, sources: Sequence[str]
-                         ) -> int | None:
+    async def mount_blob(self, repo: str, digest: str, sources: Sequence[str], *,
+                         release: Sequence[Lease] = ()) -> int | None:
         """Link ``digest`` into ``repo`` from the first source linking it; its size."""
         ...
     async def global_blob_size(self, digest: str) -> int | None: ...
@@ -209,17 +233,18 @@ class MetadataStore(Protocol):
         """Open a session; False (nothing written) when ``cap`` sessions are open."""
         ...
     async def get_upload(self, session_id: str) -> Upload | None: ...
-    def claim_upload(self, session_id: str) -> AbstractAsyncContextManager[Upload | None]:
+    def claim_upload(self, session_id: str) -> AbstractAsyncContextManager[Claim]:
         """Hold the session exclusively while a request writes to it, yielding its
-        state re-read under the claim (None: gone). Raises SessionBusy when another
-        request holds it. Claiming resets the idle clock, and the claim keeps it
-        reset while held: a claimed session is never expired."""
+        state re-read under the claim. Raises SessionBusy when another request
+        holds it. Claiming and releasing reset the idle clock, and the claim keeps
+        it reset while held: a claimed session is never expired."""
         ...
     async def set_upload_size(self, session_id: str, size: int,
-                              hash_state: bytes | None = None) -> None: ...
+                              hash_state: bytes | None = None, *,
+                              release: Sequence[Lease] = ()) -> None: ...
     async def delete_upload(self, session_id: str) -> bool: ...
     async def finish_upload(self, session_id: str, repo: str, digest: str,
-                            size: int) -> None:
+                            size: int, *, release: Sequence[Lease] = ()) -> None:
         """Link the committed blob and close the session, in one transaction."""
         ...
     async def expire_uploads(self, idle_before: float, only: str | None = None
@@ -258,9 +283,10 @@ class MetadataStore(Protocol):
 
     # -- locks, GC, fsck, operations
     def lock(self, name: str, *, exclusive: bool, wait: bool
-             ) -> AbstractAsyncContextManager[bool]:
-        """A reader-writer lock shared by every process on this store: yields whether
-        it was taken (always, with ``wait``). Held locks die with their holder."""
+             ) -> AbstractAsyncContextManager[Lease | None]:
+        """A reader-writer lock shared by every process on this store: yields the
+        Lease, or None when it was not taken (never, with ``wait``). Held locks die
+        with their holder."""
         ...
     async def sweep(self, cutoff: float, *, unreachable: Unreachable | None,
                     dry_run: bool) -> Sweep:

@@ -55,7 +55,9 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from oci_ref.storage.interfaces import (
+    Claim,
     Clock,
+    Lease,
     ManifestGraph,
     ManifestRecord,
     Referrer,
@@ -222,12 +224,15 @@ class SQLiteMetadataStore:
     async def repo_exists(self, repo: str) -> bool:
         return await self._read(_repo_exists, repo)
 
-    async def link_blob(self, repo: str, digest: str, size: int) -> None:
+    async def link_blob(self, repo: str, digest: str, size: int, *,
+                        release: Sequence[Lease] = ()) -> None:
         def run(conn: sqlite3.Connection) -> None:
             with _tx(conn):
                 _link(conn, repo, digest, size, self.clock())
+                _release(conn, release)
 
         await self._write(run)
+        _released(release)
 
     async def blob_size(self, repo: str, digest: str) -> int | None:
         return await self._read(_blob_size, repo, digest)
@@ -240,10 +245,11 @@ class SQLiteMetadataStore:
 
         return await self._read(run)
 
-    async def mount_blob(self, repo: str, digest: str, sources: Sequence[str]
-                         ) -> int | None:
+    async def mount_blob(self, repo: str, digest: str, sources: Sequence[str], *,
+                         release: Sequence[Lease] = ()) -> int | None:
         def run(conn: sqlite3.Connection) -> int | None:
             with _tx(conn):
+                _release(conn, release)
                 for source in sources:
                     size = _blob_size(conn, source, digest)
                     if size is not None:
@@ -251,7 +257,9 @@ class SQLiteMetadataStore:
                         return size
             return None
 
-        return await self._write(run)
+        size = await self._write(run)
+        _released(release)
+        return size
 
     async def global_blob_size(self, digest: str) -> int | None:
         def run(conn: sqlite3.Connection) -> int | None:
@@ -291,9 +299,9 @@ class SQLiteMetadataStore:
         return await self._read(_get_upload, session_id)
 
     @asynccontextmanager
-    async def claim_upload(self, session_id: str) -> AsyncIterator[Upload | None]:
-        name = f'upload:{session_id}'
-        owner = self._owner()
+    async def claim_upload(self, session_id: str) -> AsyncIterator[Claim]:
+        lease = Lease(f'upload:{session_id}', self._owner())
+        name, owner = lease.name, lease.owner
 
         def claim(conn: sqlite3.Connection) -> Upload | None:
             with _tx(conn):
@@ -310,18 +318,24 @@ class SQLiteMetadataStore:
 
         upload = await self._write(claim)
         if upload is None:
-            yield None
+            lease.released = True
+            yield Claim(None, lease)
             return
-        async with self._held(name, owner, session_id):
-            yield upload
+        async with self._held(lease, session_id):
+            yield Claim(upload, lease)
 
     async def set_upload_size(self, session_id: str, size: int,
-                              hash_state: bytes | None = None) -> None:
+                              hash_state: bytes | None = None, *,
+                              release: Sequence[Lease] = ()) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute('UPDATE uploads SET size = ?, updated_at = ?, hash_state = ? '
-                         'WHERE id = ?', [size, self.clock(), hash_state, session_id])
+            with _tx(conn):
+                conn.execute('UPDATE uploads SET size = ?, updated_at = ?, '
+                             'hash_state = ? WHERE id = ?',
+                             [size, self.clock(), hash_state, session_id])
+                _release(conn, release)
 
         await self._write(run)
+        _released(release)
 
     async def delete_upload(self, session_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -331,13 +345,15 @@ class SQLiteMetadataStore:
         return await self._write(run)
 
     async def finish_upload(self, session_id: str, repo: str, digest: str,
-                            size: int) -> None:
+                            size: int, *, release: Sequence[Lease] = ()) -> None:
         def run(conn: sqlite3.Connection) -> None:
             with _tx(conn):
                 _link(conn, repo, digest, size, self.clock())
                 conn.execute('DELETE FROM uploads WHERE id = ?', [session_id])
+                _release(conn, release)
 
         await self._write(run)
+        _released(release)
 
     async def expire_uploads(self, idle_before: float, only: str | None = None
                              ) -> list[str]:
@@ -488,26 +504,27 @@ class SQLiteMetadataStore:
 
     @asynccontextmanager
     async def lock(self, name: str, *, exclusive: bool, wait: bool
-                   ) -> AsyncIterator[bool]:
-        owner = self._owner()
+                   ) -> AsyncIterator[Lease | None]:
+        lease = Lease(name, self._owner())
 
         def take(conn: sqlite3.Connection) -> bool:
             with _tx(conn):
-                return _take(conn, name, owner, exclusive)
+                return _take(conn, name, lease.owner, exclusive)
 
         while not await self._write(take):
             if not wait:
-                yield False
+                yield None
                 return
             await asyncio.sleep(LOCK_POLL)
-        async with self._held(name, owner):
-            yield True
+        async with self._held(lease):
+            yield lease
 
     @asynccontextmanager
-    async def _held(self, name: str, owner: str, session_id: str | None = None
+    async def _held(self, lease: Lease, session_id: str | None = None
                     ) -> AsyncIterator[None]:
         """Renew the lease (and a claimed session's idle clock) while held; drop it
-        at the end, whatever happens."""
+        at the end, whatever happens, unless a write already did."""
+        name, owner = lease.name, lease.owner
 
         def renew(conn: sqlite3.Connection) -> None:
             with _tx(conn):
@@ -530,25 +547,29 @@ class SQLiteMetadataStore:
             yield
         finally:
             task.cancel()
+            if not lease.released:
+                await self._release(lease, session_id)
 
-            def release(conn: sqlite3.Connection) -> None:
-                with _tx(conn):
-                    _drop(conn, name, owner)
-                    if session_id is not None:
-                        # Idle time counts from the end of the last activity.
-                        conn.execute('UPDATE uploads SET updated_at = ? WHERE id = ?',
-                                     [self.clock(), session_id])
+    async def _release(self, lease: Lease, session_id: str | None) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            with _tx(conn):
+                _drop(conn, lease.name, lease.owner)
+                if session_id is not None:
+                    # Idle time counts from the end of the last activity.
+                    conn.execute('UPDATE uploads SET updated_at = ? WHERE id = ?',
+                                 [self.clock(), session_id])
 
-            # Even when the request was cancelled: a lock must not outlive its use
-            # (the lease would free it later, but the session would look busy).
-            release_task = asyncio.ensure_future(self._write(release))
-            try:
-                await asyncio.shield(release_task)
-            except asyncio.CancelledError:
-                await asyncio.wait([release_task])
-                raise
-            except StoreUnavailable:
-                pass  # the lease runs out by itself
+        # Even when the request was cancelled: a lock must not outlive its use (the
+        # lease would free it later, but the session would look busy until then).
+        release_task = asyncio.ensure_future(self._write(release))
+        try:
+            await asyncio.shield(release_task)
+        except asyncio.CancelledError:
+            await asyncio.wait([release_task])
+            raise
+        except StoreUnavailable:
+            pass  # the lease runs out by itself
+        lease.released = True
 
     # -- GC, fsck, operations ----------------------------------------------------------
 
@@ -788,6 +809,17 @@ def _take(conn: sqlite3.Connection, name: str, owner: str, exclusive: bool) -> b
 
 def _drop(conn: sqlite3.Connection, name: str, owner: str) -> None:
     conn.execute('DELETE FROM locks WHERE name = ? AND owner = ?', [name, owner])
+
+
+def _release(conn: sqlite3.Connection, leases: Sequence[Lease]) -> None:
+    """Drop ``leases`` inside the caller's transaction (what they guarded is done)."""
+    for lease in leases:
+        _drop(conn, lease.name, lease.owner)
+
+
+def _released(leases: Sequence[Lease]) -> None:
+    for lease in leases:
+        lease.released = True
 
 
 __all__ = ['DB_FILE', 'SQLiteMetadataStore']

@@ -85,8 +85,8 @@ def test_a_claimed_session_is_busy_for_others_and_never_expired(backend: Backend
 
     async def scenario() -> None:
         upload = await registry.start_upload('a/b')
-        async with registry.meta.claim_upload(upload.id) as claimed:
-            assert claimed is not None and claimed.id == upload.id
+        async with registry.meta.claim_upload(upload.id) as claim:
+            assert claim.upload is not None and claim.upload.id == upload.id
             with pytest.raises(SessionBusy):
                 async with other.meta.claim_upload(upload.id):
                     pass
@@ -140,8 +140,8 @@ def test_a_lock_whose_holder_died_is_taken_over_at_once(backend: Backend):
             db.execute('INSERT INTO locks (name, owner, exclusive, pid, expires_at) '
                        "VALUES (?, 'dead-worker', 1, ?, 9e99)",
                        [f'upload:{upload.id}', dead_pid])
-        async with registry.meta.claim_upload(upload.id) as claimed:
-            assert claimed is not None
+        async with registry.meta.claim_upload(upload.id) as claim:
+            assert claim.upload is not None
 
     asyncio.run(scenario())
     registry.close()
@@ -171,4 +171,30 @@ def test_every_store_call_runs_off_the_event_loop(backend: Backend):
         assert [s.id for s in await registry.blobs.spools()] == []
 
     asyncio.run(scenario())
+    registry.close()
+
+
+def test_every_lock_is_gone_after_pushes_mounts_and_failures(backend: Backend):
+    """Leases dropped by the write that ends them, or on the way out: none is left
+    after chunked and single-request pushes, a mount, a bad digest and a cancel."""
+    registry = backend.registry()
+
+    async def scenario() -> None:
+        data = b'locked bytes' * 100
+        d = str(Digest.of(data))
+        upload = await registry.start_upload('a/b')
+        await registry.append_chunk('a/b', upload.id, body(data[:100]), None, None)
+        with pytest.raises(RegistryError):
+            await registry.finish_upload('a/b', upload.id, [str(Digest.of(b'x'))],
+                                         body(data[100:]), None, None)
+        await registry.finish_upload('a/b', upload.id, [d], body(data[100:]), None,
+                                     None)
+        await registry.push_monolithic('c/d', [d], body(data))
+        assert await registry.mount_blob('e/f', d, 'a/b') is not None
+        cancelled = await registry.start_upload('a/b')
+        await registry.cancel_upload('a/b', cancelled.id)
+
+    asyncio.run(scenario())
+    with backend.db() as db:
+        assert db.execute('SELECT * FROM locks').fetchall() == []
     registry.close()
