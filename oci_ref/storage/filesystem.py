@@ -288,11 +288,6 @@ class FilesystemBlobStore:
 
         return await self._run(probe)
 
-    # -- for tests and tools that need a real file (sqlite+filesystem only) ---------
-
-    def path_of(self, digest: Digest) -> Path:
-        return self._path(digest)
-
 
 def _listdir(path: Path) -> list[str]:
     try:

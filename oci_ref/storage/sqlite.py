@@ -1,24 +1,6 @@
 """The embedded metadata store: SQLite (WAL) in ``<root>/oci-ref.db``.
 
-The schema (built by the migrations below; the bytes of blobs live in the blob store)::
-
-    repositories(name PK, created_at)       a repository exists once something was
-                                            pushed or mounted; gc drops empty ones
-    blobs(digest PK, size, created_at)      every verified object in the blob store
-    repo_blobs(repo, digest, created_at)    which repository may see which blob
-      PK (repo, digest), INDEX (digest)     (blobs are repository-scoped); a push or
-                                            mount renews created_at (GC's grace)
-    manifests(repo, digest, media_type,     manifests byte for byte; subject,
-      size, content, subject,               artifact_type and annotations are what
-      artifact_type, annotations,           the referrers API (end-12) lists
-      created_at) PK (repo, digest)
-    manifest_refs(repo, digest, child)      what each manifest references (for GC)
-    tags(repo, tag, digest, updated_at)     case-sensitive; BINARY collation = ASCII
-      PK (repo, tag)                        order, which tag listing needs
-    uploads(id PK, repo, size, algorithm,   open upload sessions: the state is here
-      started_at, updated_at, hash_state)   and in the spool, never in a process
-    locks(name, owner, exclusive, pid,      leases: reader-writer locks shared by
-      expires_at) PK (name, owner)          every process on this file (see below)
+The schema and its migrations are in ``sqlite_schema.py``.
 
 The event-loop rule: every call runs in a bounded thread pool, one connection per
 thread (reads and writes in separate pools, so writers stuck behind a held write lock
@@ -52,7 +34,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from oci_ref.storage.interfaces import (
     Claim,
@@ -69,74 +50,14 @@ from oci_ref.storage.interfaces import (
     Unreachable,
     Upload,
 )
+from oci_ref.storage.sqlite_schema import DB_FILE, migrations
 
 T = TypeVar('T')
-migrations = Migrations('oci-ref')
 
-DB_FILE = 'oci-ref.db'
 LEASE_SECONDS = 30.0
 LOCK_POLL = 0.02
 READ_POOL = 4
 WRITE_POOL = 4
-
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    db['repositories'].create({'name': str, 'created_at': float}, pk='name')
-    db['blobs'].create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
-    db['repo_blobs'].create(
-        {'repo': str, 'digest': str, 'created_at': float}, pk=('repo', 'digest')
-    )
-    db['repo_blobs'].create_index(['digest'])
-    db['manifests'].create(
-        {
-            'repo': str,
-            'digest': str,
-            'media_type': str,
-            'size': int,
-            'content': bytes,
-            'subject': str,
-            'artifact_type': str,
-            'annotations': str,
-            'created_at': float,
-        },
-        pk=('repo', 'digest'),
-        not_null={'media_type', 'size', 'content'},
-    )
-    db['manifests'].create_index(['repo', 'subject', 'digest'])
-    db['manifest_refs'].create(
-        {'repo': str, 'digest': str, 'child': str}, pk=('repo', 'digest', 'child')
-    )
-    db['manifest_refs'].create_index(['child'])
-    db['tags'].create(
-        {'repo': str, 'tag': str, 'digest': str, 'updated_at': float},
-        pk=('repo', 'tag'),
-        not_null={'digest'},
-    )
-    db['tags'].create_index(['repo', 'digest'])
-    db['uploads'].create(
-        {
-            'id': str,
-            'repo': str,
-            'size': int,
-            'algorithm': str,
-            'started_at': float,
-            'updated_at': float,
-        },
-        pk='id',
-        not_null={'repo', 'size'},
-    )
-
-
-@migrations()
-def m002_locks(db: Database) -> None:
-    # Replaces flock on files: locks live where every process (and later every
-    # replica, as PostgreSQL advisory locks) sees them.
-    db['locks'].create(
-        {'name': str, 'owner': str, 'exclusive': int, 'pid': int, 'expires_at': float},
-        pk=('name', 'owner'),
-    )
-    db['uploads'].add_column('hash_state', bytes)
 
 
 _UPLOAD_COLS = 'id, repo, size, algorithm, updated_at, hash_state'
@@ -260,14 +181,6 @@ class SQLiteMetadataStore:
         size = await self._write(run)
         _released(release)
         return size
-
-    async def global_blob_size(self, digest: str) -> int | None:
-        def run(conn: sqlite3.Connection) -> int | None:
-            row = conn.execute('SELECT size FROM blobs WHERE digest = ?',
-                               [digest]).fetchone()
-            return None if row is None else int(row[0])
-
-        return await self._read(run)
 
     async def unlink_blob(self, repo: str, digest: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
