@@ -2,12 +2,13 @@
 
 The schema and its migrations are in ``sqlite_schema.py``.
 
-The event-loop rule: every call runs in a bounded thread pool, one connection per
-thread (reads and writes in separate pools, so writers stuck behind a held write lock
-never starve the reads of other requests). Each public method is one thread hop and
-one transaction; writes take the write lock at once (``BEGIN IMMEDIATE``), so what
-they read cannot change before they write. A lock held past the busy timeout becomes
-:class:`StoreUnavailable` ("metadata (sqlite): database is locked"), a 503.
+The event-loop rule: every call runs in a bounded thread pool (``threads.py``), one
+connection per thread (reads and writes in separate pools, so writers stuck behind a
+held write lock never starve the reads of other requests). Each public method is
+one thread hop and one transaction; writes take the write lock at once (``BEGIN
+IMMEDIATE``), so what they read cannot change before they write. A lock held past
+the busy timeout becomes :class:`StoreUnavailable` ("metadata (sqlite): database is
+locked"), a 503.
 
 Locks are rows in ``locks``, taken and checked inside a write transaction: an
 exclusive lock needs no other live row under its name, a shared one no live
@@ -28,7 +29,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,12 +51,14 @@ from oci_ref.storage.interfaces import (
     Upload,
 )
 from oci_ref.storage.sqlite_schema import DB_FILE, migrations
+from oci_ref.storage.threads import ThreadPool
 
 T = TypeVar('T')
 
 LEASE_SECONDS = 30.0
 LOCK_POLL = 0.02
 READ_POOL = 4
+READ_BATCH = 16
 WRITE_POOL = 4
 
 
@@ -83,8 +85,11 @@ class SQLiteMetadataStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._proc = uuid.uuid4().hex[:12]
-        self._reads = ThreadPoolExecutor(READ_POOL, thread_name_prefix='oci-ref-db-r')
-        self._writes = ThreadPoolExecutor(WRITE_POOL, thread_name_prefix='oci-ref-db-w')
+        # Reads share wake-ups (they are short and never wait for a lock in WAL
+        # mode); writes go one by one, so one stuck behind a held lock holds up no
+        # other.
+        self._reads = ThreadPool(READ_POOL, 'oci-ref-db-r', batch=READ_BATCH)
+        self._writes = ThreadPool(WRITE_POOL, 'oci-ref-db-w')
         # Migrate now, before any request (startup, not on the request path).
         conn = self._connect()
         try:
@@ -93,8 +98,8 @@ class SQLiteMetadataStore:
             conn.close()
 
     def close(self) -> None:
-        self._reads.shutdown(wait=True)
-        self._writes.shutdown(wait=True)
+        self._reads.shutdown()
+        self._writes.shutdown()
         with self._conns_lock:
             for conn in self._conns:
                 conn.close()
@@ -133,12 +138,10 @@ class SQLiteMetadataStore:
             raise StoreUnavailable(self.name, reason) from ex
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reads, self._call, fn, *args)
+        return await self._reads.run(self._call, fn, *args)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._writes, self._call, fn, *args)
+        return await self._writes.run(self._call, fn, *args)
 
     # -- repositories and blobs --------------------------------------------------------
 
