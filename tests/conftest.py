@@ -18,10 +18,12 @@ _names = itertools.count()
 
 
 @pytest.fixture
-def client(backend: Backend) -> InProcess:
+def client(backend: Backend) -> Iterator[InProcess]:
     """The app in-process (falcon.testing) over a fresh storage root, once per store
     combination: every API test is a storage-behaviour test too."""
-    return InProcess(create_app(backend.config(fsync=True)))
+    registry = backend.registry(fsync=True)
+    yield InProcess(create_app(backend.config(fsync=True), registry=registry))
+    registry.close()
 
 
 @pytest.fixture(params=sorted(BACKENDS))
