@@ -1,4 +1,5 @@
-"""Composition root: builds the registry and the Falcon ASGI app; holds the route table."""
+"""Composition root: picks the stores, builds the registry and the Falcon ASGI app;
+holds the route table."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from oci_ref.http import (
     DistributionMiddleware,
     RequestGuard,
     handle_registry_error,
+    handle_store_unavailable,
     handle_unexpected,
 )
 from oci_ref.lifecycle import Lifecycle
 from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
+from oci_ref.storage import StoreUnavailable, open_stores
 from oci_ref.ui.app import Mount, ui_app
 
 Route = tuple[str, object, str | None]
@@ -71,12 +74,16 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
     ]
 
 
+def open_registry(config: Config) -> Registry:
+    """The registry over the stores ``config`` picks (built once per process)."""
+    stores = open_stores(config)
+    return Registry(stores.blobs, stores.meta, policy=Policy.from_config(config))
+
+
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
     config = config or Config()
-    registry = registry or Registry(
-        config.root, fsync=config.fsync, policy=Policy.from_config(config)
-    )
+    registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
     app = falcon.asgi.App(
@@ -105,8 +112,9 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
+    app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served = Mount(app, ui_app(registry, control)) if config.ui else app
+    served = Mount(app, ui_app(registry, control, config.root)) if config.ui else app
     observed = Observe(RequestGuard(served))
     # The linter sees every answer, injected faults included (its Retry-After rule).
     return lint.wrap(observed, config, lint_store) if lint_store else observed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -50,9 +51,8 @@ def serve(args: argparse.Namespace) -> int:
     os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
-    from oci_ref.app import access_control
+    from oci_ref.app import access_control, open_registry
     from oci_ref.auth import AuthError
-    from oci_ref.registry import Policy, Registry
 
     # Check the users, rules and token signing key (made here, once, if there is
     # none) before any worker starts: a bad one stops the server, not each worker.
@@ -62,9 +62,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
     # Migrate once, before the workers race to do it, and purge expired uploads.
-    registry = Registry(config.root, fsync=config.fsync, policy=Policy.from_config(config))
-    registry.purge_uploads()
-    registry.close()
+    registry = open_registry(config)
+    try:
+        asyncio.run(registry.purge_uploads())
+    finally:
+        registry.close()
     secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
     # and re-raises the signal; with Python's default that kills us (exit -15).
@@ -122,9 +124,9 @@ def _progress(phase: str, done: int, total: int) -> None:
 
 @contextlib.contextmanager
 def _registry(config: Config) -> Iterator[Registry]:
-    from oci_ref.registry import Registry
+    from oci_ref.app import open_registry
 
-    registry = Registry(config.root, fsync=config.fsync)
+    registry = open_registry(config)
     try:
         yield registry
     finally:
@@ -139,8 +141,8 @@ def gc(args: argparse.Namespace) -> int:
         return 2
     grace = config.gc_grace if args.grace is None else args.grace
     with _registry(config) as registry:
-        report = collect(registry, untagged=args.untagged, grace=grace,
-                         dry_run=args.dry_run, progress=_progress)
+        report = asyncio.run(collect(registry, untagged=args.untagged, grace=grace,
+                                     dry_run=args.dry_run, progress=_progress))
     if report is None:
         print('oci-ref gc: another collection is running; try again', file=sys.stderr)
         return 1
@@ -150,7 +152,12 @@ def gc(args: argparse.Namespace) -> int:
         print(f'link     {repo} -> {digest}')
     for digest in report.blobs + report.orphan_files:
         print(f'blob     {digest}')
+    for name in report.repositories:
+        print(f'repo     {name}')
     print(report.summary())
+    kept = report.kept()
+    if kept:
+        print(kept)
     return 0
 
 
@@ -161,7 +168,7 @@ def fsck(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     with _registry(config) as registry:
-        problems = check(registry, repair=args.repair, progress=_progress)
+        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress))
     serious = sum(p.serious for p in problems)
     notices = len(problems) - serious
     repaired = bool(args.repair and serious)
