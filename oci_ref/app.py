@@ -6,7 +6,6 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
-from oci_ref import lint
 from oci_ref.api.access import AccessControl, FailedLogins, Token
 from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
@@ -29,7 +28,7 @@ from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 from oci_ref.storage import StoreUnavailable, open_stores
-from oci_ref.ui.app import Mount, ui_app
+from oci_ref.ui.mount import Mount
 
 Route = tuple[str, object, str | None]
 
@@ -106,6 +105,10 @@ def create_app(config: Config | None = None, registry: Registry | None = None
 
     lint_store = None
     if config.lint:
+        # Imported only when on, as the web view below: neither is on the path of
+        # the first request, and both cost start time (issue 17).
+        from oci_ref import lint
+
         lint_store = lint.SQLiteLintStore(config.root)
         for template, resource, suffix in lint.routes(lint_store):
             app.add_route(template, resource, **({'suffix': suffix} if suffix else {}))
@@ -114,10 +117,18 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served = Mount(app, ui_app(registry, control, config.root)) if config.ui else app
+    served = Mount(app, lambda: _ui_app(registry, control, config)) if config.ui else app
     observed = Observe(RequestGuard(served))
+    if lint_store is None:
+        return observed
     # The linter sees every answer, injected faults included (its Retry-After rule).
-    return lint.wrap(observed, config, lint_store) if lint_store else observed
+    return lint.wrap(observed, config, lint_store)
+
+
+def _ui_app(registry: Registry, control: AccessControl, config: Config) -> ASGIApp:
+    from oci_ref.ui.app import ui_app
+
+    return ui_app(registry, control, config.root)
 
 
 def create_app_from_env() -> ASGIApp:

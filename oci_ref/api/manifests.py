@@ -10,7 +10,7 @@ import falcon.asgi
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import content_length, query_values, request_body, request_info
-from oci_ref.manifest import parse_manifest
+from oci_ref.manifest import parse_manifest, schemas_loaded
 from oci_ref.registry import PARSE_INLINE_MAX, Registry, manifest_location
 from oci_ref.storage.interfaces import ManifestRecord
 
@@ -102,7 +102,8 @@ class Manifest:
     @staticmethod
     async def _check_strict(body: bytes, content_type: str | None) -> None:
         """Raise 400 MANIFEST_INVALID listing the failed rules, SHOULDs included."""
-        if len(body) > PARSE_INLINE_MAX:  # big documents are parsed off the loop
+        # Big documents are parsed off the loop, and the first (it loads the schemas).
+        if len(body) > PARSE_INLINE_MAX or not schemas_loaded():
             await asyncio.to_thread(parse_manifest, body, content_type, strict=True)
         else:
             parse_manifest(body, content_type, strict=True)
