@@ -61,12 +61,12 @@ def serve(args: argparse.Namespace) -> int:
     except AuthError as ex:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
-    # Migrate once, before the workers race to do it, and purge expired uploads.
-    registry = open_registry(config)
-    try:
-        asyncio.run(registry.purge_uploads())
-    finally:
-        registry.close()
+    # Migrate once, before several workers race to do it. One worker runs here, in
+    # this process, and migrates as it opens the stores: opening them twice was a
+    # tenth of the start (issue 17). Each worker purges expired uploads as it starts
+    # (Lifecycle), before it answers.
+    if config.workers > 1:
+        open_registry(config).close()
     secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
     # and re-raises the signal; with Python's default that kills us (exit -15).
