@@ -89,7 +89,10 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         router=OCIRouter(),
         # Names are validated before access is checked: both run per request, and a
         # 400 for a name that can never exist reveals nothing.
-        middleware=[DistributionMiddleware(), control,
+        # With auth off, access control has nothing to check: it is left out of the
+        # chain, which Falcon would otherwise await on every request.
+        middleware=[DistributionMiddleware(),
+                    *([control] if config.auth != 'none' else []),
                     Lifecycle(config, registry, notifier)],
         cors_enable=False,
     )

@@ -43,12 +43,17 @@ def serve(args: argparse.Namespace) -> int:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
     config.root.mkdir(parents=True, exist_ok=True)
-    # Every worker writes its request metrics here; /metrics merges them. Set before
-    # prometheus_client is imported; emptied so a previous run is not counted.
+    # With several workers, each writes its request metrics here; /metrics merges
+    # them. Set before prometheus_client is imported; emptied so a previous run is
+    # not counted. One worker keeps them in memory: the sample files cost a
+    # manifest HEAD a tenth of its CPU (issue 17).
     metrics_dir = config.root / '.metrics'
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir()
-    os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
+    if config.workers > 1:
+        metrics_dir.mkdir()
+        os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
+    else:
+        os.environ.pop('PROMETHEUS_MULTIPROC_DIR', None)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
     from oci_ref.app import access_control, open_registry

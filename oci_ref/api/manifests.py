@@ -39,9 +39,10 @@ class Manifest:
         record = await self.registry.get_manifest(name, reference)
         self._headers(resp, record)
         resp.data = record.content
-        self.notifier.emit('pull', name, digest=record.digest, size=record.size,
-                           media_type=record.media_type, tag=_tag(reference),
-                           request=request_info(req))
+        if self.notifier.enabled:  # the event is built for nothing otherwise
+            self.notifier.emit('pull', name, digest=record.digest, size=record.size,
+                               media_type=record.media_type, tag=_tag(reference),
+                               request=request_info(req))
 
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, reference: str) -> None:
