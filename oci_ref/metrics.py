@@ -109,33 +109,35 @@ def _observe(o: _Observation) -> None:
     the build runs in a thread: the event loop never waits for the import."""
     global _loading
     if _built is not None:
+        if _pending:  # counted while building, if their loop ended before the flush
+            _drain(_built)
         _built.count(o)
         return
     _pending.append(o)
-    if _loading is None:
-        _loading = asyncio.get_running_loop().run_in_executor(None, instruments)
+    loop = asyncio.get_running_loop()
+    # (One loop per request in falcon.testing: a build started on an ended loop
+    # never reports back; a failed build is tried again.)
+    if _loading is None or _loading.done() or _loading.get_loop() is not loop:
+        _loading = loop.run_in_executor(None, instruments)
         _loading.add_done_callback(_flush)
 
 
 def _flush(loading: asyncio.Future[_Instruments]) -> None:
-    global _loading
     if loading.cancelled() or loading.exception() is not None:
         log.error('metrics unavailable: %r', None if loading.cancelled()
                   else loading.exception())
-        _loading = None  # the next exchange tries again
         return
-    built = loading.result()
+    _drain(loading.result())
+
+
+def _drain(built: _Instruments) -> None:
     while _pending:
         built.count(_pending.pop(0))
 
 
 async def flushed() -> None:
     """Every exchange seen so far counted (before a scrape reads the counters)."""
-    if _loading is not None and not _loading.done():
-        await asyncio.shield(_loading)
-    if _built is not None:
-        while _pending:
-            _built.count(_pending.pop(0))
+    _drain(_built or await asyncio.to_thread(instruments))
 
 
 # (route template, method) -> distribution-spec endpoint id.

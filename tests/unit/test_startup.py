@@ -107,3 +107,24 @@ def test_migrating_a_current_database_changes_nothing(tmp_path: Path) -> None:
     migrate(conn)
     assert (_structure(conn), list(conn.execute('SELECT * FROM _sqlite_migrations'))) \
         == before
+
+
+_METRICS_PROBE = '''
+import sys
+from pathlib import Path
+import falcon.testing
+from oci_ref.app import create_app
+from oci_ref.config import Config
+client = falcon.testing.TestClient(create_app(Config(root=Path(sys.argv[1]))))
+for _ in range(3):
+    assert client.simulate_get('/v2/').status_code == 200
+print(client.simulate_get('/metrics').text)
+'''
+
+
+def test_exchanges_answered_before_the_metrics_exist_are_counted(tmp_path: Path) -> None:
+    """The metrics are built in a thread after the first exchange; the exchanges
+    answered meanwhile (here each on its own event loop) wait and are counted."""
+    out = subprocess.run([sys.executable, '-c', _METRICS_PROBE, str(tmp_path)],
+                         check=True, capture_output=True, text=True).stdout
+    assert 'oci_ref_requests_total{endpoint="end-1",method="GET",status="200"} 3.0' in out
