@@ -33,7 +33,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,8 +58,8 @@ READ_CHUNK = 1024 * 1024
 WRITE_BATCH = 1024 * 1024
 # writev takes at most IOV_MAX (1024) buffers: tiny chunks flush early.
 WRITE_BATCH_CHUNKS = 512
-# Below this, a batch is written and hashed in one hop: two would cost more.
-SMALL_BATCH = 256 * 1024
+# Below this, a batch's writeback is left to the fsync before commit.
+START_WRITEBACK = 256 * 1024
 POOL_SIZE = 16
 SCAN_BATCH = 1000
 
@@ -194,13 +194,13 @@ class FilesystemBlobStore:
 
     async def append(self, session_id: str, offset: int, body: AsyncIterator[bytes],
                      hashers: list[_Hash], *, limit: int | None = None) -> int:
-        """Chunks are gathered into ~1 MiB batches; pool threads write and hash each
-        batch, side by side, while the event loop receives the next one (``os.write``
-        and ``hashlib`` release the GIL). One batch is in flight at a time, so the
-        spool and the hashes see the batches in order. Before, the loop waited for a
-        batch to be written, then hashed, before it read on: receiving, writing and
-        hashing took turns, and a push reached a third of the push ceiling (issue 17,
-        bench/README.md).
+        """Chunks are gathered into ~1 MiB batches; a pool thread writes and hashes
+        each batch while the event loop receives the next one (``os.write`` and
+        ``hashlib`` release the GIL). One batch is in flight at a time, so the spool
+        and the hashes see the batches in order. Before, the loop waited for each
+        batch before it read on. (Writing and hashing a batch in two threads side by
+        side measured slower with 8 concurrent pushes: more hand-offs, and the
+        pushes already use both cores.)
 
         The spool is opened (and cut back to ``offset``) in the thread that writes
         the first batch, and closed by the one that writes the last: a small chunk
@@ -208,37 +208,30 @@ class FilesystemBlobStore:
         """
         path = self._spool(session_id)
         fd: int | None = None
-
-        at = offset
+        at = offset  # where the next batch goes
 
         def write(batch: list[bytes], last: bool) -> None:
             nonlocal fd, at
             if fd is None:
                 fd = _open_at(path, session_id, offset)
             size = _write_all(fd, batch)
-            if self.fsync and size >= SMALL_BATCH:
+            if self.fsync and size >= START_WRITEBACK:
                 # Start writing this batch to disk now, so the fsync before commit
                 # has little left to wait for: the disk works while the rest of the
                 # body arrives (what PostgreSQL's pg_flush_data does).
                 _start_writeback(fd, at, size)
             at += size
+            for chunk in batch:
+                for h in hashers:
+                    h.update(chunk)
             if last:
                 os.close(fd)
                 fd = None
 
-        def digest(batch: list[bytes]) -> None:
-            for chunk in batch:
-                for h in hashers:
-                    h.update(chunk)
-
         in_flight: asyncio.Task[None] | None = None
 
         def stage(batch: list[bytes], last: bool) -> asyncio.Task[None]:
-            if sum(map(len, batch)) < SMALL_BATCH:
-                # A small batch (a small blob's only one): one hop for both.
-                return asyncio.ensure_future(self._run(_both, write, digest, batch, last))
-            return asyncio.ensure_future(_together(self._run(write, batch, last),
-                                                   self._run(digest, batch)))
+            return asyncio.ensure_future(self._run(write, batch, last))
 
         written = 0
         batch: list[bytes] = []
@@ -263,8 +256,8 @@ class FilesystemBlobStore:
             await in_flight
         except BaseException:
             if in_flight is not None:
-                # Its threads end before the spool is cut back (never under a write):
-                # _run waits for them even when cancelled.
+                # Its write ends before the spool is cut back (never under a write):
+                # _run waits for its thread even when cancelled.
                 await asyncio.wait([in_flight])
                 if not in_flight.cancelled():
                     in_flight.exception()  # retrieved: the first failure is re-raised
@@ -404,20 +397,6 @@ def _start_writeback(fd: int, offset: int, size: int) -> None:
     fn = _sync_file_range()
     if fn is not None:
         fn(fd, offset, size, _SYNC_FILE_RANGE_WRITE)
-
-
-async def _together(*steps: Awaitable[None]) -> None:
-    """Await all of ``steps``, then raise the first failure: none is left running."""
-    results = await asyncio.gather(*steps, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-
-
-def _both(write: Callable[[list[bytes], bool], None],
-          digest: Callable[[list[bytes]], None], batch: list[bytes], last: bool) -> None:
-    write(batch, last)
-    digest(batch)
 
 
 def _open_at(path: Path, session_id: str, offset: int) -> int:
