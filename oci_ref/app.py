@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import falcon
 import falcon.asgi
 
@@ -13,6 +15,7 @@ from oci_ref.api.manifests import Manifest
 from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
 from oci_ref.config import Config
 from oci_ref.errors import RegistryError
+from oci_ref.faults import Faults, Plan, new_seed, parse
 from oci_ref.hooks import Notifier
 from oci_ref.http import (
     ASGIApp,
@@ -26,8 +29,10 @@ from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 from oci_ref.ui.app import Mount, ui_app
+from oci_ref.variations import Variations, adjust, tag_page_max
 
 Route = tuple[str, object, str | None]
+log = logging.getLogger('oci_ref')
 
 
 def access_control(config: Config) -> AccessControl:
@@ -59,7 +64,7 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
         ('/v2/{name}/manifests/{reference}',
          Manifest(registry, config.manifest_max_bytes, notifier, strict=config.strict),
          None),
-        ('/v2/{name}/tags/list', TagList(registry, config.page_max), None),
+        ('/v2/{name}/tags/list', TagList(registry, tag_page_max(config)), None),
         ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max),
          None),
         ('/openapi.yaml', OpenAPIDocument(), None),
@@ -72,7 +77,7 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
 
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
-    config = config or Config()
+    config = adjust(config or Config())
     registry = registry or Registry(
         config.root, fsync=config.fsync, policy=Policy.from_config(config)
     )
@@ -101,6 +106,13 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     # The web view (/ui/) beside the API, under the same access rules.
     served = Mount(app, ui_app(registry, control)) if config.ui else app
+    # Variations and faults act around the registry, never inside it (README).
+    if config.variations:
+        served = Variations(served, config, registry)
+    if config.faults:
+        seed = config.faults_seed if config.faults_seed >= 0 else new_seed()
+        log.warning('fault injection on: %s (seed %d)', config.faults, seed)
+        served = Faults(served, Plan(parse(config.faults), seed))
     return Observe(RequestGuard(served))
 
 
