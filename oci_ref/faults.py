@@ -5,7 +5,9 @@ A spec is comma-separated rules ``ENDPOINTS:KIND[(PARAM)]=RATE``::
 
     blob-get:truncate=0.1,manifest-get:429(2)=0.2,*:reset=0.05
 
-``ENDPOINTS`` is an endpoint id of the distribution spec as :func:`endpoint_id`
+``RATE`` is a share of requests (``0.1``), or ``xN``: the first N requests for
+each method and path (``blob-get:503=x1``: every blob's first GET fails, its retry
+does not), which tests a client's retries without luck. ``ENDPOINTS`` is an endpoint id of the distribution spec as :func:`endpoint_id`
 names it (``end-2``, ``end-4a``, ``catalog``), an alias below (``blob-get``), a
 ``+``-joined list of those, or ``*`` (every ``/v2/`` endpoint). The first rule
 whose endpoint matches and whose draw falls under its rate decides.
@@ -86,7 +88,8 @@ ALIASES['writes'] = ('end-4a', 'end-4b', 'end-5', 'end-6', 'end-7', 'end-9', 'en
                      'end-11', 'end-14')
 
 _RULE = re.compile(r'(?P<where>[a-z0-9*+-]+):(?P<kind>[a-z0-9]+)'
-                   r'(?:\((?P<param>[0-9]+(?:\.[0-9]+)?)\))?=(?P<rate>[0-9.]+)')
+                   r'(?:\((?P<param>[0-9]+(?:\.[0-9]+)?)\))?'
+                   r'=(?:x(?P<first>[0-9]{1,6})|(?P<rate>[0-9.]+))')
 
 
 class FaultSpecError(ValueError):
@@ -99,6 +102,7 @@ class Rule:
     kind: str
     rate: float
     param: float | None = None
+    first: int = 0  # xN: the first N requests per method and path, instead of a rate
 
     @property
     def value(self) -> float:
@@ -118,7 +122,7 @@ def parse(spec: str) -> tuple[Rule, ...]:
             raise FaultSpecError(f'faults: unknown kind {m["kind"]!r} in {part!r} '
                                  f'(kinds: {", ".join(KINDS)})')
         try:
-            rate = float(m['rate'])
+            rate = 1.0 if m['first'] else float(m['rate'])
         except ValueError:
             rate = -1.0
         if not 0 <= rate <= 1:
@@ -137,7 +141,8 @@ def parse(spec: str) -> tuple[Rule, ...]:
                 raise FaultSpecError(f'faults: unknown endpoint {name!r} in {part!r} '
                                      f'(an endpoint id, {", ".join(ALIASES)} or *)')
         rules.append(Rule(frozenset(endpoints), m['kind'], rate,
-                          None if m['param'] is None else float(m['param'])))
+                          None if m['param'] is None else float(m['param']),
+                          int(m['first'] or 0)))
     return tuple(rules)
 
 
@@ -184,7 +189,10 @@ class Plan:
             self._asked.clear()
         self._asked[key] = n + 1
         for i, rule in enumerate(self.rules):
-            if endpoint in rule.endpoints and self.draw(method, path, n, i) < rule.rate:
+            if endpoint not in rule.endpoints:
+                continue
+            hit = n < rule.first if rule.first else self.draw(method, path, n, i) < rule.rate
+            if hit:
                 return rule
         return None
 
@@ -229,7 +237,7 @@ class Faults:
             await self.app(scope, receive, send)
             return
         scope[FAULT_KEY] = rule.kind
-        log.info('fault %s on %s %s (%s)', rule.kind, scope['method'], scope['path'],
+        log.warning('fault %s on %s %s (%s)', rule.kind, scope['method'], scope['path'],
                  endpoint)
         if rule.kind in ('429', '500', '503'):
             await _refuse(send, rule)

@@ -43,6 +43,8 @@ def test_defaults_of_the_parameters() -> None:
     ('blobs:429=0.1', "unknown endpoint 'blobs'"),
     ('blob-get:429=1.5', 'between 0 and 1'),
     ('blob-get:429=0.1.2', 'between 0 and 1'),
+    ('blob-get:429=x', 'is not ENDPOINTS:KIND'),
+    ('blob-get:429=x1.5', 'is not ENDPOINTS:KIND'),
     ('blob-get:truncate(3)=0.1', 'takes no parameter'),
     ('end-2:500(1)=0.1', 'takes no parameter'),
 ])
@@ -136,3 +138,13 @@ def test_rules_apply_to_their_endpoints_only() -> None:
     assert plan.decide('GET', '/v2/r/blobs/x', 'end-2') is None
     rule = plan.decide('GET', '/v2/r/manifests/x', 'end-3')
     assert rule is not None and rule.kind == '500'
+
+
+def test_first_n_requests_per_path() -> None:
+    (rule,) = parse('blob-get:503=x2')
+    assert rule.first == 2 and rule.rate == 1.0
+    plan = Plan((rule,), 0)
+    for path in ('/v2/r/blobs/a', '/v2/r/blobs/b'):
+        assert _decisions(plan, [('GET', path)] * 4) == ['503', '503', None, None]
+    # HEAD is its own count
+    assert _decisions(plan, [('HEAD', '/v2/r/blobs/a')]) == ['503']
