@@ -7,8 +7,8 @@ A spec is comma-separated rules ``ENDPOINTS:KIND[(PARAM)]=RATE``::
 
 ``RATE`` is a share of requests (``0.1``), or ``xN``: the first N requests for
 each method and path (``blob-get:503=x1``: every blob's first GET fails, its retry
-does not), which tests a client's retries without luck. ``ENDPOINTS`` is an endpoint id of the distribution spec as :func:`endpoint_id`
-names it (``end-2``, ``end-4a``, ``catalog``), an alias below (``blob-get``), a
+does not), which tests a client's retries without luck. ``ENDPOINTS`` is an
+endpoint id of the distribution spec as :func:`endpoint_id` names it (``end-2``, ``end-4a``, ``catalog``), an alias below (``blob-get``), a
 ``+``-joined list of those, or ``*`` (every ``/v2/`` endpoint). The first rule
 whose endpoint matches and whose draw falls under its rate decides.
 
@@ -191,7 +191,10 @@ class Plan:
         for i, rule in enumerate(self.rules):
             if endpoint not in rule.endpoints:
                 continue
-            hit = n < rule.first if rule.first else self.draw(method, path, n, i) < rule.rate
+            if rule.first:
+                hit = n < rule.first
+            else:
+                hit = self.draw(method, path, n, i) < rule.rate
             if hit:
                 return rule
         return None
