@@ -8,9 +8,10 @@ A spec is comma-separated rules ``ENDPOINTS:KIND[(PARAM)]=RATE``::
 ``RATE`` is a share of requests (``0.1``), or ``xN``: the first N requests for
 each method and path (``blob-get:503=x1``: every blob's first GET fails, its retry
 does not), which tests a client's retries without luck. ``ENDPOINTS`` is an
-endpoint id of the distribution spec as :func:`endpoint_id` names it (``end-2``, ``end-4a``, ``catalog``), an alias below (``blob-get``), a
-``+``-joined list of those, or ``*`` (every ``/v2/`` endpoint). The first rule
-whose endpoint matches and whose draw falls under its rate decides.
+endpoint id of the distribution spec as :func:`endpoint_id` names it (``end-2``,
+``end-4a``, ``catalog``), an alias below (``blob-get``), a ``+``-joined list of
+those, or ``*`` (every ``/v2/`` endpoint). The first rule whose endpoint matches
+and whose draw falls under its rate decides.
 
 Kinds (each answer carries ``OCI-Ref-Fault: <kind>`` where headers get out, and the
 request scope gets ``oci_ref.fault``):
