@@ -15,7 +15,9 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
+import logging
 import os
+import re
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
@@ -196,7 +198,11 @@ class Variations:
         self.redirect_host = host.strip('[]')
         self.redirect_port = int(port)
         self.redirect_scheme = 'https' if config.tls_cert else 'http'
-        self.key = redirect_key(config.root) if 'blob-redirect' in self.on else b''
+        self.key = b''
+        if 'blob-redirect' in self.on:
+            self.key = redirect_key(config.root)
+            # A presigned URL is a credential: the access log never shows it whole.
+            logging.getLogger('uvicorn.access').addFilter(redact_signature)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
                        send: Send) -> None:
@@ -395,6 +401,16 @@ class Variations:
         async for chunk in chunks:
             await send({'type': 'http.response.body', 'body': chunk, 'more_body': True})
         await send({'type': 'http.response.body', 'body': b''})
+
+
+_SIGNATURE = re.compile(r'(signature=)[^&\s"]+')
+
+
+def redact_signature(record: logging.LogRecord) -> bool:
+    if isinstance(record.args, tuple):
+        record.args = tuple(_SIGNATURE.sub(r'\1REDACTED', a) if isinstance(a, str) else a
+                            for a in record.args)
+    return True
 
 
 def redirect_key(root: Path) -> bytes:
