@@ -8,8 +8,8 @@
 - ``HAProxy``: haproxy round-robin (no stickiness) in front of given backends, with
   health checks on ``/healthz`` and its runtime API on a unix socket.
 
-Each is a ``tests.support.Process``: spawned, polled until ready within a deadline,
-stopped by its PID. The pytest fixtures at the bottom (a plugin loaded by
+Each is an ``Engine`` over ``oci_ref.testing.Process``: spawned, polled until ready
+within a deadline, stopped by its PID. The pytest fixtures at the bottom (a plugin loaded by
 tests/conftest.py) start each engine once per session, lazily, and give every test a
 fresh database or bucket. An engine that is not installed is a skip naming the install
 command, and a failure under CI=true (`make test` installs them: `make engines`).

@@ -23,12 +23,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from oci_ref.testing import free_port
 from tests.e2e._helpers import Started, children
 from tests.support import (
     OCI_MANIFEST,
     assert_error,
     digest,
-    free_port,
     image_manifest,
     push_blob,
 )
