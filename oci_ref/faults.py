@@ -51,11 +51,12 @@ from urllib.parse import parse_qs
 
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.http import API_VERSION, ASGIApp, Receive, Send
-from oci_ref.metrics import endpoint_id
 from oci_ref.routing import split_path
 
 log = logging.getLogger('oci_ref')
 
+# oci_ref.metrics.ENDPOINT_KEY (not imported: see scope_endpoint).
+ENDPOINT_KEY = 'oci_ref.endpoint'
 FAULT_HEADER = 'OCI-Ref-Fault'
 FAULT_KEY = 'oci_ref.fault'
 # Set by oci_ref.protocol: resets the connection (SO_LINGER 0, then close).
@@ -149,6 +150,10 @@ def parse(spec: str) -> tuple[Rule, ...]:
 
 def scope_endpoint(scope: MutableMapping[str, Any]) -> str:
     """The spec endpoint id of a request, from its path alone (before routing)."""
+    # Imported here: Config imports this module, before `oci-ref serve` has set
+    # PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads on import.
+    from oci_ref.metrics import endpoint_id
+
     path = scope['path']
     if path in ('/v2/', '/v2'):
         template = '/v2/'
@@ -236,6 +241,8 @@ class Faults:
             await self.app(scope, receive, send)
             return
         endpoint = scope_endpoint(scope)
+        # Known before routing: a refused request is still counted under its endpoint.
+        scope[ENDPOINT_KEY] = endpoint
         rule = self.plan.decide(scope['method'], scope['path'], endpoint)
         if rule is None:
             await self.app(scope, receive, send)

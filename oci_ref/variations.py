@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.faults import scope_endpoint
+from oci_ref.faults import ENDPOINT_KEY, scope_endpoint
 from oci_ref.http import (
     API_VERSION,
     ASGIApp,
@@ -216,6 +216,8 @@ class Variations:
             await self.app(scope, receive, send)
             return
         endpoint = scope_endpoint(scope)
+        # Set here: the app may see a copy of the scope (a rewritten query string).
+        scope[ENDPOINT_KEY] = endpoint
         send = self._decorating(scope, endpoint, send)
         if 'no-referrers' in self.on and endpoint == 'end-12':
             scope[VARIATION_KEY] = 'no-referrers'

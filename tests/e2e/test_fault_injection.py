@@ -14,7 +14,14 @@ import httpx
 import pytest
 
 from tests.e2e.faults import assert_fsck_clean
-from tests.support import OCI_MANIFEST, Server, assert_error, push_blob, push_image
+from tests.support import (
+    OCI_MANIFEST,
+    Server,
+    assert_error,
+    counted,
+    push_blob,
+    push_image,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -204,3 +211,12 @@ def test_a_bad_spec_stops_the_server(tmp_path: Path, spec: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith('oci-ref: faults: ')
+
+
+def test_faults_are_counted_under_their_endpoint(serve: type[Server]) -> None:
+    srv = serve('--faults', 'tags:503=1')  # type: ignore[call-arg]
+    with srv.client() as c:
+        assert c.get('/v2/a/tags/list').status_code == 503
+    # counted once the exchange is over, a moment after the client has the answer
+    counted(srv, r'^oci_ref_requests_total\{endpoint="end-8",method="GET",'
+                 r'status="503"\} 1\.0$')

@@ -21,6 +21,7 @@ from tests.support import (
     OCI_MANIFEST,
     Server,
     assert_error,
+    counted,
     descriptor,
     digest,
     push_blob,
@@ -219,3 +220,13 @@ def test_fixture_parameter(oci_registry: OCIRegistry) -> None:
                      ).content == body
         layer = json.loads(body)['layers'][0]
         assert digest(c.get(f'/v2/a/blobs/{layer["digest"]}').content) == layer['digest']
+
+
+def test_varied_requests_are_counted_under_their_endpoint(serve: Start) -> None:
+    srv = serve('no-tag-pagination', 'no-referrers')
+    with srv.client() as c:
+        assert c.get('/v2/a/tags/list?n=1').status_code == 404
+        assert c.get(f'/v2/a/referrers/{digest(b"x")}').status_code == 404
+    for endpoint in ('end-8', 'end-12'):
+        counted(srv, rf'^oci_ref_requests_total\{{endpoint="{endpoint}",'
+                     r'method="GET",status="404"\} 1\.0$')

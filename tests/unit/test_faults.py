@@ -148,3 +148,18 @@ def test_first_n_requests_per_path() -> None:
         assert _decisions(plan, [('GET', path)] * 4) == ['503', '503', None, None]
     # HEAD is its own count
     assert _decisions(plan, [('HEAD', '/v2/r/blobs/a')]) == ['503']
+
+
+def test_config_does_not_import_prometheus_client() -> None:
+    """`oci-ref serve` sets PROMETHEUS_MULTIPROC_DIR after loading the config, and
+    prometheus_client reads it on import: validating faults and variations must not
+    import it."""
+    import subprocess
+    import sys
+
+    code = ('import sys; from oci_ref.config import Config; '
+            "Config.load({'faults': '*:500=0.1', 'variations': 'warnings'}, environ={}); "
+            "print('prometheus_client' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == 'False'
