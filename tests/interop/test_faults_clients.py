@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.faults import assert_fsck_clean
@@ -25,6 +26,8 @@ from tests.support import Server
 pytestmark = [pytest.mark.interop]
 
 CLIENTS = ['skopeo', 'skopeo-1.18', 'crane', 'oras']
+CLIENT_PARAMS = [pytest.param(c, marks=getattr(pytest.mark, c.split('-')[0]))
+                 for c in CLIENTS]
 # (fault spec, what a failing client's error must name)
 # xN: the first N requests of each method and path; a client that retries gets
 # through, one that does not fails on the first.
@@ -36,10 +39,17 @@ SCENARIOS = {
     'blob-get:truncate=x1': r'digest|size|unexpected EOF|mismatch|verif|Content-Length',
     'blob-get:slow(2)=x1': r'timeout|deadline',
 }
+# Pushes: refusals come before a write is stored, a reset after (README).
+PUSH_SCENARIOS = {
+    'writes:503=x1': r'503|Service Unavailable|unavailable',
+    'upload-start:429(1)=x1': r'429|Too Many Requests|toomanyrequests',
+    'manifest-put:reset=x1': r'reset|EOF|connection|broken pipe',
+    'upload-finish:reset=x1': r'reset|EOF|connection|broken pipe',
+}
 # Client bugs the faults reveal: (client, text of its output) -> the upstream report.
 KNOWN_BUGS = {
     ('oras', 'panic: sync/atomic: compare and swap of inconsistently typed value'):
-        'oras-go#916: two concurrent fetch errors of different types panic in '
+        'oras-go#916: two concurrent errors of different types panic in '
         'internal/syncutil (oras 1.2.0)',
 }
 SEED = '20261207'
@@ -98,11 +108,12 @@ def verify_layout(out: Path, digest: str) -> None:
 
 
 @pytest.mark.parametrize('faulty', list(SCENARIOS), indirect=True)
-@pytest.mark.parametrize('client', CLIENTS)
+@pytest.mark.parametrize('client', CLIENT_PARAMS)
 def test_pull_through_faults(client: str, faulty: Server, seeded: tuple[Path, str],
                              tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """pull through injected faults: success with verified content, or a clear error"""
-    request.applymarker(getattr(pytest.mark, client.split('-')[0]))
+    if request.config.getoption('--registry') != 'oci-ref':
+        pytest.skip('--faults and --variation are oci-ref settings')
     spec = request.node.callspec.params['faulty']
     out = tmp_path / 'out'
     code, output = pull(client, f'{faulty.host}/interop/faults:v1', out, faulty)
@@ -126,6 +137,50 @@ def test_pull_through_faults(client: str, faulty: Server, seeded: tuple[Path, st
 
 
 
+def push(client: str, layout: Path, ref: str, srv: Server) -> tuple[int, str]:
+    exe = find_client(client)
+    if client.startswith('skopeo'):
+        args = [exe, 'copy', '--dest-tls-verify=false', '--retry-times', '3',
+                f'oci:{layout}:v1', f'docker://{ref}']
+    elif client == 'crane':
+        args = [exe, 'push', '--insecure', str(layout), ref]
+    else:
+        args = [exe, 'copy', '--from-oci-layout', f'{layout}:v1', '--to-plain-http', ref]
+    done = run(args, registry=srv, check=False, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize('faulty', list(PUSH_SCENARIOS), indirect=True)
+@pytest.mark.parametrize('client', CLIENT_PARAMS)
+def test_push_through_faults(client: str, faulty: Server, tmp_path: Path,
+                             request: pytest.FixtureRequest) -> None:
+    """push through injected faults: stored whole, or a clear error"""
+    if request.config.getoption('--registry') != 'oci-ref':
+        pytest.skip('--faults is an oci-ref setting')
+    spec = request.node.callspec.params['faulty']
+    layout = tmp_path / 'layout'
+    digest = write_image_layout(layout, 'v1', seed=f'push {client} {spec} ' * 500)
+    code, output = push(client, layout, f'{faulty.host}/interop/pushed:v1', faulty)
+    injected = len(re.findall(r'fault \S+ on ', faulty.log.read_text()))
+    r = httpx.get(f'{faulty.url}/v2/interop/pushed/manifests/{digest}',
+                  headers={'Accept': 'application/vnd.oci.image.manifest.v1+json'})
+    if code == 0:
+        assert r.status_code == 200
+        assert 'sha256:' + hashlib.sha256(r.content).hexdigest() == digest
+        outcome = f'ok ({injected} injected)'
+    else:
+        for (name, text), bug in KNOWN_BUGS.items():
+            if name == client and text in output:
+                _RESULTS[(client, 'push ' + spec)] = f'panics ({injected} injected): {bug}'
+                pytest.xfail(f'{client}: {bug}')
+        assert re.search(PUSH_SCENARIOS[spec], output, re.I), output[-3000:]
+        last = [line for line in output.strip().splitlines() if line.strip()][-1].strip()
+        outcome = f'fails ({injected} injected): ' + (
+            last if len(last) <= 150 else '…' + last[-150:])
+    _RESULTS[(client, 'push ' + spec)] = outcome
+    request.node.user_properties.append(('outcome', outcome))
+
+
 @pytest.fixture(scope='module', autouse=True)
 def _table() -> Iterator[None]:
     yield
@@ -136,13 +191,18 @@ def _table() -> Iterator[None]:
              '',
              'Generated by `OCI_REF_CLIENT_TABLE=docs/clients-faults.md .venv/bin/python '
              '-m pytest tests/interop/test_faults_clients.py` (seed '
-             f'{SEED}, one pull of a one-layer image per cell). "ok" means the pull '
-             'succeeded and every blob verified; "fails" quotes the client\'s last '
-             'line.',
+             f'{SEED}, one pull or push of a one-layer image per cell). "ok" means '
+             'the pull succeeded and every blob verified, or the pushed manifest is '
+             'served; "fails" quotes the client\'s last line. Every cell ends with '
+             '`oci-ref fsck` clean.',
              '',
              '| fault | ' + ' | '.join(CLIENTS) + ' |',
              '|---|' + '---|' * len(CLIENTS)]
     for spec in SCENARIOS:
         cells = [_RESULTS.get((c, spec), 'not run').replace('|', '\\|') for c in CLIENTS]
-        lines.append(f'| `{spec}` | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| pull `{spec}` | ' + ' | '.join(cells) + ' |')
+    for spec in PUSH_SCENARIOS:
+        cells = [_RESULTS.get((c, 'push ' + spec), 'not run').replace('|', '\\|')
+                 for c in CLIENTS]
+        lines.append(f'| push `{spec}` | ' + ' | '.join(cells) + ' |')
     Path(target).write_text('\n'.join(lines) + '\n')
