@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from oci_ref.config import Config
     from oci_ref.registry import Registry
 
+Headers = list[tuple[bytes, bytes]]
 VARIATION_KEY = 'oci_ref.variation'
 # Set on a request to the redirect target that carried credentials it must not.
 LEAKED_AUTH_KEY = 'oci_ref.authorization_forwarded'
@@ -129,14 +130,11 @@ def tag_page_max(config: Config) -> int:
 
 
 def _headers(event: Any) -> list[tuple[bytes, bytes]]:
-    return [tuple(h) for h in event.get('headers', [])]  # type: ignore[misc]
+    return [(bytes(k), bytes(v)) for k, v in event.get('headers', [])]
 
 
 def _get(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return next((v for k, v in headers if k.lower() == name), None)
-
-
-Headers = list[tuple[bytes, bytes]]
 
 
 def _without(headers: Headers, *names: bytes) -> Headers:
@@ -159,10 +157,10 @@ async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]],
     await send({'type': 'http.response.body', 'body': body})
 
 
-async def _error(send: Send, error: RegistryError,
-                 headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-    await _answer(send, error.status, [*headers, (b'content-type', b'application/json')],
-                  error.body())
+async def _error(send: Send, error: RegistryError, headers: Headers | None = None
+                 ) -> None:
+    await _answer(send, error.status,
+                  [*(headers or []), (b'content-type', b'application/json')], error.body())
 
 
 class Capture:
