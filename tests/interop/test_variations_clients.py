@@ -5,11 +5,13 @@ file (see README "Variations")."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from oci_ref.variations import VARIATIONS
@@ -104,3 +106,40 @@ def _table() -> Iterator[None]:
         cells = [_RESULTS.get((c, name), 'not run').replace('|', '\\|') for c in CLIENTS]
         lines.append(f'| `{name}` | ' + ' | '.join(cells) + ' |')
     Path(target).write_text('\n'.join(lines) + '\n')
+
+
+@pytest.mark.oras
+def test_oras_falls_back_to_the_referrers_tag_schema(tmp_path: Path,
+                                                     request: pytest.FixtureRequest
+                                                     ) -> None:
+    """attach and discover under no-referrers: the referrers tag schema"""
+    if request.config.getoption('--registry') != 'oci-ref':
+        pytest.skip('--variation is an oci-ref setting')
+    srv = Server(tmp_path / 'data', '--variation', 'no-referrers')
+    try:
+        exe = find_client('oras')
+        (tmp_path / 'app.txt').write_text('app\n')
+        (tmp_path / 'sbom.json').write_text('{"sbom": true}\n')
+        ref = f'{srv.host}/v/app'
+
+        def oras(*args: str) -> dict:
+            done = run([exe, *args, '--plain-http', '--format', 'json'], registry=srv,
+                       cwd=tmp_path)
+            return dict(json.loads(done.stdout))
+
+        subject = oras('push', f'{ref}:v1', 'app.txt:text/plain')['digest']
+        sbom = oras('attach', '--artifact-type', 'application/vnd.example.sbom',
+                    f'{ref}:v1', 'sbom.json:application/json')['digest']
+        # oras saw no OCI-Subject and kept the referrers list in the tag itself
+        schema_tag = subject.replace(':', '-')
+        r = httpx.get(f'{srv.url}/v2/v/app/manifests/{schema_tag}',
+                      headers={'Accept': 'application/vnd.oci.image.index.v1+json'})
+        assert r.status_code == 200, r.text
+        assert [m['digest'] for m in r.json()['manifests']] == [sbom]
+        # discover gets 404 from the API and reads the tag
+        found = oras('discover', f'{ref}:v1')
+        assert [m['digest'] for m in found['manifests']] == [sbom]
+        assert re.search(r'"GET /v2/v/app/referrers/sha256:\S+ HTTP/1.1" 404',
+                         srv.log.read_text())
+    finally:
+        srv.stop()
