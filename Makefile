@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 LISTEN ?= 127.0.0.1:5000
 ROOT ?= ./data
 
-.PHONY: setup setup-serve run test lint clean clients interop-report fuzz conformance engines \
+.PHONY: setup setup-serve run test lint clean clients interop-report clients-lint-report fuzz \
+	conformance engines \
 	conformance-report soak bench bench-tools bench-ui \
 	screenshots
 
@@ -53,6 +54,19 @@ interop-report: setup clients
 	done; \
 	$(PY) scripts/interop-report.py $(INTEROP_REGISTRIES:%=$(INTEROP_XML)/%.xml) \
 	  -o docs/interop.md || exit 1; \
+	exit $$rc
+
+# The client lint table (docs/clients-lint.md), generated from a run: the interop tests
+# against `oci-ref serve --lint`, each module's lint report kept in LINT_XML, then
+# scripts/clients-lint-report.py. Under CI=true a missing client fails the run.
+LINT_XML := build/lint
+clients-lint-report: setup clients
+	@rm -rf $(LINT_XML); mkdir -p $(LINT_XML); \
+	$(PY) -m pytest tests/interop -q --ignore=tests/interop/test_auth_clients.py \
+	  --lint-reports $(LINT_XML) --junitxml=$(LINT_XML)/junit.xml; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make clients-lint-report: no tests collected" >&2; exit 1; fi; \
+	$(PY) scripts/clients-lint-report.py $(LINT_XML) --junit $(LINT_XML)/junit.xml \
+	  -o docs/clients-lint.md || exit 1; \
 	exit $$rc
 
 # PostgreSQL and haproxy for the scale-out tests (tests/engines.py; root + apt on

@@ -1,4 +1,5 @@
-"""Composition root: builds the registry and the Falcon ASGI app; holds the route table."""
+"""Composition root: picks the stores, builds the registry and the Falcon ASGI app;
+holds the route table."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import falcon
 import falcon.asgi
 
+from oci_ref import lint
 from oci_ref.api.access import AccessControl, FailedLogins, Token
 from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
@@ -22,12 +24,14 @@ from oci_ref.http import (
     DistributionMiddleware,
     RequestGuard,
     handle_registry_error,
+    handle_store_unavailable,
     handle_unexpected,
 )
 from oci_ref.lifecycle import Lifecycle
 from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
+from oci_ref.storage import StoreUnavailable, open_stores
 from oci_ref.ui.app import Mount, ui_app
 from oci_ref.variations import Variations, adjust, tag_page_max
 
@@ -75,12 +79,16 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
     ]
 
 
+def open_registry(config: Config) -> Registry:
+    """The registry over the stores ``config`` picks (built once per process)."""
+    stores = open_stores(config)
+    return Registry(stores.blobs, stores.meta, policy=Policy.from_config(config))
+
+
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
     config = adjust(config or Config())
-    registry = registry or Registry(
-        config.root, fsync=config.fsync, policy=Policy.from_config(config)
-    )
+    registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
     app = falcon.asgi.App(
@@ -101,11 +109,17 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         else:
             app.add_route(template, resource)
 
+    lint_store = None
+    if config.lint:
+        lint_store = lint.SQLiteLintStore(config.root)
+        for template, resource, suffix in lint.routes(lint_store):
+            app.add_route(template, resource, **({'suffix': suffix} if suffix else {}))
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(RegistryError, handle_registry_error)
+    app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served = Mount(app, ui_app(registry, control)) if config.ui else app
+    served = Mount(app, ui_app(registry, control, config.root)) if config.ui else app
     # Variations and faults act around the registry, never inside it (README).
     if config.variations:
         served = Variations(served, config, registry)
@@ -113,7 +127,9 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         seed = config.faults_seed if config.faults_seed >= 0 else new_seed()
         log.warning('fault injection on: %s (seed %d)', config.faults, seed)
         served = Faults(served, Plan(parse(config.faults), seed))
-    return Observe(RequestGuard(served))
+    observed = Observe(RequestGuard(served))
+    # The linter sees every answer, injected faults included (its Retry-After rule).
+    return lint.wrap(observed, config, lint_store) if lint_store else observed
 
 
 def create_app_from_env() -> ASGIApp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -56,9 +57,8 @@ def serve(args: argparse.Namespace) -> int:
     os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
-    from oci_ref.app import access_control
+    from oci_ref.app import access_control, open_registry
     from oci_ref.auth import AuthError
-    from oci_ref.registry import Policy, Registry
 
     # Check the users, rules and token signing key (made here, once, if there is
     # none) before any worker starts: a bad one stops the server, not each worker.
@@ -68,9 +68,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
     # Migrate once, before the workers race to do it, and purge expired uploads.
-    registry = Registry(config.root, fsync=config.fsync, policy=Policy.from_config(config))
-    registry.purge_uploads()
-    registry.close()
+    registry = open_registry(config)
+    try:
+        asyncio.run(registry.purge_uploads())
+    finally:
+        registry.close()
     config, extra = _faults_and_variations(config)
     secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
@@ -173,9 +175,9 @@ def _progress(phase: str, done: int, total: int) -> None:
 
 @contextlib.contextmanager
 def _registry(config: Config) -> Iterator[Registry]:
-    from oci_ref.registry import Registry
+    from oci_ref.app import open_registry
 
-    registry = Registry(config.root, fsync=config.fsync)
+    registry = open_registry(config)
     try:
         yield registry
     finally:
@@ -190,8 +192,8 @@ def gc(args: argparse.Namespace) -> int:
         return 2
     grace = config.gc_grace if args.grace is None else args.grace
     with _registry(config) as registry:
-        report = collect(registry, untagged=args.untagged, grace=grace,
-                         dry_run=args.dry_run, progress=_progress)
+        report = asyncio.run(collect(registry, untagged=args.untagged, grace=grace,
+                                     dry_run=args.dry_run, progress=_progress))
     if report is None:
         print('oci-ref gc: another collection is running; try again', file=sys.stderr)
         return 1
@@ -201,7 +203,12 @@ def gc(args: argparse.Namespace) -> int:
         print(f'link     {repo} -> {digest}')
     for digest in report.blobs + report.orphan_files:
         print(f'blob     {digest}')
+    for name in report.repositories:
+        print(f'repo     {name}')
     print(report.summary())
+    kept = report.kept()
+    if kept:
+        print(kept)
     return 0
 
 
@@ -212,7 +219,7 @@ def fsck(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     with _registry(config) as registry:
-        problems = check(registry, repair=args.repair, progress=_progress)
+        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress))
     serious = sum(p.serious for p in problems)
     notices = len(problems) - serious
     repaired = bool(args.repair and serious)
@@ -259,6 +266,49 @@ def validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def lint(args: argparse.Namespace) -> int:
+    """``oci-ref lint report``: the findings of ``serve --lint``, from the storage
+    root (read directly) or a running server (``--url``, GET /lint/report)."""
+    from oci_ref.lint.report import build, to_html, to_text
+
+    if args.url:
+        import httpx
+
+        try:
+            r = httpx.get(args.url.rstrip('/') + '/lint/report', timeout=60)
+        except httpx.HTTPError as ex:
+            print(f'oci-ref lint: {args.url}: {ex}', file=sys.stderr)
+            return 2
+        if r.status_code != 200:
+            print(f'oci-ref lint: {args.url}: /lint/report answered {r.status_code} '
+                  '(is the server running with --lint? with auth on, use --root)',
+                  file=sys.stderr)
+            return 2
+        report = r.json()
+    else:
+        config = _load(args)
+        if config is None:
+            return 2
+        from oci_ref.lint.store import SQLiteLintStore
+
+        if not (config.root / '.lint' / 'lint.db').is_file():
+            print(f'oci-ref lint: no lint data under {config.root} (serve with --lint)',
+                  file=sys.stderr)
+            return 2
+        store = SQLiteLintStore(config.root)
+        try:
+            report = build(store.findings(), store.clients())
+        finally:
+            store.close()
+    if args.format == 'json':
+        print(json.dumps(report, indent=2))
+    elif args.format == 'html':
+        print(to_html(report))
+    else:
+        print(to_text(report), end='')
+    return 1 if args.fail and report['total'] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='oci-ref', description='OCI Distribution Spec reference registry'
@@ -288,8 +338,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument('--json', action='store_true',
                            help='one JSON object per line: each problem, then '
                                 'the summary')
+    lp = sub.add_parser('lint', help='the client linter (serve --lint)')
+    lsub = lp.add_subparsers(dest='lint_command', required=True)
+    report = lsub.add_parser('report', help='findings grouped by client and rule')
+    where = report.add_mutually_exclusive_group()
+    where.add_argument('--root', type=Path, help='storage directory (or OCI_REF_ROOT)')
+    where.add_argument('--url', help='a running server, e.g. http://127.0.0.1:5000')
+    report.add_argument('--config', type=Path, help='TOML settings file')
+    report.add_argument('--format', choices=('text', 'json', 'html'), default='text')
+    report.add_argument('--fail', action='store_true',
+                        help='exit 1 when there is any finding (for CI)')
     args = parser.parse_args(argv)
-    commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate}
+    commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate,
+                'lint': lint}
     return commands[args.command](args)
 
 

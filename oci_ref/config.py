@@ -62,6 +62,16 @@ class Config:
         default=False, metadata=_help('also refuse manifests that break a SHOULD of the '
                                       'image-spec (each refusal names the rule)')
     )
+    lint: bool = field(
+        default=False, metadata=_help('record requests that break or bend the spec, per '
+                                      'client; report at /lint/report')
+    )
+    metadata_store: str = field(default='sqlite', metadata=_help(
+        'where metadata lives: sqlite (<root>/oci-ref.db)'))
+    blob_store: str = field(default='fs', metadata=_help(
+        'where blobs live: fs (<root>/blobs)'))
+    busy_timeout_ms: int = field(default=10000, metadata=_help(
+        'ms a metadata call waits for a lock held elsewhere, then 503'))
     # §Content Management: deletion MAY be disabled (405 UNSUPPORTED when it is).
     delete_manifests: bool = field(default=True, metadata=_help('allow manifest deletes'))
     delete_tags: bool = field(default=True, metadata=_help('allow tag deletes'))
@@ -226,6 +236,11 @@ class Config:
         if self.token_realm and not _REALM.fullmatch(self.token_realm):
             raise ConfigError('token_realm must be an http(s) URL without spaces, '
                               'quotes or backslashes')
+        if self.metadata_store != 'sqlite' or self.blob_store != 'fs':
+            raise ConfigError('metadata_store must be sqlite and blob_store fs '
+                              '(the scale-out stores are not built yet)')
+        if self.busy_timeout_ms < 1:
+            raise ConfigError('busy_timeout_ms must be at least 1')
         if self.auth not in ('none', 'basic', 'token'):
             raise ConfigError(f'auth must be none, basic or token, not {self.auth!r}')
         if self.auth == 'basic' and self.htpasswd is None:

@@ -11,6 +11,12 @@ get 431 (http.RequestGuard), and what the HTTP parser refuses gets 400, or 414 f
 request target of 64 KiB or more (oci_ref.protocol, wrapping uvicorn's httptools
 protocol). The one exception: a connection so broken that no HTTP response can be
 read (a TLS handshake on a plain-HTTP port) still receives that 400 as plain bytes.
+
+Server-side failures (5xx) are outside that table: the spec's codes describe what a
+client did wrong. A store that cannot answer (a database lock held past the busy
+timeout, a disk or an engine failing) is :class:`ExtensionCode` ``UNAVAILABLE`` with
+503 and ``Retry-After``, the code CNCF distribution uses for the same case; its
+``detail`` names the store. Clients act on the status; none reads 5xx codes.
 """
 
 from __future__ import annotations
@@ -55,12 +61,33 @@ class ErrorCode(enum.Enum):
         return self.value[2]
 
 
+class ExtensionCode(enum.Enum):
+    """Codes for 5xx answers only (never a 4xx): (id, status, message)."""
+
+    UNAVAILABLE = ('ext-unavailable', 503, 'service unavailable')
+
+    @property
+    def spec_id(self) -> str:
+        return self.value[0]
+
+    @property
+    def status(self) -> int:
+        return self.value[1]
+
+    @property
+    def message(self) -> str:
+        return self.value[2]
+
+
+Code = ErrorCode | ExtensionCode
+
+
 class ErrorEntry:
     """One element of the ``errors`` array."""
 
     __slots__ = ('code', 'detail', 'message')
 
-    def __init__(self, code: ErrorCode, message: str | None = None, detail: Any = None):
+    def __init__(self, code: Code, message: str | None = None, detail: Any = None):
         self.code = code
         self.message = message or code.message
         self.detail = detail
@@ -81,7 +108,7 @@ class RegistryError(Exception):
 
     def __init__(
         self,
-        code: ErrorCode,
+        code: Code,
         message: str | None = None,
         detail: Any = None,
         *,
@@ -101,11 +128,19 @@ class RegistryError(Exception):
         return cls(first.code, first.message, first.detail, status=status, more=rest)
 
     @property
-    def code(self) -> ErrorCode:
+    def code(self) -> Code:
         return self.entries[0].code
 
     def body(self) -> bytes:
         return json.dumps({'errors': [e.to_dict() for e in self.entries]}).encode()
+
+
+def store_unavailable(store: str, reason: str) -> RegistryError:
+    """503 naming the store that could not answer; clients retry after a moment."""
+    return RegistryError(
+        ExtensionCode.UNAVAILABLE, f'{store} is unavailable: {reason}',
+        detail={'store': store, 'reason': reason}, status=503,
+        headers={'Retry-After': '1'})
 
 
 def status_code_for(status: int) -> ErrorCode:

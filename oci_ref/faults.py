@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from oci_ref.errors import ErrorCode, RegistryError
+from oci_ref.errors import ErrorCode, ExtensionCode, RegistryError
 from oci_ref.http import API_VERSION, ASGIApp, Receive, Send
 from oci_ref.routing import split_path
 
@@ -310,7 +310,8 @@ def _content_length(headers: Any) -> int | None:
 
 async def _refuse(send: Send, rule: Rule) -> None:
     status = int(rule.kind)
-    code = ErrorCode.TOOMANYREQUESTS if status == 429 else ErrorCode.UNSUPPORTED
+    # 5xx: the code the registry's own 5xx answers use (oci_ref/errors.py).
+    code = ErrorCode.TOOMANYREQUESTS if status == 429 else ExtensionCode.UNAVAILABLE
     message = {429: 'too many requests', 500: 'internal server error',
                503: 'service unavailable'}[status]
     body = RegistryError(code, f'{message} (injected fault)',

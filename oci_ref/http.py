@@ -11,8 +11,10 @@ from urllib.parse import urlencode
 import falcon
 import falcon.asgi
 
-from oci_ref.errors import ErrorCode, RegistryError, status_code_for
+from oci_ref.errors import ErrorCode, RegistryError, status_code_for, store_unavailable
 from oci_ref.reference import validate_name
+from oci_ref.registry import ContentRange
+from oci_ref.storage import StoreUnavailable
 
 log = logging.getLogger('oci_ref')
 
@@ -50,6 +52,15 @@ async def handle_registry_error(
         resp.set_header(k, v)
     resp.content_type = 'application/json'
     resp.data = ex.body()
+
+
+async def handle_store_unavailable(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: StoreUnavailable,
+    params: dict[str, Any],
+) -> None:
+    """A store that cannot answer now: 503 naming it (retryable), never a 500."""
+    log.warning('%s %s: %s', req.method, req.path, ex)
+    await handle_registry_error(req, resp, store_unavailable(ex.store, ex.reason), params)
 
 
 async def handle_unexpected(
@@ -228,17 +239,18 @@ def _number(digits: str) -> int:
     return _HUGE if len(digits) > 18 else int(digits)
 
 
-def parse_content_range(value: str | None) -> tuple[int, int] | ValueError | None:
+def parse_content_range(value: str | None) -> ContentRange | None:
     """Request ``Content-Range`` of a chunk, ``start-end`` inclusive (spec grammar
-    ``^[0-9]+-[0-9]+$``; the RFC 9110 ``bytes `` form is accepted too). Returns an
-    exception object (not raised) for a malformed value: the caller answers 416
-    with the session's state, which it only knows after looking the session up."""
+    ``^[0-9]+-[0-9]+$``; the RFC 9110 ``bytes `` form is accepted too). A malformed
+    value is not raised here: the caller answers 416 with the session's state,
+    which it only knows after looking the session up."""
     if value is None:
         return None
     m = _CONTENT_RANGE.fullmatch(value.strip())
     if m is None or _number(m[2]) < _number(m[1]):
-        return ValueError(f'malformed Content-Range {value[:100]!r}: expected start-end')
-    return _number(m[1]), _number(m[2])
+        return ContentRange.invalid(
+            f'malformed Content-Range {value[:100]!r}: expected start-end')
+    return ContentRange(_number(m[1]), _number(m[2]))
 
 
 _RANGE = re.compile(r'bytes=(\d*)-(\d*)')

@@ -10,7 +10,7 @@ from typing import Any
 
 from oci_ref.config import Config
 from oci_ref.hooks import Notifier
-from oci_ref.registry import Policy, Registry
+from oci_ref.registry import Registry
 
 log = logging.getLogger('oci_ref')
 
@@ -49,24 +49,16 @@ class Lifecycle:
         return asyncio.get_running_loop().create_task(loop())
 
     async def _purge(self) -> None:
-        removed = self.registry.purge_uploads()
+        removed = await self.registry.purge_uploads()
         if removed:
             log.info('purged %d expired upload spools', removed)
 
     async def _gc(self) -> None:
-        # In a thread with its own connection: the sweep hashes nothing but may
-        # delete many files, and must not stall this worker's requests.
-        report = await asyncio.to_thread(_collect_once, self.config)
+        # Through the store interfaces, which work off the event loop: the pass
+        # never stalls this worker's requests.
+        from oci_ref.gc import collect
+
+        report = await collect(self.registry, untagged=self.config.gc_untagged,
+                               grace=self.config.gc_grace)
         if report is not None and (report.blobs or report.manifests or report.links):
             log.info('online gc: %s', report.summary())
-
-
-def _collect_once(config: Config) -> Any:
-    from oci_ref.gc import collect
-
-    registry = Registry(config.root, fsync=config.fsync,
-                        policy=Policy.from_config(config))
-    try:
-        return collect(registry, untagged=config.gc_untagged, grace=config.gc_grace)
-    finally:
-        registry.close()

@@ -4,8 +4,8 @@ out, open upload sessions and storage.
 Request metrics are counted at the ASGI layer (:class:`Observe`), the one place that
 sees the exact body bytes and the final status. With several workers ``oci-ref
 serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` and every worker writes its samples there;
-the storage and session gauges are read from SQLite at scrape time, so they are the
-same whichever worker answers.
+the storage and session gauges are read from the metadata store at scrape time, so
+they are the same whichever worker answers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from oci_ref.http import ASGIApp, Receive, Send
-from oci_ref.metadata import Metadata
+from oci_ref.storage.interfaces import StoreStats
 
 ENDPOINT_KEY = 'oci_ref.endpoint'
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
@@ -117,34 +117,34 @@ class Observe:
 
 
 class StorageCollector(Collector):
-    """Gauges read from the metadata at scrape time (identical in every worker)."""
+    """Gauges from the metadata store's figures (identical in every worker)."""
 
-    def __init__(self, meta: Metadata):
-        self.meta = meta
+    def __init__(self, stats: StoreStats):
+        self.stats = stats
 
     def collect(self) -> Iterable[Metric]:
-        q = self.meta._one
+        st = self.stats
         sessions = GaugeMetricFamily('oci_ref_upload_sessions', 'Open upload sessions')
-        sessions.add_metric([], q('SELECT COUNT(*) FROM uploads')[0])
+        sessions.add_metric([], st.upload_sessions)
         stored = GaugeMetricFamily('oci_ref_storage_bytes', 'Bytes stored', labels=['kind'])
-        stored.add_metric(['blobs'], q('SELECT COALESCE(SUM(size), 0) FROM blobs')[0])
-        stored.add_metric(['manifests'],
-                          q('SELECT COALESCE(SUM(size), 0) FROM manifests')[0])
-        stored.add_metric(['uploads'], q('SELECT COALESCE(SUM(size), 0) FROM uploads')[0])
+        stored.add_metric(['blobs'], st.blob_bytes)
+        stored.add_metric(['manifests'], st.manifest_bytes)
+        stored.add_metric(['uploads'], st.upload_bytes)
         objects = GaugeMetricFamily('oci_ref_objects', 'Objects stored', labels=['kind'])
-        for kind, table in (('repositories', 'repositories'), ('blobs', 'blobs'),
-                            ('manifests', 'manifests'), ('tags', 'tags')):
-            objects.add_metric([kind], q(f'SELECT COUNT(*) FROM {table}')[0])
+        for kind, value in (('repositories', st.repositories), ('blobs', st.blobs),
+                            ('manifests', st.manifests), ('tags', st.tags)):
+            objects.add_metric([kind], value)
         yield from (sessions, stored, objects)
 
 
-def exposition(meta: Metadata) -> bytes:
-    """The text exposition: request metrics (merged across workers) + storage."""
+def exposition(stats: StoreStats) -> bytes:
+    """The text exposition: request metrics (merged across workers) + storage.
+    Reads the workers' sample files: call it in a thread."""
     if os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
         requests = CollectorRegistry()
         multiprocess.MultiProcessCollector(requests)
     else:
         requests = REGISTRY
     storage = CollectorRegistry()
-    storage.register(StorageCollector(meta))
+    storage.register(StorageCollector(stats))
     return generate_latest(requests) + generate_latest(storage)

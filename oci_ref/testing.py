@@ -12,7 +12,9 @@ Each is an :class:`OCIRegistry` running ``oci-ref serve`` in a subprocess on a f
 127.0.0.1 port, with its storage in a temporary directory. Settings of
 ``oci-ref serve`` can be given per test with a marker, e.g.
 ``@pytest.mark.oci_registry(manifest_max_bytes=8388608)``; every setting of
-``oci_ref.config.Config`` is accepted there.
+``oci_ref.config.Config`` is accepted there. With ``lint=True`` the registry runs
+the client linter: ``oci_registry.lint_report()`` returns its findings and
+``oci_registry.assert_no_lint_violations()`` fails a test that broke a rule.
 
 The building blocks, for any server (a peer registry, a daemon):
 
@@ -333,6 +335,62 @@ class OCIRegistry:
         ``@<digest>``)."""
         sep = '@' if ':' in reference else ':'
         return f'{self.host}/{name}{sep}{reference}'
+
+    def lint_report(self, auth: tuple[str, str] | None = None) -> dict[str, Any]:
+        """The client linter's report (``GET /lint/report``; the server runs with
+        ``lint=True``): ``clients``, each with its ``rules`` (id, count, example).
+        ``auth`` is (user, password) when the server has auth on."""
+        import base64
+        import json
+
+        parts = urllib.parse.urlsplit(self.url)
+        conn: http.client.HTTPConnection
+        if self.tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=60,
+                                               context=context)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        headers = {'Accept': 'application/json'}
+        if auth:
+            token = base64.b64encode(f'{auth[0]}:{auth[1]}'.encode()).decode()
+            headers['Authorization'] = f'Basic {token}'
+        try:
+            conn.request('GET', '/lint/report', headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise AssertionError(f'GET /lint/report answered {resp.status} (start the '
+                                 f'registry with lint=True): {body[:300]!r}')
+        report: dict[str, Any] = json.loads(body)
+        return report
+
+    def assert_no_lint_violations(self, user_agent: str | None = None, *,
+                                  ignore: Sequence[str] = (),
+                                  auth: tuple[str, str] | None = None) -> None:
+        """Fail, listing each rule with its example request, if a client (those
+        whose User-Agent contains ``user_agent``; default: every client) broke a
+        lint rule other than those in ``ignore``."""
+        report = self.lint_report(auth)
+        lines = []
+        for client in report['clients']:
+            if user_agent is not None and user_agent not in client['user_agent']:
+                continue
+            for rule in client['rules']:
+                if rule['id'] in ignore:
+                    continue
+                info = report['rules'].get(rule['id'], {})
+                ex = rule['example']
+                lines.append(f'{client["user_agent"]!r}: {rule["id"]} x{rule["count"]} '
+                             f'({info.get("level", "")} {info.get("section", "")}); '
+                             f'e.g. {ex["method"]} {ex["path"]} -> {ex["status"]}: '
+                             f'{ex["detail"]}')
+        if lines:
+            raise AssertionError('lint violations:\n' + '\n'.join(lines))
 
     def stop(self) -> int:
         """Stop the server (and its workers); return its exit status (0: clean)."""

@@ -374,7 +374,7 @@ class Variations:
                 ErrorCode.DENIED, 'the signed URL is invalid or expired', status=403))
             return
         try:
-            d, size = self.registry.blob_size(name, digest)
+            d, size = await self.registry.blob_size(name, digest)
             rng = parse_range((_get(scope['headers'], b'range') or b'').decode('latin-1'),
                               size)
         except RegistryError as ex:
@@ -396,7 +396,11 @@ class Variations:
                         'headers': headers})
             await send({'type': 'http.response.body', 'body': b''})
             return
-        chunks = self.registry.store.reader(d, start, length)
+        try:
+            chunks = await self.registry.read_blob(d, start, length)
+        except RegistryError as ex:
+            await _error(send, ex)
+            return
         await send({'type': 'http.response.start', 'status': status, 'headers': headers})
         async for chunk in chunks:
             await send({'type': 'http.response.body', 'body': chunk, 'more_body': True})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from oci_ref.app import create_app
-from oci_ref.config import Config
+from tests.backends import BACKENDS, Backend
 from tests.support import InProcess, Server
 
 # pytester: tests/e2e/test_pytest_plugin.py runs pytest in a temporary project.
@@ -19,9 +19,18 @@ _names = itertools.count()
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> InProcess:
-    """The app in-process (falcon.testing) over a fresh storage root."""
-    return InProcess(create_app(Config(root=tmp_path / 'data')))
+def client(backend: Backend) -> Iterator[InProcess]:
+    """The app in-process (falcon.testing) over a fresh storage root, once per store
+    combination: every API test is a storage-behaviour test too."""
+    registry = backend.registry(fsync=True)
+    yield InProcess(create_app(backend.config(fsync=True), registry=registry))
+    registry.close()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each store combination in turn, over a fresh root (storage-behaviour tests)."""
+    return BACKENDS[request.param](tmp_path / 'data')
 
 
 @pytest.fixture(scope='session')

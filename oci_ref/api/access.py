@@ -71,7 +71,7 @@ def requirement(template: str | None, method: str, *, health_open: bool = True,
     (open). 'login': any valid user (the operations endpoints, when not open)."""
     if template in HEALTH:
         return None if health_open else ('login', frozenset())
-    if template == METRICS:
+    if template in (METRICS, '/lint/report', '/lint/report.html'):
         return None if metrics_open else ('login', frozenset())
     if template is None or template in _OPEN:
         return None

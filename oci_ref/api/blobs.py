@@ -18,9 +18,9 @@ from oci_ref.http import (
     request_body,
     request_info,
 )
-from oci_ref.metadata import Upload
 from oci_ref.reference import Digest, parse_algorithm
 from oci_ref.registry import Registry, blob_location, upload_location, upload_range
+from oci_ref.storage.interfaces import Upload
 
 
 class Blob:
@@ -39,7 +39,7 @@ class Blob:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str, digest: str) -> None:
         """end-2: GET /v2/<name>/blobs/<digest> (RFC 9110 single ranges → 206)."""
-        d, size = self.registry.blob_size(name, digest)
+        d, size = await self.registry.blob_size(name, digest)
         self._headers(resp, d)
         try:
             rng = parse_range(req.get_header('Range'), size)
@@ -56,10 +56,7 @@ class Blob:
             start, length = rng[0], rng[1] - rng[0] + 1
             resp.status = falcon.HTTP_206
             resp.set_header('Content-Range', f'bytes {rng[0]}-{rng[1]}/{size}')
-        try:
-            resp.stream = self.registry.store.reader(d, start, length)
-        except FileNotFoundError:
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={'digest': str(d)}) from None
+        resp.stream = await self.registry.read_blob(d, start, length)
         resp.content_length = length
         self.notifier.emit('pull', name, digest=str(d), size=size,
                            media_type='application/octet-stream',
@@ -68,14 +65,14 @@ class Blob:
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, digest: str) -> None:
         """end-2: HEAD /v2/<name>/blobs/<digest> (headers of GET, no body)."""
-        d, size = self.registry.blob_size(name, digest)
+        d, size = await self.registry.blob_size(name, digest)
         self._headers(resp, d)
         resp.content_length = size
 
     async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                         name: str, digest: str) -> None:
         """end-10: DELETE /v2/<name>/blobs/<digest> → 202."""
-        self.registry.delete_blob(name, digest)
+        await self.registry.delete_blob(name, digest)
         resp.status = falcon.HTTP_202
         resp.content_length = 0
         self.notifier.emit('delete', name, digest=digest, request=request_info(req))
@@ -128,7 +125,7 @@ class BlobUploads:
                                    request=request_info(req))
                 return
         algorithm = query_value(req, 'digest-algorithm')
-        upload = self.registry.start_upload(
+        upload = await self.registry.start_upload(
             name, parse_algorithm(algorithm) if algorithm else None
         )
         resp.status = falcon.HTTP_202
@@ -138,7 +135,7 @@ class BlobUploads:
     async def on_get_session(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                              name: str, session_id: str) -> None:
         """end-13: GET /v2/<name>/blobs/uploads/<reference> → 204 with Range."""
-        upload = self.registry.get_upload(name, session_id)
+        upload = await self.registry.get_upload(name, session_id)
         resp.status = falcon.HTTP_204
         self._session_headers(resp, upload)
 
@@ -175,5 +172,5 @@ class BlobUploads:
                                 resp: falcon.asgi.Response, name: str,
                                 session_id: str) -> None:
         """end-14: DELETE /v2/<name>/blobs/uploads/<reference> → 204."""
-        self.registry.cancel_upload(name, session_id)
+        await self.registry.cancel_upload(name, session_id)
         resp.status = falcon.HTTP_204

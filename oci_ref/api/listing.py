@@ -3,6 +3,7 @@ the catalog."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -37,7 +38,8 @@ class OpenAPIDocument:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if self._body is None:
-            self._body = (schema_dir() / 'openapi.yaml').read_bytes()
+            # Read once, in a thread: the event loop never waits on the disk.
+            self._body = await asyncio.to_thread((schema_dir() / 'openapi.yaml').read_bytes)
         resp.content_type = 'application/yaml'
         resp.data = self._body
 
@@ -51,7 +53,7 @@ class TagList:
                      name: str) -> None:
         """end-8a/8b: GET /v2/<name>/tags/list[?n=<n>][&last=<tag>] (ASCII order)."""
         n = page_size(req, self.page_max)
-        page = self.registry.list_tags(name, query_value(req, 'last'), n)
+        page = await self.registry.list_tags(name, query_value(req, 'last'), n)
         if page.more:
             set_next_link(resp, f'/v2/{name}/tags/list', {'n': n, 'last': page.items[-1]})
         resp.content_type = 'application/json'
@@ -68,7 +70,7 @@ class Catalog:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /v2/_catalog[?n=<n>][&last=<name>] (reserved by the spec; Docker's API)."""
         n = page_size(req, self.page_max)
-        page = self.registry.catalog(query_value(req, 'last'), n,
+        page = await self.registry.catalog(query_value(req, 'last'), n,
                                      getattr(req.context, 'can_pull', None))
         if page.more:
             set_next_link(resp, '/v2/_catalog', {'n': n, 'last': page.items[-1]})
@@ -92,7 +94,7 @@ class Referrers:
         """
         artifact_type = media_type_param(req, 'artifactType') or None
         n = page_size(req, self.page_max)
-        page = self.registry.referrers(
+        page = await self.registry.referrers(
             name, digest, artifact_type, query_value(req, 'last'), n
         )
         manifests: list[dict[str, Any]] = []

@@ -11,8 +11,8 @@ from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import content_length, query_values, request_body, request_info
 from oci_ref.manifest import parse_manifest
-from oci_ref.metadata import ManifestRecord
 from oci_ref.registry import PARSE_INLINE_MAX, Registry, manifest_location
+from oci_ref.storage.interfaces import ManifestRecord
 
 
 class Manifest:
@@ -36,7 +36,7 @@ class Manifest:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str, reference: str) -> None:
         """end-3: GET /v2/<name>/manifests/<reference>."""
-        record = self.registry.get_manifest(name, reference)
+        record = await self.registry.get_manifest(name, reference)
         self._headers(resp, record)
         resp.data = record.content
         self.notifier.emit('pull', name, digest=record.digest, size=record.size,
@@ -46,7 +46,7 @@ class Manifest:
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, reference: str) -> None:
         """end-3: HEAD /v2/<name>/manifests/<reference>."""
-        record = self.registry.get_manifest(name, reference)
+        record = await self.registry.get_manifest(name, reference)
         self._headers(resp, record)
         resp.content_length = record.size
 
@@ -75,7 +75,7 @@ class Manifest:
                         name: str, reference: str) -> None:
         """end-9: DELETE /v2/<name>/manifests/<reference> → 202 (a digest also drops
         every tag pointing at it)."""
-        self.registry.delete_manifest(name, reference)
+        await self.registry.delete_manifest(name, reference)
         resp.status = falcon.HTTP_202
         resp.content_length = 0
         tag = _tag(reference)

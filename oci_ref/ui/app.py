@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -20,6 +21,7 @@ from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.http import ASGIApp, Receive, Send
 from oci_ref.reference import is_valid_name
 from oci_ref.registry import Registry
+from oci_ref.storage import StoreUnavailable
 from oci_ref.ui.csrf import Csrf
 from oci_ref.ui.model import Model
 from oci_ref.ui.render import SECURITY_HEADERS, render
@@ -95,6 +97,10 @@ async def _error_page(req: falcon.asgi.Request, resp: falcon.asgi.Response,
             raise ex  # redirects are answers, not errors
         status, title = ex.status_code, ex.title or 'Error'
         headers = dict(ex.headers or {})
+    elif isinstance(ex, StoreUnavailable):
+        # As the API answers it: the store is named, the client may retry.
+        status, title, headers = 503, 'Storage unavailable', {'Retry-After': '5'}
+        detail = f'{ex.store}: {ex.reason}'
     else:
         log.exception('web view: unhandled error on %s %s', req.method, req.path)
     resp.status = status
@@ -105,8 +111,9 @@ async def _error_page(req: falcon.asgi.Request, resp: falcon.asgi.Response,
                        status=status, title=title, detail=detail)
 
 
-def ui_app(registry: Registry, control: AccessControl) -> falcon.asgi.App:
-    ctx = Context(Model(registry), Csrf.for_root(registry.root))
+def ui_app(registry: Registry, control: AccessControl, root: Path) -> falcon.asgi.App:
+    """The web view; its CSRF key lives in ``root`` (the server's data folder)."""
+    ctx = Context(Model(registry), Csrf.for_root(root))
     app = falcon.asgi.App(router=UIRouter(), middleware=[Pages(control)],
                           cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False

@@ -16,9 +16,9 @@ from typing import Any
 
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.manifest import INDEX_TYPES, OCI_CONFIG, check
-from oci_ref.metadata import TagDetail
 from oci_ref.reference import Digest, is_digest_reference, is_valid_tag
 from oci_ref.registry import Registry
+from oci_ref.storage.interfaces import TagDetail
 
 DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json'
 IMAGE_CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
@@ -157,24 +157,25 @@ class Model:
                            last: str | None, n: int) -> RepositoryPage:
         """A page of the repositories ``readable`` admits whose name holds ``query``."""
         q = query.strip().lower()
-        page = self.registry.catalog(last, n, lambda r: q in r and readable(r))
-        stats = self.registry.meta.repository_stats(page.items)
+        page = await self.registry.catalog(last, n, lambda r: q in r and readable(r))
+        stats = await self.registry.meta.repository_stats(page.items)
         items = [RepositorySummary(r, *stats[r]) for r in page.items]
         return RepositoryPage(items, page.items[-1] if page.more else None)
 
     async def repository_exists(self, name: str) -> bool:
-        return self.registry.meta.repo_exists(name)
+        return await self.registry.meta.repo_exists(name)
 
     # -- tags ----------------------------------------------------------------------------
 
     async def tags(self, name: str, *, by_pushed: bool, descending: bool, page: int,
                    per_page: int) -> TagPage:
         meta = self.registry.meta
-        total = meta.tag_count(name)
+        total = await meta.tag_count(name)
         pages = max(1, -(-total // per_page))
         page = min(max(page, 1), pages)
-        details = meta.tag_details(name, by_pushed=by_pushed, descending=descending,
-                                   offset=(page - 1) * per_page, limit=per_page)
+        details = await meta.tag_details(name, by_pushed=by_pushed,
+                                         descending=descending,
+                                         offset=(page - 1) * per_page, limit=per_page)
         resolver = _Resolver(self.registry, name)
         docs = [_json(d.content) for d in details]
         # Every image config of the page read in one trip to a worker thread.
@@ -186,7 +187,7 @@ class Model:
 
     async def manifest(self, name: str, reference: str) -> ManifestView:
         """Raises RegistryError (404) for an unknown name or reference."""
-        record = self.registry.get_manifest(name, reference)
+        record = await self.registry.get_manifest(name, reference)
         doc = _json(record.content)
         if len(record.content) > CHECK_INLINE_MAX:
             failures = await asyncio.to_thread(check, record.content, record.media_type)
@@ -199,13 +200,14 @@ class Model:
         tree = await resolver.tree(doc, record.media_type, TREE_DEPTH)
         subject = None
         if isinstance(doc.get('subject'), dict):
-            subject = resolver.node('subject', doc['subject'])
+            subject = await resolver.node('subject', doc['subject'])
         meta = self.registry.meta
+        tags = await meta.tags_of(name, record.digest)
+        pushed_at = await meta.manifest_pushed_at(name, record.digest)
         return ManifestView(
             name=name, reference=reference, digest=record.digest,
             media_type=record.media_type, size=record.size, raw=_pretty(record.content),
-            remarks=remarks, tags=meta.tags_of(name, record.digest),
-            pushed_at=meta.manifest_pushed_at(name, record.digest),
+            remarks=remarks, tags=tags, pushed_at=pushed_at,
             artifact_type=_artifact_type(doc),
             annotations=_annotations(doc.get('annotations')),
             total_size=await resolver.total(record.digest, doc, record.media_type),
@@ -223,13 +225,13 @@ class Model:
         through the tag schema (``<alg>-<hex>`` tags, distribution-spec §Referrers Tag
         Schema; cosign's ``.sig``/``.att``/``.sbom`` tags follow the same naming)."""
         found: dict[str, ReferrerEntry] = {}
-        for r in self.registry.referrers(name, digest, None, None, limit).items:
+        for r in (await self.registry.referrers(name, digest, None, None, limit)).items:
             found[r.digest] = ReferrerEntry(r.digest, r.media_type, r.artifact_type,
                                             r.size, _annotations(r.annotations), 'subject')
         d = Digest.parse(digest)
         meta = self.registry.meta
-        for tag in meta.tags_with_prefix(name, f'{d.algorithm}-{d.encoded}', limit):
-            record = meta.get_tagged_manifest(name, tag)
+        for tag in await meta.tags_with_prefix(name, f'{d.algorithm}-{d.encoded}', limit):
+            record = await meta.get_tagged_manifest(name, tag)
             if record is None:
                 continue
             doc = _json(record.content)
@@ -251,7 +253,7 @@ class Model:
     async def graph(self, name: str, digest: str, depth: int = 3, limit: int = 60
                     ) -> Graph:
         """The referrers of ``digest``, their referrers, … breadth first."""
-        root = self.registry.get_manifest(name, digest)
+        root = await self.registry.get_manifest(name, digest)
         nodes = [GraphNode(root.digest, _artifact_type(_json(root.content))
                            or root.media_type, '', 0, True)]
         seen = {root.digest}
@@ -271,7 +273,7 @@ class Model:
                     seen.add(r.digest)
                     nodes.append(GraphNode(
                         r.digest, r.artifact_type or r.media_type, r.via, level,
-                        self.registry.meta.manifest_exists(name, r.digest)))
+                        await self.registry.meta.get_manifest(name, r.digest) is not None))
                     following.append(r.digest)
             frontier = following
         kept = {n.digest for n in nodes}
@@ -284,7 +286,7 @@ class Model:
         if not (is_digest_reference(reference) or is_valid_tag(reference)):
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN,
                                 detail={'reference': reference[:200]})
-        self.registry.delete_manifest(name, reference)
+        await self.registry.delete_manifest(name, reference)
 
 
 class _Resolver:
@@ -296,9 +298,9 @@ class _Resolver:
         self._docs: dict[str, tuple[str, dict[str, Any]] | None] = {}
         self._platforms: dict[str, str] = {}
 
-    def _manifest(self, digest: str) -> tuple[str, dict[str, Any]] | None:
+    async def _manifest(self, digest: str) -> tuple[str, dict[str, Any]] | None:
         if digest not in self._docs:
-            record = self.registry.meta.get_manifest(self.name, digest)
+            record = await self.registry.meta.get_manifest(self.name, digest)
             self._docs[digest] = (None if record is None
                                   else (record.media_type, _json(record.content)))
         return self._docs[digest]
@@ -324,7 +326,7 @@ class _Resolver:
             return sum(int(x.get('size', 0)) for x in blobs)
         total = 0
         for child in _descriptors(doc.get('manifests')):
-            found = self._manifest(child['digest']) if depth else None
+            found = await self._manifest(child['digest']) if depth else None
             if found is not None:
                 total += await self.total(child['digest'], found[1], found[0], depth - 1)
         return total
@@ -340,33 +342,37 @@ class _Resolver:
             if isinstance(c, dict) and c.get('mediaType') in IMAGE_CONFIGS
             and isinstance(c.get('digest'), str) and isinstance(c.get('size'), int)
             and c['size'] <= CONFIG_READ_MAX and c['digest'] not in self._platforms))
-        if wanted:
-            found = await asyncio.to_thread(lambda: list(map(self._read_platform, wanted)))
-            self._platforms.update(zip(wanted, found, strict=True))
+        for digest in wanted:
+            self._platforms[digest] = await self._read_platform(digest)
 
-    def _read_platform(self, digest: str) -> str:
+    async def _read_platform(self, digest: str) -> str:
+        """A config's platform, read through the blob store (at most
+        CONFIG_READ_MAX bytes, in its threads)."""
+        data = bytearray()
         try:
-            path = self.registry.store.path(Digest.parse(digest))
-            with open(path, 'rb') as f:
-                doc = _json(f.read(CONFIG_READ_MAX + 1))
-        except (OSError, RegistryError):
+            chunks = await self.registry.read_blob(Digest.parse(digest), 0,
+                                                   CONFIG_READ_MAX + 1)
+            async for chunk in chunks:
+                data += chunk
+        except RegistryError:
             return ''
-        return _platform(doc)
+        return _platform(_json(bytes(data)))
 
-    def node(self, role: str, desc: dict[str, Any]) -> Node:
+    async def node(self, role: str, desc: dict[str, Any]) -> Node:
         digest = str(desc.get('digest', ''))
         return Node(role, str(desc.get('mediaType', '')), digest, int(desc.get('size', 0)),
                     _platform(desc.get('platform')), desc.get('artifactType') or None,
                     _annotations(desc.get('annotations')),
                     present=role in ('manifest', 'subject')
-                    and self.registry.meta.manifest_exists(self.name, digest))
+                    and await self.registry.meta.get_manifest(self.name, digest)
+                    is not None)
 
     async def tree(self, doc: dict[str, Any], media_type: str, depth: int) -> list[Node]:
         if media_type in INDEX_TYPES:
             nodes = []
             for desc in _descriptors(doc.get('manifests')):
-                node = self.node('manifest', desc)
-                found = self._manifest(node.digest) if depth > 1 else None
+                node = await self.node('manifest', desc)
+                found = await self._manifest(node.digest) if depth > 1 else None
                 if found is not None:
                     node.children = await self.tree(found[1], found[0], depth - 1)
                     if not node.platform and found[0] not in INDEX_TYPES:
@@ -376,8 +382,9 @@ class _Resolver:
                             node.platform = await self.config_platform(config)
                 nodes.append(node)
             return nodes
-        config = [self.node('config', d) for d in _descriptors([doc.get('config')])]
-        return config + [self.node('layer', d) for d in _descriptors(doc.get('layers'))]
+        config = [await self.node('config', d) for d in _descriptors([doc.get('config')])]
+        return config + [await self.node('layer', d)
+                         for d in _descriptors(doc.get('layers'))]
 
 
 def _json(content: bytes) -> dict[str, Any]:

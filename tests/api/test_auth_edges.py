@@ -128,7 +128,7 @@ def test_a_refresh_grants_what_the_rules_say_now(tmp_path: Path, htpasswd: Path)
     assert granted() == ['pull']
     rules.write_text('[[rule]]\nrepository = \n')  # not TOML
     assert granted() == ['pull']
-    error = assert_error(c.get('/readyz'), 503, 'UNSUPPORTED')
+    error = assert_error(c.get('/readyz'), 503, 'UNAVAILABLE')
     assert set(error['detail']) == {'rules'}, error
     rules.write_text(RULES.format(actions='"pull", "push"'))
     assert granted() == ['pull', 'push']
@@ -271,7 +271,7 @@ def test_readyz_names_a_bad_htpasswd_edit_while_the_last_good_file_serves(
     dev = {'Authorization': basic_header('dev', USERS['dev'])}
     for _ in range(2):
         assert c.get('/v2/', headers=dev).status_code == 200  # never a 500
-        error = assert_error(c.get('/readyz'), 503, 'UNSUPPORTED')
+        error = assert_error(c.get('/readyz'), 503, 'UNAVAILABLE')
         assert 'line 3' in error['detail']['users'], error
         assert 'broken line' not in error['detail']['users']
     htpasswd.write_text(good)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
-import pytest
-
 from oci_ref.app import create_app
 from oci_ref.config import Config
-from oci_ref.registry import Policy, Registry
 from tests.support import InProcess, assert_error, digest, push_blob, push_image
 
 
@@ -87,35 +85,64 @@ def test_session_cap_is_429_toomanyrequests_with_retry_after(tmp_path):
     assert r.status_code == 201
 
 
-def test_idle_session_expires_after_its_ttl(tmp_path):
-    c = app(tmp_path, upload_ttl=1)
+def test_idle_session_expires_after_its_ttl(backend):
+    registry = backend.registry(clock=True, upload_ttl=60)
+    c = InProcess(create_app(backend.config(upload_ttl=60), registry=registry))
     loc = c.post('/v2/a/b/blobs/uploads/').headers['location']
     assert c.patch(loc, content=b'abc').status_code == 202
-    spool = tmp_path / 'data' / 'uploads' / loc.rsplit('/', 1)[1]
+    spool = backend.spool_path(loc.rsplit('/', 1)[1])
     assert spool.is_file()
-    time.sleep(1.2)
+    backend.clock.advance(59)
+    assert c.get(loc).status_code == 204
+    backend.clock.advance(2)
     assert_error(c.get(loc), 404, 'BLOB_UPLOAD_UNKNOWN')
     assert not spool.exists()
+    registry.close()
 
 
-@pytest.mark.parametrize('ttl', [60])
-def test_purge_removes_expired_sessions_and_orphan_spools_only(tmp_path, ttl):
-    root = tmp_path / 'data'
-    registry = Registry(root, policy=Policy(upload_ttl=ttl))
-    live = registry.start_upload('a/b')
-    stale = registry.start_upload('a/b')
-    registry.meta.db.execute('UPDATE uploads SET updated_at = 0 WHERE id = ?', [stale.id])
-    orphan = root / 'uploads' / 'tmp-orphan'
-    orphan.write_bytes(b'left by a crash')
-    fresh_orphan = root / 'uploads' / 'tmp-in-flight'
-    fresh_orphan.write_bytes(b'a push still streaming')
-    old = time.time() - 2 * 3600
-    os.utime(orphan, (old, old))
-    assert registry.purge_uploads() == 2
-    assert registry.meta.get_upload(stale.id) is None
-    assert not (root / 'uploads' / stale.id).exists()
-    assert not orphan.exists()
-    assert registry.meta.get_upload(live.id) is not None
-    assert (root / 'uploads' / live.id).exists()
-    assert fresh_orphan.exists()
+def test_an_idle_session_expires_after_the_ttl_but_an_active_one_lives_on(backend):
+    registry = backend.registry(clock=True, upload_ttl=60)
+    c = InProcess(create_app(backend.config(upload_ttl=60), registry=registry))
+    idle = c.post('/v2/ttl/app/blobs/uploads/').headers['location']
+    active = c.post('/v2/ttl/app/blobs/uploads/').headers['location']
+    data = b''
+    for _ in range(4):  # 4 x 40 s: the active session outlives the TTL twice over
+        backend.clock.advance(40)
+        chunk = os.urandom(100)
+        r = c.patch(active, content=chunk,
+                    headers={'Content-Range': f'{len(data)}-{len(data) + 99}'})
+        assert r.status_code == 202, r.content
+        data += chunk
+        active = r.headers['location']
+    assert_error(c.get(idle), 404, 'BLOB_UPLOAD_UNKNOWN')
+    assert_error(c.patch(idle, content=b'late'), 404, 'BLOB_UPLOAD_UNKNOWN')
+    r = c.put(f'{active}?digest={digest(data)}')
+    assert r.status_code == 201, r.content
+    assert c.get(f'/v2/ttl/app/blobs/{digest(data)}').content == data
+    registry.close()
+
+
+def test_purge_removes_expired_sessions_and_orphan_spools_only(backend):
+    registry = backend.registry(clock=True, upload_ttl=60)
+
+    async def scenario() -> None:
+        stale = await registry.start_upload('a/b')
+        backend.clock.advance(40)
+        live = await registry.start_upload('a/b')
+        orphan = backend.spool_path('tmp-orphan')
+        orphan.write_bytes(b'left by a crash')
+        fresh_orphan = backend.spool_path('tmp-in-flight')
+        fresh_orphan.write_bytes(b'a push still streaming')
+        old = time.time() - 2 * 3600
+        os.utime(orphan, (old, old))
+        backend.clock.advance(30)
+        assert await registry.purge_uploads() == 2
+        assert await registry.meta.get_upload(stale.id) is None
+        assert not backend.spool_path(stale.id).exists()
+        assert not orphan.exists()
+        assert await registry.meta.get_upload(live.id) is not None
+        assert backend.spool_path(live.id).exists()
+        assert fresh_orphan.exists()
+
+    asyncio.run(scenario())
     registry.close()

@@ -9,15 +9,15 @@ on by default); off, such a mount is a normal upload (202).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from oci_ref.app import create_app
+from oci_ref.app import create_app, open_registry
 from oci_ref.config import Config
 from oci_ref.gc import fsck
-from oci_ref.registry import Registry
 from tests.support import (
     OCI_MANIFEST,
     InProcess,
@@ -35,6 +35,14 @@ LAYERS = [b'sparse layer one', b'sparse layer two']
 
 def app(tmp_path: Path, **settings: object) -> InProcess:
     return InProcess(create_app(Config(root=tmp_path / 'data', **settings)))
+
+
+def run_fsck(tmp_path: Path) -> list:
+    registry = open_registry(Config(root=tmp_path / 'data'))
+    try:
+        return asyncio.run(fsck(registry))
+    finally:
+        registry.close()
 
 
 def put(c: InProcess, name: str, reference: str, body: bytes, media_type: str) -> object:
@@ -78,11 +86,7 @@ def test_sparse_image_and_index_are_served_and_fsck_notes_the_absent_content(
         assert got.status_code == 200 and got.content == body, reference
     for layer in LAYERS:
         assert c.head(f'/v2/a/b/blobs/{digest(layer)}').status_code == 404
-    registry = Registry(tmp_path / 'data')
-    try:
-        problems = fsck(registry)
-    finally:
-        registry.close()
+    problems = run_fsck(tmp_path)
     absent = {*map(digest, LAYERS), digest(absent_child)} | (
         set() if with_config else {digest(CONFIG)})
     assert {p.kind for p in problems} == {'reference-missing'}
@@ -92,11 +96,7 @@ def test_sparse_image_and_index_are_served_and_fsck_notes_the_absent_content(
     for blob in (CONFIG, *LAYERS, b'never pushed'):
         push_blob(c, 'a/b', blob)
     assert put(c, 'a/b', 'child', absent_child, OCI_MANIFEST).status_code == 201
-    registry = Registry(tmp_path / 'data')
-    try:
-        assert fsck(registry) == []
-    finally:
-        registry.close()
+    assert run_fsck(tmp_path) == []
 
 
 def test_sparse_manifests_still_validate_the_manifest_itself(tmp_path):

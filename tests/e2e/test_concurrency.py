@@ -3,7 +3,8 @@
 Each scenario lines its clients up on a barrier just before the request that
 commits (the monolithic POST, the final PUT of a session, the manifest PUT), each on
 its own connection, against one worker and against ``--workers 2`` (where the race
-is between processes: flock on spools, SQLite's write lock). Afterwards the storage
+is between processes: upload claims and the GC lock in the metadata store, SQLite's
+write lock). Afterwards the storage
 root is inspected from the outside: one file per blob, one row per manifest, tags
 that name stored manifests, no leftover spools or sessions, and ``oci-ref fsck``
 clean.

@@ -61,7 +61,7 @@ def test_refusals(serve: type[Server], kind: str, status: int,
     srv = serve('--faults', f'manifest-get:{kind}=1')  # type: ignore[call-arg]
     with srv.client() as c:
         r = c.get('/v2/a/manifests/v1')
-        code = 'TOOMANYREQUESTS' if status == 429 else 'UNSUPPORTED'
+        code = 'TOOMANYREQUESTS' if status == 429 else 'UNAVAILABLE'
         err = assert_error(r, status, code)
         assert err['detail'] == {'fault': kind[:3]}
         assert r.headers['oci-ref-fault'] == kind[:3]
@@ -88,7 +88,7 @@ def test_refused_writes_store_nothing(serve: type[Server]) -> None:
                                              hashlib.sha256(config).hexdigest().encode()))
         r = c.put('/v2/a/manifests/v1', content=body,
                   headers={'Content-Type': OCI_MANIFEST})
-        assert_error(r, 503, 'UNSUPPORTED')
+        assert_error(r, 503, 'UNAVAILABLE')
         assert c.get('/v2/a/manifests/v1').status_code == 404
         assert c.get('/v2/a/tags/list').json()['tags'] == []
         metrics = c.get('/metrics').text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import re
 import shlex
@@ -116,6 +117,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         '--oci-ref-args', default='', metavar='ARGS',
         help='extra `oci-ref serve` arguments for the interop registry, e.g. '
              '"--workers 2"')
+    parser.addoption(
+        '--lint-reports', default=None, metavar='DIR', type=Path,
+        help='run the oci-ref registries with --lint and save each test module\'s '
+             'lint report as DIR/<module>-<fixture>.json (make clients-lint-report)')
 
 
 @pytest.fixture(autouse=True)
@@ -162,6 +167,26 @@ class Distribution:
         return self.process.stop()
 
 
+def _lint_args(request: pytest.FixtureRequest) -> list[str]:
+    return ['--lint'] if request.config.getoption('--lint-reports') else []
+
+
+def _save_lint_report(request: pytest.FixtureRequest, srv: Server | Distribution,
+                      fixture: str) -> None:
+    """With --lint-reports: the module's client markers and its registry's lint
+    report, for scripts/clients-lint-report.py."""
+    out = request.config.getoption('--lint-reports')
+    if out is None or not isinstance(srv, Server):
+        return
+    marks = [m.name for m in request.module.pytestmark] \
+        if isinstance(getattr(request.module, 'pytestmark', None), list) else []
+    clients = [m for m in marks if m in CLIENT_MARKERS]
+    out.mkdir(parents=True, exist_ok=True)
+    module = request.module.__name__.rpartition('.')[2]
+    (out / f'{module}-{fixture}.json').write_text(json.dumps(
+        {'module': module, 'clients': clients, 'report': srv.lint_report()}, indent=1))
+
+
 @pytest.fixture(scope='module')
 def registry(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server | Distribution]:
@@ -171,9 +196,10 @@ def registry(request: pytest.FixtureRequest,
     if request.config.getoption('--registry') == 'distribution':
         srv = Distribution(base / 'data')
     else:
-        srv = Server(base / 'data',
+        srv = Server(base / 'data', *_lint_args(request),
                      *shlex.split(request.config.getoption('--oci-ref-args')))
     yield srv
+    _save_lint_report(request, srv, 'registry')
     srv.stop()
 
 
@@ -189,8 +215,10 @@ def paged_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         srv = Distribution(base / 'data')
     else:
         srv = Server(base / 'data', '--page-max', '2', '--referrers-page-max', '1',
+                     *_lint_args(request),
                      *shlex.split(request.config.getoption('--oci-ref-args')))
     yield srv
+    _save_lint_report(request, srv, 'paged')
     srv.stop()
 
 

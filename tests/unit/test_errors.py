@@ -7,7 +7,14 @@ import re
 
 import pytest
 
-from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError, status_code_for
+from oci_ref.errors import (
+    ErrorCode,
+    ErrorEntry,
+    ExtensionCode,
+    RegistryError,
+    status_code_for,
+    store_unavailable,
+)
 
 # distribution-spec spec.md (main and v1.1.x), "#### Error Codes" (padding removed).
 SPEC_TABLE = """
@@ -138,3 +145,17 @@ def test_registry_error_of_several_entries_keeps_them_all_in_order():
 ])
 def test_r77_http_layer_refusals_map_to_a_spec_code(status, code):
     assert status_code_for(status) is code
+
+
+def test_extension_codes_are_only_for_server_failures_and_name_the_store():
+    """5xx answers are outside the spec's table (its codes say what a client did
+    wrong): ExtensionCode entries carry a 5xx status, never a 4xx."""
+    assert all(c.status >= 500 for c in ExtensionCode)
+    assert not {c.name for c in ExtensionCode} & {c.name for c in ErrorCode}
+    err = store_unavailable('metadata (sqlite)', 'database is locked')
+    assert err.status == 503
+    assert int(err.headers['Retry-After']) >= 1
+    assert json.loads(err.body()) == {'errors': [{
+        'code': 'UNAVAILABLE',
+        'message': 'metadata (sqlite) is unavailable: database is locked',
+        'detail': {'store': 'metadata (sqlite)', 'reason': 'database is locked'}}]}

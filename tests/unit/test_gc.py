@@ -2,11 +2,13 @@
 Registry in a temporary root, filled through the in-process app sharing that Registry.
 
 "Old" content is made old by moving its timestamps back (rows' ``created_at``, files'
-mtime), so each test can mix content on both sides of the grace period.
+mtime), so each test can mix content on both sides of the grace period. Every test
+runs on each store combination (the ``backend`` fixture).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -17,10 +19,12 @@ from typing import Any
 import pytest
 
 from oci_ref.app import create_app
-from oci_ref.config import Config
-from oci_ref.gc import collect, fsck
+from oci_ref.gc import GCReport, Problem
+from oci_ref.gc import collect as collect_async
+from oci_ref.gc import fsck as fsck_async
 from oci_ref.reference import Digest
-from oci_ref.registry import Registry
+from oci_ref.registry import GC_LOCK, Registry
+from tests.backends import Backend
 from tests.support import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -36,15 +40,23 @@ HOUR = 3600
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    r = Registry(tmp_path / 'data', fsync=False)
+def reg(backend: Backend) -> Iterator[Registry]:
+    r = backend.registry()
     yield r
     r.close()
 
 
 @pytest.fixture
-def c(reg: Registry) -> InProcess:
-    return InProcess(create_app(Config(root=reg.root, fsync=False), registry=reg))
+def c(backend: Backend, reg: Registry) -> InProcess:
+    return InProcess(create_app(backend.config(), registry=reg))
+
+
+def collect(reg: Registry, **kw: Any) -> GCReport | None:
+    return asyncio.run(collect_async(reg, **kw))
+
+
+def fsck(reg: Registry, **kw: Any) -> list[Problem]:
+    return asyncio.run(fsck_async(reg, **kw))
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -82,19 +94,8 @@ def push_index(c: InProcess, repo: str, ref: str, children: list[Image]) -> str:
     return put_manifest(c, repo, ref, body, OCI_INDEX)
 
 
-def age(reg: Registry, seconds: float = 2 * HOUR) -> None:
-    """Make everything stored so far ``seconds`` older: rows and blob files."""
-    db = reg.meta.db
-    with reg.meta.immediate():
-        for table in ('blobs', 'repo_blobs', 'manifests'):
-            db.execute(f'UPDATE {table} SET created_at = created_at - ?', [seconds])
-    for path, _ in reg.store.walk():
-        st = path.stat()
-        os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
-
-
-def blob_file(reg: Registry, d: str) -> Path:
-    return reg.store.path(Digest.parse(d))
+def blob_file(backend: Backend, d: str) -> Path:
+    return backend.blob_path(d)
 
 
 def has_blob(c: InProcess, reg: Registry, repo: str, d: str) -> bool:
@@ -103,42 +104,47 @@ def has_blob(c: InProcess, reg: Registry, repo: str, d: str) -> bool:
     served = r.status_code == 200
     if not served:
         assert_error(r, 404, 'BLOB_UNKNOWN')
-    row = reg.meta.blob_size(repo, d) is not None
+    row = asyncio.run(reg.meta.blob_size(repo, d)) is not None
     assert served == row, (d, r.status_code, row)
     if served:
-        assert blob_file(reg, d).is_file(), f'{d} is linked but its file is gone'
+        assert asyncio.run(reg.blobs.exists(Digest.parse(d))), \
+            f'{d} is linked but its file is gone'
     return served
 
 
 def has_manifest(c: InProcess, repo: str, d: str) -> bool:
     r = c.get(f'/v2/{repo}/manifests/{d}')
     if r.status_code != 200:
-        assert_error(r, 404, 'MANIFEST_UNKNOWN')
+        # NAME_UNKNOWN once gc removed the repository with its last manifest.
+        assert r.status_code == 404
+        assert r.json()['errors'][0]['code'] in ('MANIFEST_UNKNOWN', 'NAME_UNKNOWN')
     return r.status_code == 200
 
 
-def snapshot(reg: Registry) -> dict[str, Any]:
-    db = reg.meta.db
-    return {
-        **{t: sorted(db.execute(f'SELECT * FROM {t}').fetchall())
-           for t in ('blobs', 'repo_blobs', 'manifests', 'manifest_refs', 'tags')},
-        'files': sorted(d for _, d in reg.store.walk()),
-    }
+def snapshot(backend: Backend) -> dict[str, Any]:
+    with backend.db() as db:
+        rows = {t: sorted(db.execute(f'SELECT * FROM {t}').fetchall())
+                for t in ('blobs', 'repo_blobs', 'manifests', 'manifest_refs', 'tags')}
+    return {**rows, 'files': backend.blob_files()}
 
 
-def write_orphan(reg: Registry, data: bytes) -> tuple[str, Path]:
+def write_orphan(backend: Backend, data: bytes) -> tuple[str, Path]:
     """A content file with no row (what a crash between file and row leaves)."""
     d = digest(data)
-    path = blob_file(reg, d)
+    path = blob_file(backend, d)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return d, path
 
 
+def age(backend: Backend, seconds: float = 2 * HOUR) -> None:
+    backend.age(seconds)
+
+
 # -- blobs ----------------------------------------------------------------------------
 
 
-def test_removes_blobs_no_manifest_references_and_keeps_referenced_ones(c, reg):
+def test_removes_blobs_no_manifest_references_and_keeps_referenced_ones(backend, c, reg):
     img = Image(c, 'a/b', 'v1', 'kept')
     stray = push_blob(c, 'a/b', b'nobody references me' * 10)
     report = collect(reg, grace=0)
@@ -147,7 +153,7 @@ def test_removes_blobs_no_manifest_references_and_keeps_referenced_ones(c, reg):
     assert report.links == [('a/b', stray)]
     assert report.manifests == [] and report.orphan_files == []
     assert report.bytes_freed == len(b'nobody references me' * 10)
-    assert not blob_file(reg, stray).exists()
+    assert not blob_file(backend, stray).exists()
     assert not has_blob(c, reg, 'a/b', stray)
     for d in img.blobs:
         assert has_blob(c, reg, 'a/b', d)
@@ -166,40 +172,40 @@ def test_removes_a_link_its_repository_does_not_use_but_keeps_the_shared_blob(c,
     assert has_blob(c, reg, 'a/used', img.layer_digest)
 
 
-def test_blob_deleted_through_the_api_is_freed_once_no_repository_links_it(c, reg):
+def test_blob_deleted_through_the_api_is_freed_once_no_repository_links_it(backend, c, reg):
     d = push_blob(c, 'a/b', b'delete me')
     assert c.delete(f'/v2/a/b/blobs/{d}').status_code == 202
     # The API removes the link at once; the file stays until a collection.
-    assert blob_file(reg, d).is_file()
+    assert blob_file(backend, d).is_file()
     report = collect(reg, grace=0)
     assert report is not None
     assert report.links == [] and report.blobs == [d]
-    assert not blob_file(reg, d).exists()
-    assert reg.meta.global_blob_size(d) is None
+    assert not blob_file(backend, d).exists()
+    assert d not in asyncio.run(reg.meta.blob_sizes())
 
 
-def test_a_collected_blob_can_be_pushed_again(c, reg):
+def test_a_collected_blob_can_be_pushed_again(backend, c, reg):
     d = push_blob(c, 'a/b', b'come back')
     report = collect(reg, grace=0)
     assert report is not None and report.blobs == [d]
     assert push_blob(c, 'a/b', b'come back') == d
     assert c.get(f'/v2/a/b/blobs/{d}').content == b'come back'
-    assert blob_file(reg, d).read_bytes() == b'come back'
+    assert blob_file(backend, d).read_bytes() == b'come back'
 
 
 # -- grace ----------------------------------------------------------------------------
 
 
-def test_never_removes_content_younger_than_the_grace_period(c, reg):
+def test_never_removes_content_younger_than_the_grace_period(backend, c, reg):
     old_blob = push_blob(c, 'a/b', b'old stray')
     old = Image(c, 'a/b', 'old', 'old')
     assert c.delete('/v2/a/b/manifests/old').status_code == 202  # untag: unreachable
-    old_orphan, _ = write_orphan(reg, b'old orphan file')
-    age(reg)
+    old_orphan, _ = write_orphan(backend, b'old orphan file')
+    age(backend)
     new_blob = push_blob(c, 'a/b', b'new stray')
     new = Image(c, 'a/b', 'new', 'new')
     assert c.delete('/v2/a/b/manifests/new').status_code == 202
-    _, new_orphan_path = write_orphan(reg, b'new orphan file')
+    _, new_orphan_path = write_orphan(backend, b'new orphan file')
 
     report = collect(reg, untagged=True, grace=HOUR)
     assert report is not None
@@ -211,18 +217,18 @@ def test_never_removes_content_younger_than_the_grace_period(c, reg):
         assert has_blob(c, reg, 'a/b', d)
     assert new_orphan_path.is_file()
     # And a large grace keeps everything, old content included.
-    before = snapshot(reg)
+    before = snapshot(backend)
     report = collect(reg, untagged=True, grace=10 * HOUR)
     assert report is not None
     assert (report.manifests, report.links, report.blobs, report.orphan_files) == (
         [], [], [], [])
-    assert snapshot(reg) == before
+    assert snapshot(backend) == before
 
 
-def test_pushing_or_mounting_a_blob_again_restarts_its_grace_period(c, reg):
+def test_pushing_or_mounting_a_blob_again_restarts_its_grace_period(backend, c, reg):
     pushed = push_blob(c, 'a/b', b'pushed twice')
     mounted = push_blob(c, 'a/b', b'mounted later')
-    age(reg)
+    age(backend)
     assert push_blob(c, 'a/b', b'pushed twice') == pushed
     r = c.post(f'/v2/a/b/blobs/uploads/?mount={mounted}&from=a/b')
     assert r.status_code == 201, r.content
@@ -370,20 +376,21 @@ def test_untagged_is_per_repository(c, reg):
 # -- dry run, orphan files, report, lock ---------------------------------------------
 
 
-def test_dry_run_removes_nothing_and_reports_what_the_real_run_then_removes(c, reg):
+def test_dry_run_removes_nothing_and_reports_what_the_real_run_then_removes(
+        backend, c, reg):
     Image(c, 'a/b', 'v1', 'kept')
     Image(c, 'a/b', 'gone', 'doomed')
     assert c.delete('/v2/a/b/manifests/gone').status_code == 202
     push_blob(c, 'a/b', b'stray' * 1000)
     img = Image(c, 'a/other', 'v1', 'x')
     push_blob(c, 'a/unused', img.layer)
-    _, orphan_path = write_orphan(reg, b'orphan file')
-    age(reg)
-    before = snapshot(reg)
+    _, orphan_path = write_orphan(backend, b'orphan file')
+    age(backend)
+    before = snapshot(backend)
 
     dry = collect(reg, untagged=True, grace=HOUR, dry_run=True)
     assert dry is not None and dry.dry_run
-    assert snapshot(reg) == before
+    assert snapshot(backend) == before
     assert orphan_path.is_file()
     assert dry.manifests and dry.links and dry.blobs and dry.orphan_files
     assert dry.summary().startswith('would remove 1 manifests, ')
@@ -394,7 +401,7 @@ def test_dry_run_removes_nothing_and_reports_what_the_real_run_then_removes(c, r
         assert sorted(getattr(real, field)) == sorted(getattr(dry, field)), field
     assert real.bytes_freed == dry.bytes_freed > 5000
     assert real.summary() == dry.summary().replace('would remove', 'removed')
-    assert snapshot(reg) != before
+    assert snapshot(backend) != before
     assert not orphan_path.exists()
     # Nothing is left for a second pass.
     again = collect(reg, untagged=True, grace=HOUR)
@@ -403,12 +410,12 @@ def test_dry_run_removes_nothing_and_reports_what_the_real_run_then_removes(c, r
         [], [], [], [])
 
 
-def test_orphan_files_without_a_row_are_removed_once_older_than_grace(c, reg):
-    old, old_path = write_orphan(reg, b'old orphan' * 100)
+def test_orphan_files_without_a_row_are_removed_once_older_than_grace(backend, c, reg):
+    old, old_path = write_orphan(backend, b'old orphan' * 100)
     st = old_path.stat()
     os.utime(old_path, (st.st_atime - 2 * HOUR, st.st_mtime - 2 * HOUR))
-    young, young_path = write_orphan(reg, b'young orphan')
-    (reg.store.blobs / 'sha256' / old[7:9] / 'not-a-digest').write_bytes(b'x')
+    young, young_path = write_orphan(backend, b'young orphan')
+    (backend.root / 'blobs' / 'sha256' / old[7:9] / 'not-a-digest').write_bytes(b'x')
     report = collect(reg, grace=HOUR)
     assert report is not None
     assert report.orphan_files == [old]
@@ -417,8 +424,8 @@ def test_orphan_files_without_a_row_are_removed_once_older_than_grace(c, reg):
     assert not old_path.exists()
     assert young_path.is_file()
     # Files that are not content (wrong name) are left alone.
-    assert (reg.store.blobs / 'sha256' / old[7:9] / 'not-a-digest').is_file()
-    assert young in {d for _, d in reg.store.walk()}
+    assert (backend.root / 'blobs' / 'sha256' / old[7:9] / 'not-a-digest').is_file()
+    assert young in set(backend.blob_files())
 
 
 def test_summary_says_what_was_freed(c, reg):
@@ -427,14 +434,45 @@ def test_summary_says_what_was_freed(c, reg):
     report = collect(reg, grace=0)
     assert report is not None and report.blobs == [d]
     assert report.bytes_freed == len(big)
-    assert report.summary() == 'removed 0 manifests, 1 blob links, 1 blobs (1.5 MiB)'
+    assert report.summary() == ('removed 0 manifests, 1 blob links, 1 blobs (1.5 MiB), '
+                                '1 empty repositories')
+    assert report.kept() is None
+
+
+def test_a_pass_right_after_a_delete_says_what_the_grace_period_kept_and_why(c, reg):
+    img = Image(c, 'a/b', 'v1', 'deleted just now')
+    assert c.delete(f'/v2/a/b/manifests/{img.digest}').status_code == 202
+    report = collect(reg, untagged=True, grace=HOUR)
+    assert report is not None
+    assert report.summary() == 'removed 0 manifests, 0 blob links, 0 blobs (0.0 MiB)'
+    assert sorted(report.young_links) == sorted(('a/b', d) for d in img.blobs)
+    assert report.kept() == ('kept 2 unreferenced blob links younger than the grace '
+                             'period (3600 s); they go in a later pass, or now with '
+                             '--grace 0')
+    assert has_blob(c, reg, 'a/b', img.layer_digest)
+
+
+def test_repositories_left_with_nothing_are_removed_and_leave_the_catalog(c, reg):
+    Image(c, 'keep/app', 'v1', 'kept')
+    gone = Image(c, 'gone/app', 'v1', 'emptied')
+    assert c.delete(f'/v2/gone/app/manifests/{gone.digest}').status_code == 202
+    for d in gone.blobs:
+        assert c.delete(f'/v2/gone/app/blobs/{d}').status_code == 202
+    assert c.get('/v2/_catalog').json()['repositories'] == ['gone/app', 'keep/app']
+    report = collect(reg, grace=HOUR)
+    assert report is not None and report.repositories == ['gone/app']
+    assert c.get('/v2/_catalog').json()['repositories'] == ['keep/app']
+    assert_error(c.get('/v2/gone/app/tags/list'), 404, 'NAME_UNKNOWN')
 
 
 def test_collect_returns_none_while_another_collection_holds_the_lock(c, reg):
     d = push_blob(c, 'a/b', b'stray')
-    with reg.store.gc_lock(exclusive=True, wait=False) as locked:
-        assert locked
-        assert collect(reg, grace=0) is None
+    async def while_held() -> None:
+        async with reg.meta.lock(GC_LOCK, exclusive=True, wait=False) as locked:
+            assert locked
+            assert await collect_async(reg, grace=0) is None
+
+    asyncio.run(while_held())
     assert has_blob(c, reg, 'a/b', d)
     report = collect(reg, grace=0)
     assert report is not None and report.blobs == [d]
@@ -443,11 +481,14 @@ def test_collect_returns_none_while_another_collection_holds_the_lock(c, reg):
 def test_collect_waits_for_no_one_while_a_blob_commit_holds_the_lock_shared(c, reg):
     """A commit in progress (shared lock) makes a pass give up, not interleave."""
     d = push_blob(c, 'a/b', b'stray')
-    with reg.store.gc_lock(exclusive=False, wait=False) as locked:
-        assert locked
-        started = time.monotonic()
-        assert collect(reg, grace=0) is None
-        assert time.monotonic() - started < 5
+    async def while_held() -> None:
+        async with reg.meta.lock(GC_LOCK, exclusive=False, wait=False) as locked:
+            assert locked
+            started = time.monotonic()
+            assert await collect_async(reg, grace=0) is None
+            assert time.monotonic() - started < 5
+
+    asyncio.run(while_held())
     assert has_blob(c, reg, 'a/b', d)
 
 
@@ -459,12 +500,12 @@ def test_fsck_finds_nothing_in_a_clean_store(c, reg):
     assert fsck(reg) == []
 
 
-def test_fsck_reports_a_corrupt_manifest_and_repair_quarantines_it(c, reg):
+def test_fsck_reports_a_corrupt_manifest_and_repair_quarantines_it(backend, c, reg):
     img = Image(c, 'a/b', 'v1', 'corrupt manifest')
     corrupt = img.body.replace(b'schemaVersion', b'schemaVersiom')
     assert corrupt != img.body
-    with reg.meta.immediate():
-        reg.meta.db.execute('UPDATE manifests SET content = ? WHERE digest = ?',
+    with backend.db() as db:
+        db.execute('UPDATE manifests SET content = ? WHERE digest = ?',
                             [corrupt, img.digest])
     problems = fsck(reg)
     assert [(p.kind, p.subject, p.serious) for p in problems] == [
@@ -472,7 +513,7 @@ def test_fsck_reports_a_corrupt_manifest_and_repair_quarantines_it(c, reg):
     assert has_manifest(c, 'a/b', img.digest)
     fsck(reg, repair=True)
     assert not has_manifest(c, 'a/b', img.digest)
-    quarantined = reg.root / 'quarantine' / 'manifests' / f'a_b@{img.digest}'
+    quarantined = backend.root / 'quarantine' / 'manifests' / f'a_b@{img.digest}'
     assert quarantined.read_bytes() == corrupt
 
 
@@ -484,9 +525,9 @@ def test_fsck_notices_a_reference_to_a_blob_deleted_through_the_api(c, reg):
     assert img.layer_digest in problems[0].detail
 
 
-def test_fsck_reports_a_file_whose_size_differs_from_its_row(c, reg):
+def test_fsck_reports_a_file_whose_size_differs_from_its_row(backend, c, reg):
     d = push_blob(c, 'a/b', b'sized')
-    with reg.meta.immediate():
-        reg.meta.db.execute('UPDATE blobs SET size = 99 WHERE digest = ?', [d])
+    with backend.db() as db:
+        db.execute('UPDATE blobs SET size = 99 WHERE digest = ?', [d])
     problems = fsck(reg)
     assert [(p.kind, p.subject, p.serious) for p in problems] == [('blob-size', d, True)]

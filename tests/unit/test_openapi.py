@@ -7,16 +7,15 @@ from pathlib import Path
 import falcon.routing
 import yaml
 
-from oci_ref.app import routes
+from oci_ref.app import open_registry, routes
 from oci_ref.config import Config
 from oci_ref.manifest import schema_dir
-from oci_ref.registry import Registry
 
 HTTP_METHODS = {'get', 'head', 'post', 'put', 'patch', 'delete'}
 
 
 def app_operations(tmp_path: Path) -> set[tuple[str, str]]:
-    registry = Registry(tmp_path / 'data')
+    registry = open_registry(Config(root=tmp_path / 'data'))
     ops = set()
     for template, resource, suffix in routes(Config(root=tmp_path / 'data'), registry):
         for method in falcon.routing.map_http_methods(resource, suffix=suffix):

@@ -1,0 +1,43 @@
+"""Storage: the blob-store and metadata-store interfaces and their implementations.
+
+:func:`open_stores` picks the pair once, at startup, from configuration; the
+composition roots (``oci_ref.app``, the ``gc``/``fsck`` commands) inject it into
+:class:`~oci_ref.registry.Registry`. Embedded default: SQLite + local filesystem
+(``make run`` needs no server). A scale-out pair (PostgreSQL + S3-compatible) plugs
+in here, as one more branch per kind.
+"""
+
+from __future__ import annotations
+
+import time
+
+from oci_ref.config import Config
+from oci_ref.storage.interfaces import (
+    BlobStore,
+    Clock,
+    MetadataStore,
+    Stores,
+    StoreUnavailable,
+)
+
+METADATA_STORES = ('sqlite',)
+BLOB_STORES = ('fs',)
+
+
+def open_stores(config: Config, *, clock: Clock = time.time) -> Stores:
+    """The stores ``config`` names, ready (schema migrated, directories made)."""
+    from oci_ref.storage.filesystem import FilesystemBlobStore
+    from oci_ref.storage.sqlite import DB_FILE, SQLiteMetadataStore
+
+    if config.metadata_store not in METADATA_STORES:
+        raise ValueError(f'unknown metadata store {config.metadata_store!r}')
+    if config.blob_store not in BLOB_STORES:
+        raise ValueError(f'unknown blob store {config.blob_store!r}')
+    config.root.mkdir(parents=True, exist_ok=True)
+    meta = SQLiteMetadataStore(config.root / DB_FILE,
+                               busy_timeout_ms=config.busy_timeout_ms, clock=clock)
+    blobs = FilesystemBlobStore(config.root, fsync=config.fsync)
+    return Stores(blobs, meta)
+
+
+__all__ = ['BlobStore', 'MetadataStore', 'StoreUnavailable', 'Stores', 'open_stores']

@@ -1,0 +1,95 @@
+"""The embedded metadata store's database: ``<root>/oci-ref.db`` (SQLite, WAL).
+
+The schema (built by the migrations below; the bytes of blobs live in the blob store)::
+
+    repositories(name PK, created_at)       a repository exists once something was
+                                            pushed or mounted; gc drops empty ones
+    blobs(digest PK, size, created_at)      every verified object in the blob store
+    repo_blobs(repo, digest, created_at)    which repository may see which blob
+      PK (repo, digest), INDEX (digest)     (blobs are repository-scoped); a push or
+                                            mount renews created_at (GC's grace)
+    manifests(repo, digest, media_type,     manifests byte for byte; subject,
+      size, content, subject,               artifact_type and annotations are what
+      artifact_type, annotations,           the referrers API (end-12) lists
+      created_at) PK (repo, digest)
+    manifest_refs(repo, digest, child)      what each manifest references (for GC)
+    tags(repo, tag, digest, updated_at)     case-sensitive; BINARY collation = ASCII
+      PK (repo, tag)                        order, which tag listing needs
+    uploads(id PK, repo, size, algorithm,   open upload sessions: the state is here
+      started_at, updated_at, hash_state)   and in the spool, never in a process
+    locks(name, owner, exclusive, pid,      leases: reader-writer locks shared by
+      expires_at) PK (name, owner)          every process on this file (sqlite.py)
+
+Migrations run once at startup (``oci-ref serve`` applies them before its workers
+start; each store applies what is missing when it opens the file).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+DB_FILE = 'oci-ref.db'
+migrations = Migrations('oci-ref')
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db['repositories'].create({'name': str, 'created_at': float}, pk='name')
+    db['blobs'].create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
+    db['repo_blobs'].create(
+        {'repo': str, 'digest': str, 'created_at': float}, pk=('repo', 'digest')
+    )
+    db['repo_blobs'].create_index(['digest'])
+    db['manifests'].create(
+        {
+            'repo': str,
+            'digest': str,
+            'media_type': str,
+            'size': int,
+            'content': bytes,
+            'subject': str,
+            'artifact_type': str,
+            'annotations': str,
+            'created_at': float,
+        },
+        pk=('repo', 'digest'),
+        not_null={'media_type', 'size', 'content'},
+    )
+    db['manifests'].create_index(['repo', 'subject', 'digest'])
+    db['manifest_refs'].create(
+        {'repo': str, 'digest': str, 'child': str}, pk=('repo', 'digest', 'child')
+    )
+    db['manifest_refs'].create_index(['child'])
+    db['tags'].create(
+        {'repo': str, 'tag': str, 'digest': str, 'updated_at': float},
+        pk=('repo', 'tag'),
+        not_null={'digest'},
+    )
+    db['tags'].create_index(['repo', 'digest'])
+    db['uploads'].create(
+        {
+            'id': str,
+            'repo': str,
+            'size': int,
+            'algorithm': str,
+            'started_at': float,
+            'updated_at': float,
+        },
+        pk='id',
+        not_null={'repo', 'size'},
+    )
+
+
+@migrations()
+def m002_locks(db: Database) -> None:
+    # Replaces flock on files: locks live where every process (and later every
+    # replica, as PostgreSQL advisory locks) sees them.
+    db['locks'].create(
+        {'name': str, 'owner': str, 'exclusive': int, 'pid': int, 'expires_at': float},
+        pk=('name', 'owner'),
+    )
+    db['uploads'].add_column('hash_state', bytes)
+
+
+__all__ = ['DB_FILE', 'migrations']
