@@ -220,3 +220,16 @@ def test_faults_are_counted_under_their_endpoint(serve: type[Server]) -> None:
     # counted once the exchange is over, a moment after the client has the answer
     counted(srv, r'^oci_ref_requests_total\{endpoint="end-8",method="GET",'
                  r'status="503"\} 1\.0$')
+
+
+def test_the_linter_sees_a_retry_that_ignores_an_injected_retry_after(
+        serve: type[Server]) -> None:
+    """--lint wraps the faults: their Retry-After is one it holds clients to."""
+    srv = serve('--lint', '--faults', 'manifest-get:429(60)=x1')  # type: ignore[call-arg]
+    with srv.client() as c:
+        first = c.get('/v2/a/manifests/v1')
+        assert first.status_code == 429 and first.headers['retry-after'] == '60'
+        assert c.get('/v2/a/manifests/v1').status_code == 404  # at once: too early
+        report = c.get('/lint/report').json()
+    rules = {r['id']: r for client in report['clients'] for r in client['rules']}
+    assert rules['retry-after-ignored']['count'] == 1, report

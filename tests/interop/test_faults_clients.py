@@ -181,6 +181,40 @@ def test_push_through_faults(client: str, faulty: Server, tmp_path: Path,
     request.node.user_properties.append(('outcome', outcome))
 
 
+@pytest.mark.parametrize('client', CLIENT_PARAMS)
+def test_retry_after_through_the_linter(client: str, seeded: tuple[Path, str],
+                                        tmp_path: Path,
+                                        request: pytest.FixtureRequest) -> None:
+    """pull through a 429 with Retry-After: 2, with --lint: does the retry wait?"""
+    if request.config.getoption('--registry') != 'oci-ref':
+        pytest.skip('--faults and --lint are oci-ref settings')
+    root = tmp_path / 'data'
+    shutil.copytree(seeded[0], root, ignore=shutil.ignore_patterns('.metrics'))
+    srv = Server(root, '--lint', '--faults', 'manifest-get:429(2)=x1',
+                 '--faults-seed', SEED)
+    try:
+        code, output = pull(client, f'{srv.host}/interop/faults:v1', tmp_path / 'out',
+                            srv)
+        report = httpx.get(f'{srv.url}/lint/report').json()
+    finally:
+        srv.stop()
+    retries = len(re.findall(r'"(?:GET|HEAD) /v2/interop/faults/manifests/v1 ',
+                             srv.log.read_text()))
+    ignored = sum(r['count'] for c in report['clients'] for r in c['rules']
+                  if r['id'] == 'retry-after-ignored')
+    if code != 0:
+        assert re.search(r'429|Too Many Requests|toomanyrequests', output, re.I), output
+        outcome = 'no retry (fails on the 429)'
+    elif ignored:
+        assert retries >= 2
+        outcome = f'retries too early (lint: retry-after-ignored x{ignored})'
+    else:
+        assert retries >= 2
+        outcome = 'retries after Retry-After (lint: clean)'
+    _RESULTS[(client, 'lint')] = outcome
+    request.node.user_properties.append(('outcome', outcome))
+
+
 @pytest.fixture(scope='module', autouse=True)
 def _table() -> Iterator[None]:
     yield
@@ -205,4 +239,7 @@ def _table() -> Iterator[None]:
         cells = [_RESULTS.get((c, 'push ' + spec), 'not run').replace('|', '\\|')
                  for c in CLIENTS]
         lines.append(f'| push `{spec}` | ' + ' | '.join(cells) + ' |')
+    cells = [_RESULTS.get((c, 'lint'), 'not run') for c in CLIENTS]
+    lines.append('| pull `manifest-get:429(2)=x1` with `--lint`: does the retry wait? | '
+                 + ' | '.join(cells) + ' |')
     Path(target).write_text('\n'.join(lines) + '\n')
