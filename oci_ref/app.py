@@ -4,6 +4,7 @@ holds the route table."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -91,12 +92,13 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
+    # Names are validated before access is checked: both run per request, and a 400
+    # for a name that can never exist reveals nothing.
+    middleware: list[Any] = [DistributionMiddleware(), control,
+                             Lifecycle(config, registry, notifier)]
     app = falcon.asgi.App(
         router=OCIRouter(),
-        # Names are validated before access is checked: both run per request, and a
-        # 400 for a name that can never exist reveals nothing.
-        middleware=[DistributionMiddleware(), control,
-                    Lifecycle(config, registry, notifier)],
+        middleware=middleware,
         cors_enable=False,
     )
     # The spec's paths are exact: /v2/ and /v2 both answer, uploads/ keeps its slash.
@@ -119,7 +121,8 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served = Mount(app, ui_app(registry, control, config.root)) if config.ui else app
+    served: ASGIApp = (Mount(app, ui_app(registry, control, config.root)) if config.ui
+                       else app)
     # Variations and faults act around the registry, never inside it (README).
     if config.variations:
         served = Variations(served, config, registry)

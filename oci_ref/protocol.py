@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -56,7 +57,8 @@ class OCIHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         # The cycle holds this same scope dict; its task has not run yet.
         transport = self.transport
-        self.scope[ABORT_KEY] = lambda: reset_transport(transport)  # type: ignore[index]
+        extra: dict[str, Any] = self.scope  # type: ignore[assignment]  # our own key
+        extra[ABORT_KEY] = lambda: reset_transport(transport)
 
     def send_400_response(self, msg: str) -> None:
         status, body = refusal(msg, len(getattr(self, 'url', b'') or b''))

@@ -315,8 +315,9 @@ class Variations:
 
     def _at_redirect_target(self, scope: MutableMapping[str, Any]) -> bool:
         server = scope.get('server')
-        return bool(server) and server[1] == self.redirect_port and (
-            server[0] == self.redirect_host)
+        if not server:
+            return False
+        return bool(server[1] == self.redirect_port and server[0] == self.redirect_host)
 
     def _sign(self, name: str, digest: str, expires: int) -> str:
         mac = hmac.new(self.key, f'{name}\0{digest}\0{expires}'.encode(), hashlib.sha256)
