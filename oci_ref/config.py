@@ -313,6 +313,19 @@ class Config:
 _REALM = re.compile(r'https?://[^\s"\\\x00-\x1f\x7f]+')
 
 
+def parse_bool(value: Any) -> bool:
+    """A switch from TOML (a bool) or a flag / the environment (1/0, true/false,
+    yes/no, on/off); ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'yes', 'on'):
+        return True
+    if text in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(value)
+
+
 def _convert(cls: type[Config], name: str, value: Any) -> Any:
     types = {f.name: f.type for f in fields(cls)}
     if name not in types:
@@ -320,14 +333,7 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
     kind = types[name]
     try:
         if kind == 'bool':
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ('1', 'true', 'yes', 'on'):
-                return True
-            if text in ('0', 'false', 'no', 'off'):
-                return False
-            raise ValueError(value)
+            return parse_bool(value)
         if kind == 'int':
             if isinstance(value, bool):
                 raise ValueError(value)
