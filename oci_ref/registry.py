@@ -146,6 +146,10 @@ class Registry(UploadOperations):
             raise RegistryError(ErrorCode.BLOB_UNKNOWN,
                                 detail={'digest': str(digest)}) from None
 
+    async def blob_redirect(self, digest: Digest) -> str | None:
+        """A short-lived URL to send the client to instead (presigned S3), or None."""
+        return await self.blobs.redirect_url(digest)
+
     async def delete_blob(self, name: str, digest: str) -> None:
         self._allowed(self.policy.delete_blobs, 'blob deletes are disabled')
         d = Digest.parse(digest)

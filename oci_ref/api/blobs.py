@@ -41,6 +41,19 @@ class Blob:
         """end-2: GET /v2/<name>/blobs/<digest> (RFC 9110 single ranges → 206)."""
         d, size = await self.registry.blob_size(name, digest)
         self._headers(resp, d)
+        url = await self.registry.blob_redirect(d)
+        if url is not None:
+            # §Pulling blobs: the registry MAY redirect; the presigned URL carries
+            # its own authority (clients drop Authorization across hosts), and
+            # answers Range itself.
+            resp.status = falcon.HTTP_307
+            resp.set_header('Location', url)
+            resp.set_header('Cache-Control', 'no-store')  # the URL expires
+            resp.content_length = 0
+            self.notifier.emit('pull', name, digest=str(d), size=size,
+                               media_type='application/octet-stream',
+                               request=request_info(req))
+            return
         try:
             rng = parse_range(req.get_header('Range'), size)
         except RangeNotSatisfiable:

@@ -270,6 +270,9 @@ class FilesystemBlobStore:
 
         return await self._run(scan)
 
+    async def redirect_url(self, digest: Digest) -> str | None:
+        return None  # files are streamed by this process
+
     async def check(self) -> str:
         def probe() -> str:
             # A write, a flush and a delete under uploads/: proves the disk takes
