@@ -39,6 +39,7 @@ class Backend:
     """One store combination over a fresh root."""
 
     id = 'sqlite+filesystem'
+    chunk_min_length: str | None = None  # the OCI-Chunk-Min-Length advertised
 
     def __init__(self, root: Path):
         self.root = root

@@ -88,6 +88,7 @@ class S3Spool:
 
 class S3Backend(Backend):
     id = 'sqlite+s3'
+    chunk_min_length = str(5 * 1024 * 1024)
 
     def __init__(self, root: Path, bucket: Any = None):
         super().__init__(root)

@@ -143,6 +143,11 @@ class BlobUploads:
         )
         resp.status = falcon.HTTP_202
         self._session_headers(resp, upload)
+        chunk_min = self.registry.chunk_min_length
+        if chunk_min:
+            # §Pushing a blob in chunks: the efficient chunk size (S3's part
+            # minimum); smaller chunks still work, combined in the store.
+            resp.set_header('OCI-Chunk-Min-Length', str(chunk_min))
         resp.content_length = 0
 
     async def on_get_session(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,

@@ -68,6 +68,7 @@ class FilesystemBlobStore:
     """
 
     name = 'blobs (filesystem)'
+    chunk_min_length = 0
 
     def __init__(self, root: Path, *, fsync: bool = True, pool_size: int = POOL_SIZE):
         self.root = root

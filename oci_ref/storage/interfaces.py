@@ -347,6 +347,8 @@ class BlobStore(Protocol):
     """Content-addressed blobs and upload spools (the bytes; sizes live in metadata)."""
 
     name: str  # e.g. 'blobs (filesystem)'
+    # The chunk size uploads work best with (OCI-Chunk-Min-Length); 0: any.
+    chunk_min_length: int
 
     def close(self) -> None: ...
 

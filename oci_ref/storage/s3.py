@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from oci_ref.reference import ALGORITHMS, Digest
 from oci_ref.storage.interfaces import BlobInfo, BlobMissing, MetadataStore
 from oci_ref.storage.s3_client import S3Client, S3Missing, S3Settings
-from oci_ref.storage.s3_spools import S3Spools
+from oci_ref.storage.s3_spools import MIN_PART, S3Spools
 
 T = TypeVar('T')
 
@@ -43,6 +43,7 @@ class S3BlobStore(S3Spools):
     """Blobs in one bucket (under one prefix); spool state in ``meta``."""
 
     name = 'blobs (s3)'
+    chunk_min_length = MIN_PART  # S3's smallest part but the last
 
     def __init__(self, settings: S3Settings, meta: MetadataStore, *,
                  pool_size: int = POOL_SIZE):
