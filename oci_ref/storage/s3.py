@@ -146,8 +146,11 @@ class S3BlobStore(S3Spools):
         source = self.key(digest)
         target = (f'{self.settings.prefix}quarantine/{digest.algorithm}/'
                   f'{digest.encoded}')
-        head = await self.s3.call('head_object', Key=source)
-        await self.copy(source, target, head['ContentLength'])
+        try:
+            head = await self.s3.call('head_object', Key=source)
+            await self.copy(source, target, head['ContentLength'])
+        except S3Missing:
+            raise BlobMissing(str(digest)) from None
         await self.s3.call('delete_object', Key=source)
 
     async def quarantine_manifest(self, repo: str, digest: str, content: bytes) -> None:

@@ -187,6 +187,14 @@ class S3Spools:
 
     async def append(self, session_id: str, offset: int, body: AsyncIterator[bytes],
                      hashers: list[_Hash], *, limit: int | None = None) -> int:
+        try:
+            return await self._append(session_id, offset, body, hashers, limit)
+        except S3Missing:
+            # Its multipart upload or a piece is gone (aborted elsewhere).
+            raise SessionMissing(session_id) from None
+
+    async def _append(self, session_id: str, offset: int, body: AsyncIterator[bytes],
+                      hashers: list[_Hash], limit: int | None) -> int:
         state = await self._state(session_id)
         base, garbage = _cut(state, offset, session_id)
         new = replace(base, parts=list(base.parts), pending=list(base.pending),
@@ -222,6 +230,10 @@ class S3Spools:
             new.pending = []
             in_pending = 0
             buf = bytearray()
+            # Renew the state's clock (one small write per part): the purge takes
+            # a single-request push streaming for longer than its orphan age for
+            # a leftover otherwise.
+            await self._save(session_id, base)
 
         async for chunk in body:
             if not chunk:
@@ -267,10 +279,13 @@ class S3Spools:
         state = await self._state(session_id)
         target = self.key(digest)
         if not await self._exists(target):
-            if state.mpu is None:
-                await self._commit_small(session_id, state, target)
-            else:
-                await self._commit_multipart(session_id, state, target)
+            try:
+                if state.mpu is None:
+                    await self._commit_small(session_id, state, target)
+                else:
+                    await self._commit_multipart(session_id, state, target)
+            except S3Missing:
+                raise SessionMissing(session_id) from None
         await self.discard(session_id)
 
     async def _commit_small(self, spool_id: str, state: SpoolState, target: str) -> None:
@@ -283,6 +298,14 @@ class S3Spools:
     async def _commit_multipart(self, spool_id: str, state: SpoolState, target: str
                                 ) -> None:
         data_key = self._spool_key(spool_id, 'data')
+        head = await self._head(data_key)
+        if head is None or head['ContentLength'] != state.size:
+            await self._complete(spool_id, state, data_key)
+        # else: completed by an earlier attempt that died before the copy (servers
+        # differ in what a completed upload answers to more parts: AWS 404, moto 500)
+        await self.copy(data_key, target, state.size)
+
+    async def _complete(self, spool_id: str, state: SpoolState, data_key: str) -> None:
         parts = [{'PartNumber': n, 'ETag': etag}
                  for n, (etag, _) in enumerate(state.parts, 1)]
         if state.pending:
@@ -290,12 +313,15 @@ class S3Spools:
             r = await self.s3.call('upload_part', Key=data_key, UploadId=state.mpu,
                                    PartNumber=len(parts) + 1, Body=bytes(data))
             parts.append({'PartNumber': len(parts) + 1, 'ETag': r['ETag']})
+        await self.s3.call('complete_multipart_upload', Key=data_key,
+                           UploadId=state.mpu, MultipartUpload={'Parts': parts})
+
+    async def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            await self.s3.call('complete_multipart_upload', Key=data_key,
-                               UploadId=state.mpu, MultipartUpload={'Parts': parts})
+            head: dict[str, Any] = await self.s3.call('head_object', Key=key)
         except S3Missing:
-            raise SessionMissing(spool_id) from None
-        await self.copy(data_key, target, state.size)
+            return None
+        return head
 
     async def discard(self, session_id: str) -> None:
         try:

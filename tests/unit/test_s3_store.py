@@ -137,3 +137,28 @@ def test_the_purge_aborts_a_multipart_upload_a_crash_left_without_a_session(
     assert asyncio.run(reg.purge_uploads()) == 1
     assert backend.multipart_uploads() == []
     assert backend.objects('uploads/') == []
+
+
+def test_a_closing_put_retried_after_a_crash_between_complete_and_copy_finishes(
+        backend, replicas):
+    c = replicas[0][1]
+    data = os.urandom(9 * MiB + 100)
+    loc = c.post('/v2/a/b/blobs/uploads/').headers['location']
+    loc = c.patch(loc, content=data).headers['location']
+    session_id = loc.rsplit('/', 1)[1]
+    s = state(backend, session_id)
+    assert s is not None and s.mpu is not None and s.pending
+    # What the dead attempt did: the last part and the completion, not the copy.
+    s3, bucket, key = backend.s3(), backend.bucket.bucket, f'uploads/{session_id}/data'
+    tail = b''.join(backend.s3().get_object(Bucket=bucket, Key=k)['Body'].read()[:n]
+                    for k, n, _ in s.pending)
+    last = s3.upload_part(Bucket=bucket, Key=key, UploadId=s.mpu,
+                          PartNumber=len(s.parts) + 1, Body=tail)
+    parts = [{'PartNumber': n, 'ETag': e} for n, (e, _) in enumerate(s.parts, 1)]
+    parts.append({'PartNumber': len(parts) + 1, 'ETag': last['ETag']})
+    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=s.mpu,
+                                 MultipartUpload={'Parts': parts})
+    r = replicas[1][1].put(f'{loc}?digest={digest(data)}')
+    assert r.status_code == 201, r.content
+    assert c.get(f'/v2/a/b/blobs/{digest(data)}').content == data
+    assert backend.objects('uploads/') == []
