@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,18 +60,26 @@ class S3Settings:
                    redirect_ttl=config.s3_redirect_ttl)
 
 
+@functools.cache
+def _session() -> Any:
+    """One botocore session per process: it caches the S3 service model and endpoint
+    rules, which take most of a second to load for each new session."""
+    import aiobotocore.session
+
+    return aiobotocore.session.get_session()
+
+
 class S3Client:
     """Calls on one bucket, each under the deadline, errors mapped."""
 
     def __init__(self, settings: S3Settings, name: str):
         # Imported here: the scale extra is needed only when S3 is configured
         # (tests/unit/test_packaging.py).
-        import aiobotocore.session
         from botocore.config import Config as BotoConfig
 
         self.settings = settings
         self.name = name
-        self._session = aiobotocore.session.get_session()
+        self._session = _session()
         self._boto_config = BotoConfig(
             signature_version='s3v4',
             s3={'addressing_style': 'path' if settings.path_style else 'auto'},

@@ -160,9 +160,14 @@ class S3Spools:
         return data
 
     async def _delete_keys(self, keys: set[str]) -> None:
-        for key in sorted(keys):
+        if len(keys) == 1:
             with contextlib.suppress(S3Missing):
-                await self.s3.call('delete_object', Key=key)
+                await self.s3.call('delete_object', Key=keys.pop())
+        elif keys:  # one round trip for up to 1000 keys (a spool has a few)
+            ordered = sorted(keys)
+            for i in range(0, len(ordered), 1000):
+                await self.s3.call('delete_objects', Delete={
+                    'Objects': [{'Key': k} for k in ordered[i:i + 1000]], 'Quiet': True})
 
     async def _abort(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(S3Missing):
@@ -328,9 +333,10 @@ class S3Spools:
             state = await self._state(session_id)
         except SessionMissing:
             return
-        keys = {self._spool_key(session_id, 'data'),
-                # the piece a failed append may have written
-                self._spool_key(session_id, f'p{state.seq}')}
+        # The piece a failed append may have written, and the completed upload.
+        keys = {self._spool_key(session_id, f'p{state.seq}')}
+        if state.mpu is not None:
+            keys.add(self._spool_key(session_id, 'data'))
         for s in (state, state.undo):
             if s is not None:
                 keys |= {k for k, _, _ in s.pending}
