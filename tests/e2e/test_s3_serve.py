@@ -5,6 +5,8 @@ back, and blob GETs redirected to presigned URLs that httpx follows."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,29 @@ def test_blob_gets_redirect_to_a_presigned_url_that_clients_follow(tmp_path, s3_
         assert part.status_code == 206 and part.content == data[10:20]
         # HEAD never redirects: its headers are the answer.
         assert c.head(f'/v2/e2e/s3/blobs/{digest(data)}').status_code == 200
+
+
+def test_fsck_cli_checks_the_blobs_in_the_bucket(tmp_path, s3_bucket):
+    data = os.urandom(3 * MiB)
+    with serve(tmp_path, s3_bucket) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as c:
+        assert push_chunked(c, 'e2e/s3', data, MiB).status_code == 201
+    env = {k: v for k, v in os.environ.items() if not k.startswith('OCI_REF_')}
+    env.update(s3_bucket.env, OCI_REF_BLOB_STORE='s3', OCI_REF_S3_BUCKET=s3_bucket.bucket,
+               OCI_REF_S3_ENDPOINT_URL=s3_bucket.endpoint_url, OCI_REF_S3_PATH_STYLE='1')
+
+    def fsck() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, '-m', 'oci_ref', 'fsck', '--root',
+                               str(tmp_path / 'data')], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    r = fsck()
+    assert (r.returncode, r.stdout) == (0, '0 problems, 0 notices\n'), r.stderr
+    import boto3
+
+    d = digest(data).split(':')[1]
+    boto3.client('s3', **s3_bucket.client_kwargs()).put_object(
+        Bucket=s3_bucket.bucket, Key=f'blobs/sha256/{d[:2]}/{d}', Body=data[::-1])
+    r = fsck()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith(f'ERROR  blob-corrupt: {digest(data)}: '), r.stdout
