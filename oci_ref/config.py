@@ -161,6 +161,27 @@ class Config:
     )
     tls_cert: Path | None = field(default=None, metadata=_help('TLS certificate (PEM)'))
     tls_key: Path | None = field(default=None, metadata=_help('TLS private key (PEM)'))
+    # Behaviours the spec allows, one switch each (oci_ref/variations.py, README).
+    variations: tuple[str, ...] = field(
+        default=(), metadata=_help('spec-allowed behaviours to show clients: '
+                                   'NAME,... (see README "Variations")')
+    )
+    chunk_min_length: int = field(
+        default=1024 * 1024, metadata=_help('with chunk-min-length: the smallest chunk '
+                                            'but the last (bytes)')
+    )
+    redirect_listen: str = field(
+        default='127.0.0.2:0', metadata=_help('with blob-redirect: host:port the blob '
+                                              'redirect target listens on (0: any)')
+    )
+    # Fault injection (oci_ref/faults.py): ENDPOINTS:KIND[(PARAM)]=RATE,...
+    faults: str = field(
+        default='', metadata=_help('inject faults, e.g. blob-get:truncate=0.1,'
+                                   '*:reset=0.05 (see README "Fault injection")')
+    )
+    faults_seed: int = field(
+        default=-1, metadata=_help('seed of the fault draws; -1: a new one, logged')
+    )
     # [[upstream]] tables (oci_ref/upstream/config.py); flag/env: name=url,...
     upstream: tuple[Upstream, ...] = field(
         default=(), metadata=_help('upstream registries to mirror, as name=url,...')
@@ -198,10 +219,10 @@ class Config:
             if unknown:
                 raise ConfigError(f'{file}: unknown settings: {", ".join(sorted(unknown))}')
             values.update(data)
-        for f in fields(cls):
-            env = environ.get(ENV_PREFIX + f.name.upper())
+        for setting in fields(cls):
+            env = environ.get(ENV_PREFIX + setting.name.upper())
             if env is not None:
-                values[f.name] = env
+                values[setting.name] = env
         values.update(flags)
         if 'upstream' in values or any(k.startswith(ENV_PREFIX + 'UPSTREAM_')
                                        for k in environ):
@@ -255,6 +276,20 @@ class Config:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f'{name}: no such file {str(path)!r}')
+        from oci_ref.faults import FaultSpecError, parse
+        from oci_ref.variations import check_names  # here: an import cycle
+
+        try:
+            parse(self.faults)
+            check_names(self.variations)
+        except (FaultSpecError, ValueError) as ex:
+            raise ConfigError(str(ex)) from None
+        if self.faults_seed < -1 or self.chunk_min_length < 1:
+            raise ConfigError('faults_seed is -1 or more; chunk_min_length at least 1')
+        rhost, rsep, rport = self.redirect_listen.rpartition(':')
+        if not rsep or not rhost or not rport.isdigit() or int(rport) > 65535:
+            raise ConfigError(f'redirect_listen must be host:port, '
+                              f'got {self.redirect_listen!r}')
         if self.token_ttl < 60 or self.login_failures < 1:
             raise ConfigError('token_ttl is at least 60 s; login_failures at least 1')
         return self
