@@ -99,8 +99,8 @@ def m002_locks(db: Database) -> None:
 def m003_blob_spools(db: Database) -> None:
     # The S3 blob store's spool state lives beside the session rows: found again by
     # id (and by the purge), never by listing the bucket (issue 14).
-    db['blob_spools'].create({'id': str, 'state': bytes, 'updated_at': float}, pk='id',
-                             not_null={'state'})
+    db.table('blob_spools').create({'id': str, 'state': bytes, 'updated_at': float},
+                                   pk='id', not_null={'state'})
 
 
 __all__ = ['DB_FILE', 'migrations']
