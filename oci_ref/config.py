@@ -69,7 +69,25 @@ class Config:
     metadata_store: str = field(default='sqlite', metadata=_help(
         'where metadata lives: sqlite (<root>/oci-ref.db)'))
     blob_store: str = field(default='fs', metadata=_help(
-        'where blobs live: fs (<root>/blobs)'))
+        'where blobs live: fs (<root>/blobs) or s3 (an S3-compatible bucket)'))
+    # S3-compatible blobs (blob_store = s3); credentials come from the standard
+    # AWS_* environment variables or profile, never from here.
+    s3_bucket: str = field(default='', metadata=_help('s3: the bucket'))
+    s3_prefix: str = field(default='', metadata=_help('s3: key prefix inside the bucket'))
+    s3_endpoint_url: str = field(default='', metadata=_help(
+        's3: endpoint URL (empty: AWS, or AWS_ENDPOINT_URL_S3)'))
+    s3_region: str = field(default='', metadata=_help(
+        's3: region (empty: AWS_REGION / AWS_DEFAULT_REGION / profile)'))
+    s3_path_style: bool = field(default=False, metadata=_help(
+        's3: path-style addressing (Ceph RGW, Garage, loopback endpoints)'))
+    s3_timeout: float = field(default=30.0, metadata=_help(
+        's3: seconds one S3 call may take, then 503'))
+    # §Pulling blobs: a registry may answer a blob GET with a redirect; clients
+    # follow it without forwarding Authorization, so the URL carries its own.
+    s3_redirect: bool = field(default=False, metadata=_help(
+        's3: answer blob GETs with a redirect to a presigned URL (else stream)'))
+    s3_redirect_ttl: int = field(default=300, metadata=_help(
+        's3: seconds a presigned blob URL is valid'))
     busy_timeout_ms: int = field(default=10000, metadata=_help(
         'ms a metadata call waits for a lock held elsewhere, then 503'))
     # §Content Management: deletion MAY be disabled (405 UNSUPPORTED when it is).
@@ -143,6 +161,27 @@ class Config:
     )
     tls_cert: Path | None = field(default=None, metadata=_help('TLS certificate (PEM)'))
     tls_key: Path | None = field(default=None, metadata=_help('TLS private key (PEM)'))
+    # Behaviours the spec allows, one switch each (oci_ref/variations.py, README).
+    variations: tuple[str, ...] = field(
+        default=(), metadata=_help('spec-allowed behaviours to show clients: '
+                                   'NAME,... (see README "Variations")')
+    )
+    chunk_min_length: int = field(
+        default=1024 * 1024, metadata=_help('with chunk-min-length: the smallest chunk '
+                                            'but the last (bytes)')
+    )
+    redirect_listen: str = field(
+        default='127.0.0.2:0', metadata=_help('with blob-redirect: host:port the blob '
+                                              'redirect target listens on (0: any)')
+    )
+    # Fault injection (oci_ref/faults.py): ENDPOINTS:KIND[(PARAM)]=RATE,...
+    faults: str = field(
+        default='', metadata=_help('inject faults, e.g. blob-get:truncate=0.1,'
+                                   '*:reset=0.05 (see README "Fault injection")')
+    )
+    faults_seed: int = field(
+        default=-1, metadata=_help('seed of the fault draws; -1: a new one, logged')
+    )
     # [[upstream]] tables (oci_ref/upstream/config.py); flag/env: name=url,...
     upstream: tuple[Upstream, ...] = field(
         default=(), metadata=_help('upstream registries to mirror, as name=url,...')
@@ -180,10 +219,10 @@ class Config:
             if unknown:
                 raise ConfigError(f'{file}: unknown settings: {", ".join(sorted(unknown))}')
             values.update(data)
-        for f in fields(cls):
-            env = environ.get(ENV_PREFIX + f.name.upper())
+        for setting in fields(cls):
+            env = environ.get(ENV_PREFIX + setting.name.upper())
             if env is not None:
-                values[f.name] = env
+                values[setting.name] = env
         values.update(flags)
         if 'upstream' in values or any(k.startswith(ENV_PREFIX + 'UPSTREAM_')
                                        for k in environ):
@@ -215,9 +254,16 @@ class Config:
         if self.token_realm and not _REALM.fullmatch(self.token_realm):
             raise ConfigError('token_realm must be an http(s) URL without spaces, '
                               'quotes or backslashes')
-        if self.metadata_store != 'sqlite' or self.blob_store != 'fs':
-            raise ConfigError('metadata_store must be sqlite and blob_store fs '
+        if self.metadata_store != 'sqlite':
+            raise ConfigError('metadata_store must be sqlite '
                               '(the scale-out stores are not built yet)')
+        if self.blob_store not in ('fs', 's3'):
+            raise ConfigError(f'blob_store must be fs or s3, not {self.blob_store!r}')
+        if self.blob_store == 's3' and not self.s3_bucket:
+            raise ConfigError('blob_store = s3 needs s3_bucket')
+        if self.s3_timeout <= 0 or not 60 <= self.s3_redirect_ttl <= 7 * 86400:
+            raise ConfigError('s3_timeout must be positive; s3_redirect_ttl between '
+                              '60 s and 7 days (SigV4 presigning)')
         if self.busy_timeout_ms < 1:
             raise ConfigError('busy_timeout_ms must be at least 1')
         if self.auth not in ('none', 'basic', 'token'):
@@ -230,6 +276,20 @@ class Config:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f'{name}: no such file {str(path)!r}')
+        from oci_ref.faults import FaultSpecError, parse
+        from oci_ref.variations import check_names  # here: an import cycle
+
+        try:
+            parse(self.faults)
+            check_names(self.variations)
+        except (FaultSpecError, ValueError) as ex:
+            raise ConfigError(str(ex)) from None
+        if self.faults_seed < -1 or self.chunk_min_length < 1:
+            raise ConfigError('faults_seed is -1 or more; chunk_min_length at least 1')
+        rhost, rsep, rport = self.redirect_listen.rpartition(':')
+        if not rsep or not rhost or not rport.isdigit() or int(rport) > 65535:
+            raise ConfigError(f'redirect_listen must be host:port, '
+                              f'got {self.redirect_listen!r}')
         if self.token_ttl < 60 or self.login_failures < 1:
             raise ConfigError('token_ttl is at least 60 s; login_failures at least 1')
         return self
@@ -278,6 +338,19 @@ class Config:
 _REALM = re.compile(r'https?://[^\s"\\\x00-\x1f\x7f]+')
 
 
+def parse_bool(value: Any) -> bool:
+    """A switch from TOML (a bool) or a flag / the environment (1/0, true/false,
+    yes/no, on/off); ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'yes', 'on'):
+        return True
+    if text in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(value)
+
+
 def _convert(cls: type[Config], name: str, value: Any) -> Any:
     types = {f.name: f.type for f in fields(cls)}
     if name not in types:
@@ -285,18 +358,15 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
     kind = types[name]
     try:
         if kind == 'bool':
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ('1', 'true', 'yes', 'on'):
-                return True
-            if text in ('0', 'false', 'no', 'off'):
-                return False
-            raise ValueError(value)
+            return parse_bool(value)
         if kind == 'int':
             if isinstance(value, bool):
                 raise ValueError(value)
             return int(value)
+        if kind == 'float':
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
         if kind == 'Path':
             return Path(value)
         if kind == 'Path | None':

@@ -19,6 +19,9 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       started_at, updated_at, hash_state)   and in the spool, never in a process
     locks(name, owner, exclusive, pid,      leases: reader-writer locks shared by
       expires_at) PK (name, owner)          every process on this file (sqlite.py)
+    blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
+                                            (an S3 multipart upload id, its parts,
+                                            the resumable hash); opaque bytes here
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
 start; each store applies what is missing when it opens the file): :func:`migrate`.
@@ -96,13 +99,13 @@ def _migrations() -> Any:
 
 
 def m001_initial(db: Database) -> None:
-    db['repositories'].create({'name': str, 'created_at': float}, pk='name')
-    db['blobs'].create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
-    db['repo_blobs'].create(
+    db.table('repositories').create({'name': str, 'created_at': float}, pk='name')
+    db.table('blobs').create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
+    db.table('repo_blobs').create(
         {'repo': str, 'digest': str, 'created_at': float}, pk=('repo', 'digest')
     )
-    db['repo_blobs'].create_index(['digest'])
-    db['manifests'].create(
+    db.table('repo_blobs').create_index(['digest'])
+    db.table('manifests').create(
         {
             'repo': str,
             'digest': str,
@@ -117,18 +120,18 @@ def m001_initial(db: Database) -> None:
         pk=('repo', 'digest'),
         not_null={'media_type', 'size', 'content'},
     )
-    db['manifests'].create_index(['repo', 'subject', 'digest'])
-    db['manifest_refs'].create(
+    db.table('manifests').create_index(['repo', 'subject', 'digest'])
+    db.table('manifest_refs').create(
         {'repo': str, 'digest': str, 'child': str}, pk=('repo', 'digest', 'child')
     )
-    db['manifest_refs'].create_index(['child'])
-    db['tags'].create(
+    db.table('manifest_refs').create_index(['child'])
+    db.table('tags').create(
         {'repo': str, 'tag': str, 'digest': str, 'updated_at': float},
         pk=('repo', 'tag'),
         not_null={'digest'},
     )
-    db['tags'].create_index(['repo', 'digest'])
-    db['uploads'].create(
+    db.table('tags').create_index(['repo', 'digest'])
+    db.table('uploads').create(
         {
             'id': str,
             'repo': str,
@@ -145,17 +148,24 @@ def m001_initial(db: Database) -> None:
 def m002_locks(db: Database) -> None:
     # Replaces flock on files: locks live where every process (and later every
     # replica, as PostgreSQL advisory locks) sees them.
-    db['locks'].create(
+    db.table('locks').create(
         {'name': str, 'owner': str, 'exclusive': int, 'pid': int, 'expires_at': float},
         pk=('name', 'owner'),
     )
-    db['uploads'].add_column('hash_state', bytes)
+    db.table('uploads').add_column('hash_state', bytes)
 
 
-MIGRATIONS = (m001_initial, m002_locks)
+def m003_blob_spools(db: Database) -> None:
+    # The S3 blob store's spool state lives beside the session rows: found again by
+    # id (and by the purge), never by listing the bucket (issue 14).
+    db.table('blob_spools').create({'id': str, 'state': bytes, 'updated_at': float},
+                                   pk='id', not_null={'state'})
+
+
+MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools)
 
 # What MIGRATIONS build on an empty database, as sqlite_utils writes it (tests/unit/
-# test_sqlite_schema.py checks they agree). A new migration changes both.
+# test_startup.py checks they agree). A new migration changes both.
 CURRENT_SCHEMA = (
     'CREATE TABLE "_sqlite_migrations" ("id" INTEGER PRIMARY KEY, "migration_set" TEXT,'
     ' "name" TEXT, "applied_at" TEXT)',
@@ -183,6 +193,8 @@ CURRENT_SCHEMA = (
     ' "updated_at" REAL, "hash_state" BLOB)',
     'CREATE TABLE "locks" ("name" TEXT, "owner" TEXT, "exclusive" INTEGER,'
     ' "pid" INTEGER, "expires_at" REAL, PRIMARY KEY ("name", "owner"))',
+    'CREATE TABLE "blob_spools" ("id" TEXT PRIMARY KEY, "state" BLOB NOT NULL,'
+    ' "updated_at" REAL)',
 )
 
 __all__ = ['CURRENT_SCHEMA', 'DB_FILE', 'MIGRATIONS', 'migrate']
