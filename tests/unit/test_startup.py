@@ -25,6 +25,7 @@ LAZY = (
     'httpx', 'oci_ref.upstream.client',     # pull-through, webhooks
     'bcrypt', 'jwt', 'cryptography',        # auth: only with htpasswd / token
     'sqlite_utils',                         # migrations an old database misses
+    'aiobotocore', 'botocore', 'psycopg',   # the scale-out stores, when configured
 )
 
 _PROBE = '''
