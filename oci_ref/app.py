@@ -9,7 +9,6 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from oci_ref import lint
 from oci_ref.api.access import AccessControl, FailedLogins, Token
 from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
@@ -33,7 +32,7 @@ from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 from oci_ref.storage import StoreUnavailable, open_stores
-from oci_ref.ui.app import Mount, ui_app
+from oci_ref.ui.mount import Mount
 from oci_ref.variations import Variations, adjust, tag_page_max
 
 Route = tuple[str, object, str | None]
@@ -93,8 +92,11 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
     # Names are validated before access is checked: both run per request, and a 400
-    # for a name that can never exist reveals nothing.
-    middleware: list[Any] = [DistributionMiddleware(), control,
+    # for a name that can never exist reveals nothing. With auth off, access control
+    # has nothing to check: it is left out of the chain, which Falcon would
+    # otherwise await on every request.
+    middleware: list[Any] = [DistributionMiddleware(),
+                             *([control] if config.auth != 'none' else []),
                              Lifecycle(config, registry, notifier)]
     app = falcon.asgi.App(
         router=OCIRouter(),
@@ -113,6 +115,10 @@ def create_app(config: Config | None = None, registry: Registry | None = None
 
     lint_store = None
     if config.lint:
+        # Imported only when on, as the web view below: neither is on the path of
+        # the first request, and both cost start time (issue 17).
+        from oci_ref import lint
+
         lint_store = lint.SQLiteLintStore(config.root)
         for template, resource, suffix in lint.routes(lint_store):
             app.add_route(template, resource, **({'suffix': suffix} if suffix else {}))
@@ -121,8 +127,8 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served: ASGIApp = (Mount(app, ui_app(registry, control, config.root)) if config.ui
-                       else app)
+    served: ASGIApp = (Mount(app, lambda: _ui_app(registry, control, config))
+                       if config.ui else app)
     # Variations and faults act around the registry, never inside it (README).
     if config.variations:
         served = Variations(served, config, registry)
@@ -131,8 +137,16 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         log.warning('fault injection on: %s (seed %d)', config.faults, seed)
         served = Faults(served, Plan(parse(config.faults), seed))
     observed = Observe(RequestGuard(served))
+    if lint_store is None:
+        return observed
     # The linter sees every answer, injected faults included (its Retry-After rule).
-    return lint.wrap(observed, config, lint_store) if lint_store else observed
+    return lint.wrap(observed, config, lint_store)
+
+
+def _ui_app(registry: Registry, control: AccessControl, config: Config) -> ASGIApp:
+    from oci_ref.ui.app import ui_app
+
+    return ui_app(registry, control, config.root)
 
 
 def create_app_from_env() -> ASGIApp:

@@ -49,9 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-import jwt
-from jwt.algorithms import HMACAlgorithm
+# bcrypt and jwt (with cryptography, a tenth of the start) are imported where they are
+# used: with auth off, or without htpasswd, a server never needs them.
 
 log = logging.getLogger('oci_ref.auth')
 
@@ -149,6 +148,8 @@ class Htpasswd(WatchedFile):
         self._users: dict[str, str] = {}
         self._costs: list[int] = []  # the cost of each user's hash
         self._pick = secrets.token_bytes(16)  # keys the per-name choice of dummy cost
+        import bcrypt  # noqa: F401  at startup, so no request pays for the import
+
         super().__init__(path)
 
     def _parse(self) -> dict[str, str]:
@@ -185,6 +186,8 @@ class Htpasswd(WatchedFile):
         # A random salt and digest: checkpw does the full work and can never match.
         filler = base64.b64encode(secrets.token_bytes(24)).decode()
         tail = re.sub('[^./A-Za-z0-9]', '.', filler)[:31]
+        import bcrypt
+
         return bcrypt.gensalt(rounds=cost).decode() + tail
 
     def verify(self, user: str, password: str) -> bool:
@@ -197,6 +200,8 @@ class Htpasswd(WatchedFile):
         hashed = self._users.get(user)
         # bcrypt runs either way (against a dummy hash for unknown users), so a
         # wrong user name takes as long as a wrong password.
+        import bcrypt
+
         ok = bcrypt.checkpw(secret, (hashed or self.dummy_hash(user)).encode())
         return ok and hashed is not None
 
@@ -308,6 +313,7 @@ class TokenIssuer:
         self.key = key
         self.service = service
         self.ttl = ttl
+        import jwt  # noqa: F401  at startup, so no request pays for the import
 
     @classmethod
     def for_root(cls, root: Path, service: str, ttl: int) -> TokenIssuer:
@@ -323,9 +329,13 @@ class TokenIssuer:
             'access': access, 'typ': 'refresh' if refresh else 'access',
         }
         issued_at = datetime.fromtimestamp(now, UTC).isoformat().replace('+00:00', 'Z')
+        import jwt
+
         return jwt.encode(claims, self.key, algorithm='HS256'), ttl, issued_at
 
     def check(self, token: str, *, refresh: bool = False) -> dict[str, Any]:
+        import jwt
+
         try:
             claims = jwt.decode(token, self.key, algorithms=['HS256'],
                                 audience=self.service, issuer='oci-ref')
@@ -362,6 +372,9 @@ def signing_key(root: Path) -> bytes:
 
 
 def _make_key(path: Path) -> bytes:
+    import jwt
+    from jwt.algorithms import HMACAlgorithm
+
     while True:
         key = secrets.token_bytes(KEY_BYTES)
         try:  # random bytes that happen to parse as DER or JSON: PyJWT refuses those

@@ -49,12 +49,17 @@ def serve(args: argparse.Namespace) -> int:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
     config.root.mkdir(parents=True, exist_ok=True)
-    # Every worker writes its request metrics here; /metrics merges them. Set before
-    # prometheus_client is imported; emptied so a previous run is not counted.
+    # With several workers, each writes its request metrics here; /metrics merges
+    # them. Set before prometheus_client is imported; emptied so a previous run is
+    # not counted. One worker keeps them in memory: the sample files cost a
+    # manifest HEAD a tenth of its CPU (issue 17).
     metrics_dir = config.root / '.metrics'
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir()
-    os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
+    if config.workers > 1:
+        metrics_dir.mkdir()
+        os.environ['PROMETHEUS_MULTIPROC_DIR'] = str(metrics_dir)
+    else:
+        os.environ.pop('PROMETHEUS_MULTIPROC_DIR', None)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
     from oci_ref.app import access_control, open_registry
@@ -67,12 +72,12 @@ def serve(args: argparse.Namespace) -> int:
     except AuthError as ex:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
-    # Migrate once, before the workers race to do it, and purge expired uploads.
-    registry = open_registry(config)
-    try:
-        asyncio.run(registry.purge_uploads())
-    finally:
-        registry.close()
+    # Migrate once, before several workers race to do it. One worker runs here, in
+    # this process, and migrates as it opens the stores: opening them twice was a
+    # tenth of the start (issue 17). Each worker purges expired uploads as it starts
+    # (Lifecycle), before it answers.
+    if config.workers > 1:
+        open_registry(config).close()
     config, extra = _faults_and_variations(config)
     secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler

@@ -18,14 +18,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from prometheus_client import Counter
-
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger('oci_ref.hooks')
 
-EVENTS = Counter('oci_ref_hook_events', 'Webhook events by outcome', ['outcome'])
 DELIVERY_TIMEOUT = 5.0
 DRAIN_ON_SHUTDOWN = 5.0
 MEDIA_TYPE = 'application/vnd.oci-ref.events.v1+json'
@@ -54,6 +51,10 @@ class Notifier:
         self.retries = retries
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._task: asyncio.Task[None] | None = None
+        if urls:  # the counter (prometheus_client) is built now, not on the loop
+            from oci_ref.metrics import instruments
+
+            self._events = instruments().hook_events
 
     @property
     def enabled(self) -> bool:
@@ -80,9 +81,9 @@ class Notifier:
         }
         try:
             self._queue.put_nowait(event)
-            EVENTS.labels('queued').inc()
+            self._events.labels('queued').inc()
         except asyncio.QueueFull:
-            EVENTS.labels('dropped').inc()
+            self._events.labels('dropped').inc()
             log.warning('webhook queue full (%d): dropped %s event', self.queue_size,
                         action)
 
@@ -124,13 +125,13 @@ class Notifier:
             try:
                 r = await client.post(url, json=body, headers={'Content-Type': MEDIA_TYPE})
                 if r.status_code < 300:
-                    EVENTS.labels('delivered').inc()
+                    self._events.labels('delivered').inc()
                     return
                 why = f'HTTP {r.status_code}'
             except Exception as ex:  # httpx.HTTPError and anything odd: never raise
                 why = type(ex).__name__
             if attempt < self.retries:
                 await asyncio.sleep(min(0.5 * 2**attempt, 10))
-        EVENTS.labels('failed').inc()
+        self._events.labels('failed').inc()
         log.warning('webhook %s: gave up on %s event after %d attempts (%s)',
                     redact(url, number), event['action'], self.retries + 1, why)

@@ -25,13 +25,18 @@ INDEX_TYPE = 'application/vnd.oci.image.index.v1+json'
 class DistributionMiddleware:
     """Headers every response carries, and the repository-name check, done once."""
 
+    def __init__(self) -> None:
+        from oci_ref.metrics import ENDPOINT_KEY, endpoint_id  # an import cycle
+
+        # Kept here: an import statement in the responder runs on every request.
+        self._endpoint_key, self._endpoint_id = ENDPOINT_KEY, endpoint_id
+
     async def process_resource(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
         params: dict[str, Any],
     ) -> None:
-        from oci_ref.metrics import ENDPOINT_KEY, endpoint_id
-
-        req.scope[ENDPOINT_KEY] = endpoint_id(req.uri_template, req.method, req.params)
+        req.scope[self._endpoint_key] = self._endpoint_id(req.uri_template, req.method,
+                                                          req.params)
         if 'name' in params:
             validate_name(params['name'])
 

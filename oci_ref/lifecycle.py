@@ -25,6 +25,8 @@ class Lifecycle:
         self.tasks: list[asyncio.Task[None]] = []
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        # Expired sessions and stray spools (a crash's) go before the first answer.
+        await self._purge()
         self.notifier.start()
         self.tasks.append(self._every(self.config.purge_interval, self._purge))
         if self.config.gc_interval:

@@ -18,17 +18,15 @@ from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.protocols import Validator
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
+from typing import TYPE_CHECKING, Any
 
 from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
 from oci_ref.image_rules import code_failures, strict_failures
 from oci_ref.image_rules import failure as _failure
 from oci_ref.syntax import lone_surrogate, media_type_problem
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
@@ -145,7 +143,15 @@ def schema_dir() -> Path:
 @cache
 def _validators() -> dict[str, Validator]:
     """Compile each schema once. Relative ``$ref``s resolve through a registry of
-    our own files only: nothing is fetched from the network."""
+    our own files only: nothing is fetched from the network.
+
+    jsonschema is imported here, not at module import: it is a good share of the
+    server's start, and a registry answers /v2/ and pulls without it. The first
+    validation pays for it, off the event loop (see :func:`schemas_loaded`)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
     found = [
         json.loads(path.read_text(encoding='utf-8'))
         for path in sorted(schema_dir().glob('*.schema.json'))
@@ -159,6 +165,12 @@ def _validators() -> dict[str, Validator]:
         )
         for media_type, name in _SCHEMA_FILES.items()
     }
+
+
+def schemas_loaded() -> bool:
+    """Whether the validators are built; until then a validation reads the schema
+    files and imports jsonschema, which the event loop must not wait for."""
+    return _validators.cache_info().currsize > 0
 
 
 def _no_constant(name: str) -> None:

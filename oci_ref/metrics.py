@@ -10,40 +10,135 @@ they are the same whichever worker answers.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
-
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oci_ref.http import ASGIApp, Receive, Send
 from oci_ref.storage.interfaces import StoreStats
 
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+log = logging.getLogger('oci_ref')
 ENDPOINT_KEY = 'oci_ref.endpoint'
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
-REQUESTS = Counter(
-    'oci_ref_requests', 'HTTP requests by spec endpoint id, method and status',
-    ['endpoint', 'method', 'status'],
-)
-LATENCY = Histogram(
-    'oci_ref_request_duration_seconds', 'Time to answer, by spec endpoint id',
-    ['endpoint'],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-             60, 300),
-)
-BYTES_IN = Counter('oci_ref_received_bytes', 'Request body bytes', ['endpoint'])
-BYTES_OUT = Counter('oci_ref_sent_bytes', 'Response body bytes', ['endpoint'])
+
+class _Instruments:
+    """The request and webhook metrics. prometheus_client is imported when these
+    are built, not with this module: that import is a good share of the server's
+    start, and the first request does not need it (see :func:`_observe`)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.requests = Counter(
+            'oci_ref_requests', 'HTTP requests by spec endpoint id, method and status',
+            ['endpoint', 'method', 'status'],
+        )
+        self.latency = Histogram(
+            'oci_ref_request_duration_seconds', 'Time to answer, by spec endpoint id',
+            ['endpoint'],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                     10, 30, 60, 300),
+        )
+        self.bytes_in = Counter('oci_ref_received_bytes', 'Request body bytes',
+                                ['endpoint'])
+        self.bytes_out = Counter('oci_ref_sent_bytes', 'Response body bytes',
+                                 ['endpoint'])
+        self.hook_events = Counter('oci_ref_hook_events', 'Webhook events by outcome',
+                                   ['outcome'])
+
+        # labels() validates and locks on every call: a tenth of a manifest HEAD's
+        # CPU. The label sets are few (endpoint ids, methods, statuses): keep them.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._bytes: dict[tuple[str, bool], Any] = {}
+
+    def count(self, o: _Observation) -> None:
+        key = (o.endpoint, o.method, o.status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(*key),
+                                              self.latency.labels(o.endpoint))
+        children[0].inc()
+        children[1].observe(o.seconds)
+        if o.bytes_in:
+            self._byte_counter(o.endpoint, True).inc(o.bytes_in)
+        if o.bytes_out:
+            self._byte_counter(o.endpoint, False).inc(o.bytes_out)
+
+    def _byte_counter(self, endpoint: str, received: bool) -> Any:
+        counter = self._bytes.get((endpoint, received))
+        if counter is None:
+            counter = self._bytes[endpoint, received] = (
+                self.bytes_in if received else self.bytes_out).labels(endpoint)
+        return counter
+
+
+class _Observation(NamedTuple):
+    endpoint: str
+    method: str
+    status: str
+    seconds: float
+    bytes_in: int
+    bytes_out: int
+
+
+_built: _Instruments | None = None
+_build_lock = threading.Lock()
+_pending: list[_Observation] = []
+_loading: asyncio.Future[_Instruments] | None = None
+
+
+def instruments() -> _Instruments:
+    """The metrics, built once per process (blocking: imports prometheus_client)."""
+    global _built
+    with _build_lock:
+        if _built is None:
+            _built = _Instruments()
+    return _built
+
+
+def _observe(o: _Observation) -> None:
+    """Count one exchange. Until the metrics are built, exchanges wait in a list and
+    the build runs in a thread: the event loop never waits for the import."""
+    global _loading
+    if _built is not None:
+        if _pending:  # counted while building, if their loop ended before the flush
+            _drain(_built)
+        _built.count(o)
+        return
+    _pending.append(o)
+    loop = asyncio.get_running_loop()
+    # (One loop per request in falcon.testing: a build started on an ended loop
+    # never reports back; a failed build is tried again.)
+    if _loading is None or _loading.done() or _loading.get_loop() is not loop:
+        _loading = loop.run_in_executor(None, instruments)
+        _loading.add_done_callback(_flush)
+
+
+def _flush(loading: asyncio.Future[_Instruments]) -> None:
+    if loading.cancelled() or loading.exception() is not None:
+        log.error('metrics unavailable: %r', None if loading.cancelled()
+                  else loading.exception())
+        return
+    _drain(loading.result())
+
+
+def _drain(built: _Instruments) -> None:
+    while _pending:
+        built.count(_pending.pop(0))
+
+
+async def flushed() -> None:
+    """Every exchange seen so far counted (before a scrape reads the counters)."""
+    _drain(_built or await asyncio.to_thread(instruments))
+
 
 # (route template, method) -> distribution-spec endpoint id.
 _ENDPOINTS: dict[tuple[str, str], str] = {
@@ -93,36 +188,37 @@ class Observe:
         async def counted_receive() -> Any:
             nonlocal bytes_in
             event = await receive()
-            bytes_in += len(event.get('body', b''))
+            body = event.get('body')
+            if body:
+                bytes_in += len(body)
             return event
 
         async def counted_send(event: Any) -> None:
             nonlocal bytes_out, status
-            if event['type'] == 'http.response.start':
+            body = event.get('body')
+            if body:  # only http.response.body events have one
+                bytes_out += len(body)
+            elif event['type'] == 'http.response.start':
                 status = event['status']
-            elif event['type'] == 'http.response.body':
-                bytes_out += len(event.get('body', b''))
             await send(event)
 
         try:
             await self.app(scope, counted_receive, counted_send)
         finally:
-            endpoint = scope.get(ENDPOINT_KEY, 'other')
-            REQUESTS.labels(endpoint, scope['method'], str(status or 500)).inc()
-            LATENCY.labels(endpoint).observe(time.perf_counter() - start)
-            if bytes_in:
-                BYTES_IN.labels(endpoint).inc(bytes_in)
-            if bytes_out:
-                BYTES_OUT.labels(endpoint).inc(bytes_out)
+            _observe(_Observation(scope.get(ENDPOINT_KEY, 'other'), scope['method'],
+                                  str(status or 500), time.perf_counter() - start,
+                                  bytes_in, bytes_out))
 
 
-class StorageCollector(Collector):
+class StorageCollector:
     """Gauges from the metadata store's figures (identical in every worker)."""
 
     def __init__(self, stats: StoreStats):
         self.stats = stats
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         st = self.stats
         sessions = GaugeMetricFamily('oci_ref_upload_sessions', 'Open upload sessions')
         sessions.add_metric([], st.upload_sessions)
@@ -140,6 +236,9 @@ class StorageCollector(Collector):
 def exposition(stats: StoreStats) -> bytes:
     """The text exposition: request metrics (merged across workers) + storage.
     Reads the workers' sample files: call it in a thread."""
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+    instruments()  # registered, so a scrape before any request lists them
     if os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
         requests = CollectorRegistry()
         multiprocess.MultiProcessCollector(requests)

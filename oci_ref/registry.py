@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from oci_ref.config import Config
 from oci_ref.errors import ErrorCode, ErrorEntry, RegistryError
-from oci_ref.manifest import MAX_REPORTED, parse_manifest
+from oci_ref.manifest import MAX_REPORTED, parse_manifest, schemas_loaded
 from oci_ref.reference import (
     TAG_RULE,
     Digest,
@@ -202,9 +202,10 @@ class Registry(UploadOperations):
                     ErrorCode.MANIFEST_INVALID, f'invalid tag {tag[:200]!r}',
                     detail={'tag': tag[:200], **TAG_RULE},
                 )
-        if len(body) > PARSE_INLINE_MAX:
+        if len(body) > PARSE_INLINE_MAX or not schemas_loaded():
             # Validating megabytes of JSON takes a while: do it off the event loop
             # so other requests keep flowing (the schema is pure, thread-safe code).
+            # So is the first validation: it loads the schemas (files, imports).
             parsed = await asyncio.to_thread(parse_manifest, body, content_type)
         else:
             parsed = parse_manifest(body, content_type)

@@ -197,7 +197,7 @@ class Process:
     # -- readiness and stop --------------------------------------------------------
 
     def wait_ready(self, probe: Callable[[], bool], *, timeout: float = READY_TIMEOUT,
-                   interval: float = 0.02) -> float:
+                   interval: float = 0.005) -> float:
         """Call ``probe`` every ``interval`` seconds until it returns true; return
         the seconds since :meth:`spawn`. If the process exits first or ``timeout``
         passes, stop it and raise :class:`NotReady` (with the log's tail)."""

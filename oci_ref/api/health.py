@@ -14,7 +14,7 @@ import falcon
 import falcon.asgi
 
 from oci_ref.errors import ExtensionCode, RegistryError
-from oci_ref.metrics import CONTENT_TYPE, exposition
+from oci_ref.metrics import CONTENT_TYPE, exposition, flushed
 from oci_ref.registry import Registry
 
 
@@ -57,6 +57,7 @@ class Metrics:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /metrics: Prometheus text exposition."""
         stats = await self.registry.meta.stats()
+        await flushed()  # the exchanges counted while the metrics were being built
         resp.content_type = CONTENT_TYPE
         # Merging the workers' sample files reads the disk: in a thread.
         resp.data = await asyncio.to_thread(exposition, stats)

@@ -10,7 +10,7 @@ import falcon.asgi
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import content_length, query_values, request_body, request_info
-from oci_ref.manifest import parse_manifest
+from oci_ref.manifest import parse_manifest, schemas_loaded
 from oci_ref.registry import PARSE_INLINE_MAX, Registry, manifest_location
 from oci_ref.storage.interfaces import ManifestRecord
 
@@ -39,9 +39,10 @@ class Manifest:
         record = await self.registry.get_manifest(name, reference)
         self._headers(resp, record)
         resp.data = record.content
-        self.notifier.emit('pull', name, digest=record.digest, size=record.size,
-                           media_type=record.media_type, tag=_tag(reference),
-                           request=request_info(req))
+        if self.notifier.enabled:  # the event is built for nothing otherwise
+            self.notifier.emit('pull', name, digest=record.digest, size=record.size,
+                               media_type=record.media_type, tag=_tag(reference),
+                               request=request_info(req))
 
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, reference: str) -> None:
@@ -102,7 +103,8 @@ class Manifest:
     @staticmethod
     async def _check_strict(body: bytes, content_type: str | None) -> None:
         """Raise 400 MANIFEST_INVALID listing the failed rules, SHOULDs included."""
-        if len(body) > PARSE_INLINE_MAX:  # big documents are parsed off the loop
+        # Big documents are parsed off the loop, and the first (it loads the schemas).
+        if len(body) > PARSE_INLINE_MAX or not schemas_loaded():
             await asyncio.to_thread(parse_manifest, body, content_type, strict=True)
         else:
             parse_manifest(body, content_type, strict=True)

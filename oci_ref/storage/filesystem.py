@@ -28,8 +28,10 @@ coroutines only hand work to it. Disk errors other than a missing file become
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +58,8 @@ READ_CHUNK = 1024 * 1024
 WRITE_BATCH = 1024 * 1024
 # writev takes at most IOV_MAX (1024) buffers: tiny chunks flush early.
 WRITE_BATCH_CHUNKS = 512
+# Below this, a batch's writeback is left to the fsync before commit.
+START_WRITEBACK = 256 * 1024
 POOL_SIZE = 16
 SCAN_BATCH = 1000
 
@@ -191,9 +195,13 @@ class FilesystemBlobStore:
 
     async def append(self, session_id: str, offset: int, body: AsyncIterator[bytes],
                      hashers: list[_Hash], *, limit: int | None = None) -> int:
-        """Chunks are gathered into ~1 MiB batches that a pool thread writes and
-        hashes: ``os.write`` and ``hashlib`` release the GIL, so concurrent uploads
-        use every core while the event loop keeps receiving.
+        """Chunks are gathered into ~1 MiB batches; a pool thread writes and hashes
+        each batch while the event loop receives the next one (``os.write`` and
+        ``hashlib`` release the GIL). One batch is in flight at a time, so the spool
+        and the hashes see the batches in order. Before, the loop waited for each
+        batch before it read on. (Writing and hashing a batch in two threads side by
+        side measured slower with 8 concurrent pushes: more hand-offs, and the
+        pushes already use both cores.)
 
         The spool is opened (and cut back to ``offset``) in the thread that writes
         the first batch, and closed by the one that writes the last: a small chunk
@@ -201,15 +209,30 @@ class FilesystemBlobStore:
         """
         path = self._spool(session_id)
         fd: int | None = None
+        at = offset  # where the next batch goes
 
         def write(batch: list[bytes], last: bool) -> None:
-            nonlocal fd
+            nonlocal fd, at
             if fd is None:
                 fd = _open_at(path, session_id, offset)
-            _write_and_hash(fd, batch, hashers)
+            size = _write_all(fd, batch)
+            if self.fsync and size >= START_WRITEBACK:
+                # Start writing this batch to disk now, so the fsync before commit
+                # has little left to wait for: the disk works while the rest of the
+                # body arrives (what PostgreSQL's pg_flush_data does).
+                _start_writeback(fd, at, size)
+            at += size
+            for chunk in batch:
+                for h in hashers:
+                    h.update(chunk)
             if last:
                 os.close(fd)
                 fd = None
+
+        in_flight: asyncio.Task[None] | None = None
+
+        def stage(batch: list[bytes], last: bool) -> asyncio.Task[None]:
+            return asyncio.ensure_future(self._run(write, batch, last))
 
         written = 0
         batch: list[bytes] = []
@@ -224,10 +247,21 @@ class FilesystemBlobStore:
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= WRITE_BATCH or len(batch) >= WRITE_BATCH_CHUNKS:
-                    await self._run(write, batch, False)
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = stage(batch, False)
                     batch, batched = [], 0
-            await self._run(write, batch, True)
+            if in_flight is not None:
+                await in_flight
+            in_flight = stage(batch, True)
+            await in_flight
         except BaseException:
+            if in_flight is not None:
+                # Its write ends before the spool is cut back (never under a write):
+                # _run waits for its thread even when cancelled.
+                await asyncio.wait([in_flight])
+                if not in_flight.cancelled():
+                    in_flight.exception()  # retrieved: the first failure is re-raised
             if fd is not None:
                 await self._run(_cut_and_close, fd, offset)
             raise
@@ -329,18 +363,44 @@ def _hash_file(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _write_and_hash(fd: int, chunks: list[bytes], hashers: list[_Hash]) -> None:
-    """One writev for the batch (no join, no copy), then the hashes, chunk by chunk;
-    both release the GIL. A short write (disk full, signal) is finished by hand."""
+def _write_all(fd: int, chunks: list[bytes]) -> int:
+    """One writev for the batch (no join, no copy); it releases the GIL. A short
+    write (disk full, signal) is finished by hand. Returns the bytes written."""
     total = sum(map(len, chunks))
-    done = os.writev(fd, chunks)
+    done = os.writev(fd, chunks) if chunks else 0
     if done < total:
         rest = memoryview(b''.join(chunks))[done:]
         while rest:
             rest = rest[os.write(fd, rest):]
-    for chunk in chunks:
-        for h in hashers:
-            h.update(chunk)
+    return total
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: start writeback of dirty pages, don't wait
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2) (the os module has none), or None elsewhere."""
+    if not sys.platform.startswith('linux'):
+        return None
+    import ctypes  # here: only a server with fsync on, pushing, needs it
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+def _start_writeback(fd: int, offset: int, size: int) -> None:
+    """Ask the kernel to start writing ``size`` bytes at ``offset`` to disk. Only
+    a head start: the fsync before commit is what makes the blob durable, so a
+    failure here changes nothing and is ignored."""
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, offset, size, _SYNC_FILE_RANGE_WRITE)
 
 
 def _open_at(path: Path, session_id: str, offset: int) -> int:

@@ -33,8 +33,6 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlite_utils import Database
-
 from oci_ref.storage import sqlite_views
 from oci_ref.storage.interfaces import (
     Claim,
@@ -52,7 +50,7 @@ from oci_ref.storage.interfaces import (
     Unreachable,
     Upload,
 )
-from oci_ref.storage.sqlite_schema import DB_FILE, migrations
+from oci_ref.storage.sqlite_schema import DB_FILE, migrate
 from oci_ref.storage.threads import ThreadPool
 
 T = TypeVar('T')
@@ -95,7 +93,7 @@ class SQLiteMetadataStore:
         # Migrate now, before any request (startup, not on the request path).
         conn = self._connect()
         try:
-            migrations.apply(Database(conn))
+            migrate(conn)
         finally:
             conn.close()
 

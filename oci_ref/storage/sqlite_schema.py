@@ -24,19 +24,80 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
                                             the resumable hash); opaque bytes here
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
-start; each store applies what is missing when it opens the file).
+start; each store applies what is missing when it opens the file): :func:`migrate`.
 """
 
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+import datetime
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 DB_FILE = 'oci-ref.db'
-migrations = Migrations('oci-ref')
+MIGRATION_SET = 'oci-ref'
+MIGRATIONS_TABLE = '_sqlite_migrations'  # sqlite_utils' record of what was applied
 
 
-@migrations()
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database to the current schema.
+
+    sqlite_utils (click, pluggy and its plugins' entry points: a third of the
+    server's start, issue 17) is only imported when an existing database misses a
+    migration. A database that has them all costs one query; a new one gets
+    :data:`CURRENT_SCHEMA`, what the migrations build (a unit test keeps the two
+    equal), recorded as sqlite_utils records them, so either path can take over.
+    """
+    names = [m.__name__ for m in MIGRATIONS]
+    has_record = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+        (MIGRATIONS_TABLE,)).fetchone()
+    if has_record:
+        applied = {row[0] for row in conn.execute(
+            f'SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = ?',
+            (MIGRATION_SET,))}
+        if applied.issuperset(names):
+            return
+    else:
+        conn.execute('BEGIN IMMEDIATE')  # one process creates, the others wait
+        try:
+            empty = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchone()[0] == 0
+            if empty:  # (not executescript: it would commit at once)
+                for statement in CURRENT_SCHEMA:
+                    conn.execute(statement)
+                now = str(datetime.datetime.now(datetime.UTC))
+                conn.executemany(
+                    f'INSERT INTO {MIGRATIONS_TABLE} (migration_set, name, applied_at)'
+                    ' VALUES (?, ?, ?)', [(MIGRATION_SET, n, now) for n in names])
+            conn.execute('COMMIT')
+        except BaseException:
+            conn.execute('ROLLBACK')
+            raise
+        if empty:
+            return
+    _migrations().apply(_database(conn))
+
+
+def _database(conn: sqlite3.Connection) -> Database:
+    from sqlite_utils import Database
+
+    return Database(conn)
+
+
+def _migrations() -> Any:
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for fn in MIGRATIONS:
+        migrations()(fn)
+    return migrations
+
+
+
 def m001_initial(db: Database) -> None:
     db.table('repositories').create({'name': str, 'created_at': float}, pk='name')
     db.table('blobs').create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
@@ -84,7 +145,6 @@ def m001_initial(db: Database) -> None:
     )
 
 
-@migrations()
 def m002_locks(db: Database) -> None:
     # Replaces flock on files: locks live where every process (and later every
     # replica, as PostgreSQL advisory locks) sees them.
@@ -95,7 +155,6 @@ def m002_locks(db: Database) -> None:
     db.table('uploads').add_column('hash_state', bytes)
 
 
-@migrations()
 def m003_blob_spools(db: Database) -> None:
     # The S3 blob store's spool state lives beside the session rows: found again by
     # id (and by the purge), never by listing the bucket (issue 14).
@@ -103,4 +162,39 @@ def m003_blob_spools(db: Database) -> None:
                                    pk='id', not_null={'state'})
 
 
-__all__ = ['DB_FILE', 'migrations']
+MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools)
+
+# What MIGRATIONS build on an empty database, as sqlite_utils writes it (tests/unit/
+# test_startup.py checks they agree). A new migration changes both.
+CURRENT_SCHEMA = (
+    'CREATE TABLE "_sqlite_migrations" ("id" INTEGER PRIMARY KEY, "migration_set" TEXT,'
+    ' "name" TEXT, "applied_at" TEXT)',
+    'CREATE UNIQUE INDEX "idx__sqlite_migrations_migration_set_name"'
+    ' ON "_sqlite_migrations" ("migration_set", "name")',
+    'CREATE TABLE "repositories" ("name" TEXT PRIMARY KEY, "created_at" REAL)',
+    'CREATE TABLE "blobs" ("digest" TEXT PRIMARY KEY, "size" INTEGER, "created_at" REAL)',
+    'CREATE TABLE "repo_blobs" ("repo" TEXT, "digest" TEXT, "created_at" REAL,'
+    ' PRIMARY KEY ("repo", "digest"))',
+    'CREATE INDEX "idx_repo_blobs_digest" ON "repo_blobs" ("digest")',
+    'CREATE TABLE "manifests" ("repo" TEXT, "digest" TEXT, "media_type" TEXT NOT NULL,'
+    ' "size" INTEGER NOT NULL, "content" BLOB NOT NULL, "subject" TEXT,'
+    ' "artifact_type" TEXT, "annotations" TEXT, "created_at" REAL,'
+    ' PRIMARY KEY ("repo", "digest"))',
+    'CREATE INDEX "idx_manifests_repo_subject_digest"'
+    ' ON "manifests" ("repo", "subject", "digest")',
+    'CREATE TABLE "manifest_refs" ("repo" TEXT, "digest" TEXT, "child" TEXT,'
+    ' PRIMARY KEY ("repo", "digest", "child"))',
+    'CREATE INDEX "idx_manifest_refs_child" ON "manifest_refs" ("child")',
+    'CREATE TABLE "tags" ("repo" TEXT, "tag" TEXT, "digest" TEXT NOT NULL,'
+    ' "updated_at" REAL, PRIMARY KEY ("repo", "tag"))',
+    'CREATE INDEX "idx_tags_repo_digest" ON "tags" ("repo", "digest")',
+    'CREATE TABLE "uploads" ("id" TEXT PRIMARY KEY, "repo" TEXT NOT NULL,'
+    ' "size" INTEGER NOT NULL, "algorithm" TEXT, "started_at" REAL,'
+    ' "updated_at" REAL, "hash_state" BLOB)',
+    'CREATE TABLE "locks" ("name" TEXT, "owner" TEXT, "exclusive" INTEGER,'
+    ' "pid" INTEGER, "expires_at" REAL, PRIMARY KEY ("name", "owner"))',
+    'CREATE TABLE "blob_spools" ("id" TEXT PRIMARY KEY, "state" BLOB NOT NULL,'
+    ' "updated_at" REAL)',
+)
+
+__all__ = ['CURRENT_SCHEMA', 'DB_FILE', 'MIGRATIONS', 'migrate']

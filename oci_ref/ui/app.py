@@ -18,12 +18,12 @@ from falcon.routing import CompiledRouter
 
 from oci_ref.api.access import AccessControl
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.http import ASGIApp, Receive, Send
 from oci_ref.reference import is_valid_name
 from oci_ref.registry import Registry
 from oci_ref.storage import StoreUnavailable
 from oci_ref.ui.csrf import Csrf
 from oci_ref.ui.model import Model
+from oci_ref.ui.mount import PREFIX
 from oci_ref.ui.render import SECURITY_HEADERS, render
 from oci_ref.ui.resources import (
     Context,
@@ -38,7 +38,6 @@ from oci_ref.ui.resources import (
 from oci_ref.ui.viewer import viewer_of
 
 log = logging.getLogger('oci_ref')
-PREFIX = '/ui'
 _PLACEHOLDER = 'n'
 # Repository names hold slashes, so (as in oci_ref/routing.py) the name is what lies
 # between /ui/r/ and a fixed suffix; "/-/" cannot be part of a name (every path
@@ -145,22 +144,3 @@ class _ToRepository:
                      name: str) -> None:
         """ui: GET /ui/r/<name> - to /ui/r/<name>/."""
         raise falcon.HTTPMovedPermanently(f'/ui/r/{name}/')
-
-
-class Mount:
-    """ASGI: ``/ui`` and below to the web view, everything else (lifespan events
-    included) to the API."""
-
-    def __init__(self, api: ASGIApp, ui: ASGIApp):
-        self.api = api
-        self.ui = ui
-
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
-        path = scope.get('path', '') if scope['type'] == 'http' else ''
-        if path == PREFIX or path.startswith(PREFIX + '/'):
-            from oci_ref.metrics import ENDPOINT_KEY
-
-            scope[ENDPOINT_KEY] = 'ui'
-            await self.ui(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)

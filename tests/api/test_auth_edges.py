@@ -19,7 +19,6 @@ import httpx
 import jwt
 import pytest
 
-import oci_ref.auth
 from oci_ref.api.access import TOKEN_FORM_MAX
 from oci_ref.app import create_app
 from oci_ref.config import Config, ConfigError
@@ -298,7 +297,7 @@ def test_a_slow_password_check_does_not_stall_other_requests(
         finally:
             finished.set()
 
-    monkeypatch.setattr(oci_ref.auth.bcrypt, 'checkpw', held)
+    monkeypatch.setattr(bcrypt, 'checkpw', held)
     asgi = create_app(Config(root=tmp_path / 'data', auth='basic',
                              htpasswd=path).validated())
 

@@ -30,7 +30,7 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         calls.append(hashed)
         return bool(real(password, hashed))
 
-    monkeypatch.setattr(oci_ref.auth.bcrypt, 'checkpw', spy)
+    monkeypatch.setattr(bcrypt, 'checkpw', spy)
     return calls
 
 

@@ -94,3 +94,54 @@ def test_reading_a_range_and_a_missing_blob(backend: Backend):
 
     asyncio.run(run())
     registry.close()
+
+
+def test_a_pushed_blob_with_fsync_is_exact(backend: Backend):
+    """fsync on: each batch's writeback starts early (sync_file_range), while the next
+    arrives; the bytes, their order and the hash stay exact."""
+    registry = backend.registry(fsync=True)
+    parts = [os.urandom(256 * 1024) for _ in range(12)]  # 3 MiB: batches in flight
+    data = b''.join(parts)
+
+    async def run() -> None:
+        await registry.blobs.create_spool('s')
+        assert await append(registry.blobs, 0, parts) == (len(data),
+                                                          hashlib.sha256(data).hexdigest())
+        assert await read_back(registry.blobs, data) == data
+
+    asyncio.run(run())
+    registry.close()
+
+
+@pytest.mark.parametrize('how', ['body fails', 'cancelled'])
+def test_an_append_that_ends_early_leaves_the_spool_as_it_was(backend: Backend, how):
+    """A batch may be in the threads while the next is received: when the body fails
+    or the request is cancelled then, the batch is finished before the spool is cut
+    back (append waits for its threads, so nothing is written after it returns)."""
+    registry = backend.registry()
+    store = registry.blobs
+    arrived = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(8):  # 2 MiB: the first batch goes to the threads
+            yield os.urandom(256 * 1024)
+        arrived.set()
+        if how == 'body fails':
+            raise ConnectionResetError('the client went away')
+        await asyncio.Event().wait()  # never: the request is cancelled here
+
+    async def run() -> None:
+        await store.create_spool('s')
+        await append(store, 0, [b'keep'])
+        task = asyncio.ensure_future(store.append('s', 4, body(), [hashlib.sha256()]))
+        await arrived.wait()
+        if how == 'cancelled':
+            task.cancel()
+        with pytest.raises(ConnectionResetError if how == 'body fails'
+                           else asyncio.CancelledError):
+            await task
+        assert await store.spool_size('s') == 4
+        assert await read_back(store, b'keep') == b'keep'
+
+    asyncio.run(run())
+    registry.close()

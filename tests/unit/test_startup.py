@@ -1,0 +1,131 @@
+"""What the server's start costs (issue 17): modules the first request does not need
+stay out of it, and a new database gets the schema the migrations build."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oci_ref.storage import sqlite_schema
+from oci_ref.storage.sqlite_schema import MIGRATIONS, migrate
+
+# Imported where they are used, never by building the app with the default config:
+# each is a visible share of startup time or RSS (bench figure 1).
+LAZY = (
+    'jsonschema', 'referencing',            # manifest validation: first manifest PUT
+    'prometheus_client',                    # metrics: after the first exchange
+    'jinja2', 'oci_ref.ui.app',             # the web view: first /ui request
+    'oci_ref.lint',                         # serve --lint
+    'httpx', 'oci_ref.upstream.client',     # pull-through, webhooks
+    'bcrypt', 'jwt', 'cryptography',        # auth: only with htpasswd / token
+    'sqlite_utils',                         # migrations an old database misses
+    'aiobotocore', 'botocore', 'psycopg',   # the scale-out stores, when configured
+)
+
+_PROBE = '''
+import json, sys
+from pathlib import Path
+from oci_ref.app import create_app
+from oci_ref.config import Config
+app = create_app(Config(root=Path(sys.argv[1])))
+print(json.dumps(sorted(sys.modules)))
+'''
+
+
+def test_building_the_app_imports_none_of_the_lazy_modules(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, '-c', _PROBE, str(tmp_path)], check=True,
+                         capture_output=True, text=True).stdout
+    loaded = set(json.loads(out))
+    # falcon, uvicorn's pieces and the stores are needed: the probe really ran.
+    assert {'falcon', 'oci_ref.app', 'oci_ref.storage.sqlite'} <= loaded
+    eager = sorted(m for m in loaded if any(m == lazy or m.startswith(lazy + '.')
+                                            for lazy in LAZY))
+    assert eager == []
+
+
+def _structure(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Tables, columns, keys and indexes: what a query sees, not the SQL text."""
+    found: dict[str, Any] = {}
+    objects = conn.execute("SELECT type, name, tbl_name FROM sqlite_master"
+                           " WHERE name NOT LIKE 'sqlite_%'").fetchall()
+    for kind, name, table in objects:
+        if kind == 'table':
+            columns = conn.execute(f'PRAGMA table_xinfo("{name}")')
+            found[name] = [tuple(r) for r in columns]
+        else:
+            unique = [r[2] for r in conn.execute(f'PRAGMA index_list("{table}")')
+                      if r[1] == name]
+            columns = conn.execute(f'PRAGMA index_xinfo("{name}")')
+            found[name] = (table, unique, [tuple(r) for r in columns])
+    return found
+
+
+def _by_sqlite_utils(conn: sqlite3.Connection, upto: int | None = None) -> None:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations(sqlite_schema.MIGRATION_SET)
+    for fn in MIGRATIONS[:upto]:
+        migrations()(fn)
+    migrations.apply(Database(conn))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def test_a_new_database_gets_what_the_migrations_build(tmp_path: Path) -> None:
+    fast, slow = _connect(tmp_path / 'fast.db'), _connect(tmp_path / 'slow.db')
+    migrate(fast)
+    _by_sqlite_utils(slow)
+    assert _structure(fast) == _structure(slow)
+    recorded = 'SELECT migration_set, name FROM _sqlite_migrations ORDER BY id'
+    assert list(fast.execute(recorded)) == list(slow.execute(recorded))
+    assert [r[1] for r in fast.execute(recorded)] == [m.__name__ for m in MIGRATIONS]
+
+
+@pytest.mark.parametrize('done', range(1, len(MIGRATIONS)))
+def test_an_older_database_gets_the_missing_migrations(tmp_path: Path, done: int) -> None:
+    old, new = _connect(tmp_path / 'old.db'), _connect(tmp_path / 'new.db')
+    _by_sqlite_utils(old, upto=done)
+    old.execute("INSERT INTO repositories (name, created_at) VALUES ('kept', 1.0)")
+    migrate(old)
+    migrate(new)
+    assert _structure(old) == _structure(new)
+    assert list(old.execute('SELECT name FROM repositories')) == [('kept',)]
+
+
+def test_migrating_a_current_database_changes_nothing(tmp_path: Path) -> None:
+    conn = _connect(tmp_path / 'db')
+    migrate(conn)
+    before = (_structure(conn), list(conn.execute('SELECT * FROM _sqlite_migrations')))
+    migrate(conn)
+    assert (_structure(conn), list(conn.execute('SELECT * FROM _sqlite_migrations'))) \
+        == before
+
+
+_METRICS_PROBE = '''
+import sys
+from pathlib import Path
+import falcon.testing
+from oci_ref.app import create_app
+from oci_ref.config import Config
+client = falcon.testing.TestClient(create_app(Config(root=Path(sys.argv[1]))))
+for _ in range(3):
+    assert client.simulate_get('/v2/').status_code == 200
+print(client.simulate_get('/metrics').text)
+'''
+
+
+def test_exchanges_answered_before_the_metrics_exist_are_counted(tmp_path: Path) -> None:
+    """The metrics are built in a thread after the first exchange; the exchanges
+    answered meanwhile (here each on its own event loop) wait and are counted."""
+    out = subprocess.run([sys.executable, '-c', _METRICS_PROBE, str(tmp_path)],
+                         check=True, capture_output=True, text=True).stdout
+    assert 'oci_ref_requests_total{endpoint="end-1",method="GET",status="200"} 3.0' in out
