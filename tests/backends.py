@@ -134,7 +134,7 @@ class PostgresDB:
 
 class PostgresBackend(Backend):
     """Metadata in a fresh PostgreSQL database of the session's server (the
-    ``postgres_url`` fixture); blobs on the filesystem under ``root``."""
+    ``postgres_metadata_url`` fixture); blobs on the filesystem under ``root``."""
 
     id = 'postgresql+filesystem'
 
@@ -144,7 +144,7 @@ class PostgresBackend(Backend):
 
     @classmethod
     def create(cls, request: pytest.FixtureRequest, root: Path) -> Backend:
-        return cls(root, request.getfixturevalue('postgres_url'))
+        return cls(root, request.getfixturevalue('postgres_metadata_url'))
 
     @contextmanager
     def db(self) -> Iterator[Any]:  # type: ignore[override]

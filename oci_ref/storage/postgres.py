@@ -153,18 +153,25 @@ class PostgresMetadataStore:
         try:
             conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
                                                          connect_timeout=10)
-            async with conn:
+            # The pool connects meanwhile; the migrating connection stays as the
+            # presence connection.
+            await self._pool.open(wait=False)
+            try:
                 await migrate(conn)
-            await self._hold_presence()
-            await self._pool.open(wait=True, timeout=10)
+                await self._hold_presence(conn)
+            except BaseException:
+                await conn.close()
+                raise
         except (psycopg.Error, PoolTimeout) as ex:
             raise StoreUnavailable(self.name, _first_line(ex)) from None
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
-    async def _hold_presence(self) -> None:
-        """Connect the presence connection and take this process's presence lock."""
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
-                                                     connect_timeout=10)
+    async def _hold_presence(self, conn: Any = None) -> None:
+        """Take this process's presence lock on ``conn`` (a new connection if None),
+        which then stays open for the process's life."""
+        if conn is None:
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                         connect_timeout=10)
         key = self._presence_key or secrets.randbelow(2**31 - 2) + 1
         while True:
             cur = await conn.execute('SELECT pg_try_advisory_lock(%s, %s)',

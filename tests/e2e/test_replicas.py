@@ -1,0 +1,170 @@
+"""Replicas on shared stores behind a real load balancer (issue 14).
+
+Two `oci-ref serve` processes, started at once (so both migrate the same fresh
+PostgreSQL database together), keep their metadata in one PostgreSQL database and
+their blobs and upload spools under one shared root (the filesystem stands in for
+S3 here), behind haproxy round-robin without stickiness: consecutive requests of one
+client land on alternate replicas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from oci_ref.testing import OCIRegistry
+from tests.engines import HAProxy, PostgresServer
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+LoadBalancer = Callable[[Sequence[str]], HAProxy]
+
+
+class Replicas:
+    """``count`` replicas over ``url`` (metadata) and ``root`` (blobs) behind haproxy;
+    ``url``/``host`` are the load balancer's (what conformance/run.py reads)."""
+
+    def __init__(self, root: Path, url: str, load_balancer: LoadBalancer,
+                 count: int = 2, **settings: Any):
+        # By environment, not flag: the URL may carry a password (never in argv).
+        env = {'OCI_REF_METADATA_STORE': url}
+        with ThreadPoolExecutor(count) as pool:
+            futures = [pool.submit(OCIRegistry, root, env=env, **settings)
+                       for _ in range(count)]
+            self.servers = [f.result() for f in futures]
+        self.lb = load_balancer([s.url for s in self.servers])
+        self.url, self.host = self.lb.url, f'127.0.0.1:{self.lb.port}'
+        self.log = self.servers[0].log
+
+    def __enter__(self) -> Replicas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+    def requests_seen(self, method: str, path_part: str) -> list[int]:
+        """How many ``method`` requests whose path has ``path_part`` each replica
+        logged (uvicorn's access log)."""
+        pattern = re.compile(rf'"{method} [^"]*{re.escape(path_part)}')
+        return [len(pattern.findall(s.log.read_text(errors='replace')))
+                for s in self.servers]
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, postgres_url: str, load_balancer: LoadBalancer
+             ) -> Iterator[Replicas]:
+    with Replicas(tmp_path / 'data', postgres_url, load_balancer) as r:
+        yield r
+
+
+def test_a_chunked_push_whose_patches_land_on_different_replicas_completes(
+        replicas: Replicas) -> None:
+    """POST, four PATCHes and the closing PUT go round-robin: each replica continues
+    the session another one started (state in PostgreSQL, spool shared); the blob is
+    then served by both, byte for byte."""
+    data = bytes(range(256)) * 4096  # 1 MiB in four chunks
+    digest = f'sha256:{hashlib.sha256(data).hexdigest()}'
+    chunks = [data[i:i + len(data) // 4] for i in range(0, len(data), len(data) // 4)]
+    with httpx.Client(base_url=replicas.url, timeout=30) as c:
+        r = c.post('/v2/scale/out/blobs/uploads/')
+        assert r.status_code == 202, r.text
+        location = r.headers['location']
+        session = location.rstrip('/').rsplit('/', 1)[-1].split('?')[0]
+        offset = 0
+        for chunk in chunks:
+            r = c.patch(location, content=chunk, headers={
+                'Content-Type': 'application/octet-stream',
+                'Content-Range': f'{offset}-{offset + len(chunk) - 1}'})
+            assert r.status_code == 202, r.text
+            offset += len(chunk)
+            assert r.headers['range'] == f'0-{offset - 1}'
+            location = r.headers['location']
+        r = c.put(location, params={'digest': digest})
+        assert r.status_code == 201, r.text
+    patches = replicas.requests_seen('PATCH', session)
+    assert sorted(patches) == [2, 2], patches  # alternate replicas, no stickiness
+    for server in replicas.servers:
+        r = httpx.get(f'{server.url}/v2/scale/out/blobs/{digest}', timeout=30)
+        assert r.status_code == 200 and r.content == data
+
+
+def test_a_tag_pushed_through_one_replica_is_listed_by_the_other(
+        replicas: Replicas) -> None:
+    manifest = (b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.'
+                b'v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json",'
+                b'"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c0'
+                b'60f61caaff8a","size":2},"layers":[]}')
+    one, two = replicas.servers
+    with httpx.Client(base_url=one.url, timeout=30) as c:
+        r = c.post('/v2/a/b/blobs/uploads/', params={
+            'digest': 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f6'
+                      '1caaff8a'}, content=b'{}')
+        assert r.status_code == 201, r.text
+        r = c.put('/v2/a/b/manifests/v1', content=manifest, headers={
+            'Content-Type': 'application/vnd.oci.image.manifest.v1+json'})
+        assert r.status_code == 201, r.text
+    with httpx.Client(base_url=two.url, timeout=30) as c:
+        assert c.get('/v2/a/b/tags/list').json() == {'name': 'a/b', 'tags': ['v1']}
+        assert c.get('/v2/a/b/manifests/v1').content == manifest
+
+
+def _load_runner() -> Any:
+    spec = importlib.util.spec_from_file_location('conformance_run',
+                                                  ROOT / 'conformance' / 'run.py')
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = _load_runner()
+
+
+# Each suite once (legacy, the redesigned one in both modes with every area on) and
+# token auth (the signing key under the shared root): the others add only time.
+@pytest.mark.parametrize('run', ['legacy', 'all', 'dev', 'token'])
+def test_conformance_through_the_load_balancer(
+        run: str, tmp_path: Path, postgres_server: PostgresServer,
+        load_balancer: LoadBalancer, conformance_report: Any) -> None:
+    """The redesigned suite (every optional area on, and `dev` mode) against two
+    replicas behind haproxy: every request may land on either."""
+    if not runner.binary('main'):
+        from tests.engines import missing
+
+        missing('the conformance suite binary is not found (set CONFORMANCE_DIR)')
+    databases: list[str] = []
+
+    @contextlib.contextmanager
+    def serve(data: Path, **settings: Any) -> Iterator[Replicas]:
+        name, url = postgres_server.create_database()
+        databases.append(name)
+        with Replicas(data, url, load_balancer, **settings) as r:
+            yield r
+
+    try:
+        outcome = runner.run_one(runner.RUNS[run], tmp_path, runner.skip_list(),
+                                 serve=serve)
+    finally:
+        for name in databases:
+            postgres_server.drop_database(name)
+    conformance_report(f'{outcome.line()} [2 replicas on PostgreSQL behind haproxy]')
+    assert outcome.tests > 0 and outcome.ok, (
+        outcome.line() + ''.join(f'\n  failed: {n}' for n in outcome.failed_cases)
+        + ''.join(f'\n  unexpected skip: {n}' for n in outcome.unexpected_skips)
+        + (f'\n  {outcome.note}' if outcome.note else ''))
