@@ -61,8 +61,14 @@ def serve(args: argparse.Namespace) -> int:
     except AuthError as ex:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
+    from oci_ref.storage import StoreUnavailable
+
     # Migrate once, before the workers race to do it, and purge expired uploads.
-    registry = open_registry(config)
+    try:
+        registry = open_registry(config)
+    except StoreUnavailable as ex:
+        print(f'oci-ref: {ex}', file=sys.stderr)
+        return 1
     try:
         asyncio.run(registry.purge_uploads())
     finally:
