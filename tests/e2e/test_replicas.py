@@ -25,7 +25,7 @@ import pytest
 from oci_ref.testing import OCIRegistry
 from tests.engines import HAProxy, PostgresServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.engines]
 
 ROOT = Path(__file__).resolve().parents[2]
 LoadBalancer = Callable[[Sequence[str]], HAProxy]

@@ -23,6 +23,8 @@ from tests.backends import PostgresBackend
 from tests.engines import PostgresServer
 from tests.support import InProcess, assert_error
 
+pytestmark = pytest.mark.engines
+
 
 def open_store(url: str, **kw: object) -> object:
     from oci_ref.storage.postgres import PostgresMetadataStore
