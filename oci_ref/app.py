@@ -3,6 +3,8 @@ holds the route table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 import falcon.asgi
 
@@ -86,12 +88,13 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
+    # Names are validated before access is checked: both run per request, and a 400
+    # for a name that can never exist reveals nothing.
+    middleware: list[Any] = [DistributionMiddleware(), control,
+                             Lifecycle(config, registry, notifier)]
     app = falcon.asgi.App(
         router=OCIRouter(),
-        # Names are validated before access is checked: both run per request, and a
-        # 400 for a name that can never exist reveals nothing.
-        middleware=[DistributionMiddleware(), control,
-                    Lifecycle(config, registry, notifier)],
+        middleware=middleware,
         cors_enable=False,
     )
     # The spec's paths are exact: /v2/ and /v2 both answer, uploads/ keeps its slash.
