@@ -82,6 +82,7 @@ LEASE_SECONDS = 30.0
 LOCK_POLL = 0.02
 DEADLINE = 30.0   # seconds a call may take before it is a 503 (GC's sweep: no limit)
 PAGE = 200
+RETRIES = 2       # more tries of a transaction PostgreSQL rolled back (deadlock)
 
 _NOW = 'extract(epoch from clock_timestamp())'
 # The holder's process is alive: it holds its presence lock (pg_locks shows every
@@ -137,6 +138,7 @@ class PostgresMetadataStore:
         self._presence: Any = None
         self._presence_key = 0
         self._watchdog: asyncio.Task[None] | None = None
+        self._closed = False
         self._thread = LoopThread('oci-ref-pg')
         self._pool = AsyncConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, name='oci-ref-metadata',
@@ -204,6 +206,9 @@ class PostgresMetadataStore:
                 await self._presence.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(Exception):
             self._thread.call(self._shut())
         self._thread.stop()
@@ -213,10 +218,23 @@ class PostgresMetadataStore:
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any,
                     deadline: float | None = DEADLINE) -> T:
         """Run ``fn(conn, *args)`` on a pool connection on the store's loop."""
+        async def attempt() -> T:
+            # Two transactions that deadlock (or a serialisation failure): the one
+            # PostgreSQL rolled back runs again, whole.
+            for _ in range(RETRIES):
+                try:
+                    async with self._pool.connection() as conn:
+                        return await fn(conn, *args)
+                except (psycopg.errors.DeadlockDetected,
+                        psycopg.errors.SerializationFailure):
+                    continue
+            async with self._pool.connection() as conn:
+                return await fn(conn, *args)
+
         async def run() -> T:
             try:
-                async with asyncio.timeout(deadline), self._pool.connection() as conn:
-                    return await fn(conn, *args)
+                async with asyncio.timeout(deadline):
+                    return await attempt()
             except PoolTimeout:
                 raise StoreUnavailable(self.name, (
                     f'no database connection within {self.busy_timeout_ms} ms '

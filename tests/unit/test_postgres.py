@@ -68,6 +68,9 @@ def test_connections_refused_mid_life_give_503_naming_the_store_then_recover(
                           'WHERE datname = %s', [name])
         error = assert_error(c.get('/v2/a/b/tags/list'), 503, 'UNAVAILABLE')
         assert 'metadata (postgresql)' in str(error)
+        ready = c.get('/readyz')
+        assert ready.status_code == 503, ready.content
+        assert b'database not reachable' in ready.content, ready.content
         with postgres_server.connect() as admin:
             admin.execute(f'ALTER DATABASE {name} CONNECTION LIMIT -1')
         statuses = [c.get('/v2/a/b/tags/list').status_code for _ in range(12)]
