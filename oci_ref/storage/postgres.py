@@ -438,7 +438,8 @@ class PostgresMetadataStore:
         }
 
         async def run(conn: Any) -> list[str]:
-            async with conn.transaction():
+            # Pipelined: the check is one round trip, the write and commit another.
+            async with conn.pipeline(), conn.transaction():
                 # sparse: references are recorded, their content need not be here.
                 if not sparse and (blob_list or child_list):
                     # FOR SHARE: what was found stays until this commits.
