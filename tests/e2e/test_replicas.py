@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import json
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -121,6 +122,50 @@ def test_a_tag_pushed_through_one_replica_is_listed_by_the_other(
     with httpx.Client(base_url=two.url, timeout=30) as c:
         assert c.get('/v2/a/b/tags/list').json() == {'name': 'a/b', 'tags': ['v1']}
         assert c.get('/v2/a/b/manifests/v1').content == manifest
+
+
+def test_concurrent_pushes_of_one_image_through_both_replicas_agree(
+        replicas: Replicas) -> None:
+    """Eight clients push the same blobs, manifest and tag at once, through the load
+    balancer (so onto both replicas): every push succeeds and both replicas then
+    answer alike."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers",' \
+             b'"diff_ids":[]}}'
+    layer = b'shared layer ' * 50000
+
+    def desc(media_type: str, data: bytes) -> dict[str, Any]:
+        return {'mediaType': media_type, 'size': len(data),
+                'digest': f'sha256:{hashlib.sha256(data).hexdigest()}'}
+
+    manifest = json.dumps({
+        'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.manifest.v1+json',
+        'config': desc('application/vnd.oci.image.config.v1+json', config),
+        'layers': [desc('application/vnd.oci.image.layer.v1.tar', layer)]}).encode()
+
+    def push(_: int) -> list[int]:
+        statuses = []
+        with httpx.Client(base_url=replicas.url, timeout=60) as c:
+            for data in (config, layer):
+                r = c.post('/v2/same/image/blobs/uploads/')
+                statuses.append(r.status_code)
+                r = c.put(r.headers['location'], content=data, params={
+                    'digest': f'sha256:{hashlib.sha256(data).hexdigest()}'})
+                statuses.append(r.status_code)
+            r = c.put('/v2/same/image/manifests/latest', content=manifest, headers={
+                'Content-Type': 'application/vnd.oci.image.manifest.v1+json'})
+            statuses.append(r.status_code)
+        return statuses
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(push, range(8)))
+    assert all(r == [202, 201, 202, 201, 201] for r in results), results
+    for server in replicas.servers:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.get('/v2/same/image/tags/list').json()['tags'] == ['latest']
+            assert c.get('/v2/same/image/manifests/latest').content == manifest
+            r = c.get(f"/v2/same/image/blobs/{desc('', layer)['digest']}")
+            assert r.content == layer
+            assert c.get('/v2/_catalog').json() == {'repositories': ['same/image']}
 
 
 def _load_runner() -> Any:
