@@ -43,7 +43,10 @@ class Replicas:
         with ThreadPoolExecutor(count) as pool:
             futures = [pool.submit(OCIRegistry, root, env=env, **settings)
                        for _ in range(count)]
-            self.servers = [f.result() for f in futures]
+        self.servers = [f.result() for f in futures if f.exception() is None]
+        if len(self.servers) < count:
+            self.stop()
+            raise next(f.exception() for f in futures if f.exception() is not None)
         self.lb = load_balancer([s.url for s in self.servers])
         self.url, self.host = self.lb.url, f'127.0.0.1:{self.lb.port}'
         self.log = self.servers[0].log
