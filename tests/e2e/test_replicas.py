@@ -13,8 +13,12 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,6 +109,69 @@ def test_a_chunked_push_whose_patches_land_on_different_replicas_completes(
     for server in replicas.servers:
         r = httpx.get(f'{server.url}/v2/scale/out/blobs/{digest}', timeout=30)
         assert r.status_code == 200 and r.content == data
+
+
+def test_a_replica_killed_mid_patch_leaves_a_session_another_continues(
+        replicas: Replicas, postgres_url: str) -> None:
+    """SIGKILL the replica a PATCH streams into while it holds the session's claim:
+    the client's retry through the load balancer is served by the other replica at
+    once (the dead one's lease is not waited out: its presence died with it), the
+    push completes, and fsck on the shared stores is clean."""
+    import psycopg
+
+    data = b'0123456789abcdef' * 65536  # 1 MiB
+    digest = f'sha256:{hashlib.sha256(data).hexdigest()}'
+    doomed = replicas.servers[0]
+    with httpx.Client(base_url=doomed.url, timeout=30) as c:
+        location = c.post('/v2/killed/mid/blobs/uploads/').headers['location']
+    session = location.rstrip('/').rsplit('/', 1)[-1].split('?')[0]
+    release = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield data[:len(data) // 2]
+        release.wait(30)
+        yield data[len(data) // 2:]
+
+    def patch() -> BaseException | None:
+        try:
+            with httpx.Client(base_url=doomed.url, timeout=30) as c:
+                c.patch(location, content=body(), headers={
+                    'Content-Type': 'application/octet-stream'})
+        except httpx.HTTPError as ex:
+            return ex
+        return None
+
+    with ThreadPoolExecutor(1) as pool, psycopg.connect(postgres_url) as db:
+        cut = pool.submit(patch)
+        held = "SELECT count(*) FROM locks WHERE name = 'upload:' || %s"
+        for _ in range(1500):  # until the claim is in the shared store
+            if db.execute(held, [session]).fetchone() == (1,):
+                break
+            threading.Event().wait(0.01)
+        else:
+            pytest.fail('the PATCH never claimed its session')
+        doomed.process.send_signal(signal.SIGKILL)
+        doomed.process.wait()
+        release.set()
+        assert isinstance(cut.result(), httpx.HTTPError)
+        assert db.execute(held, [session]).fetchone() == (1,)  # its lease is left
+    with httpx.Client(base_url=replicas.url, timeout=30) as c:
+        r = c.get(location)
+        assert r.status_code == 204, r.text
+        # The cut chunk was never acknowledged: the session holds nothing yet.
+        assert r.headers.get('range', '0-0').removeprefix('bytes=') == '0-0'
+        r = c.patch(location, content=data, headers={
+            'Content-Type': 'application/octet-stream',
+            'Content-Range': f'0-{len(data) - 1}'})
+        assert r.status_code == 202, r.text
+        r = c.put(r.headers['location'], params={'digest': digest})
+        assert r.status_code == 201, r.text
+        assert c.get(f'/v2/killed/mid/blobs/{digest}').content == data
+    fsck = subprocess.run(
+        [sys.executable, '-m', 'oci_ref', 'fsck', '--root', str(doomed.root)],
+        env={**os.environ, 'OCI_REF_METADATA_STORE': postgres_url},
+        capture_output=True, text=True, timeout=120)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
 
 
 def test_a_tag_pushed_through_one_replica_is_listed_by_the_other(
