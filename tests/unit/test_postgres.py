@@ -150,3 +150,43 @@ def test_the_url_goes_to_workers_in_the_secrets_file(tmp_path: Path) -> None:
     finally:
         if secrets is not None:
             secrets.unlink()
+
+
+def test_tags_and_names_sort_bytewise_whatever_the_database_collation(
+        postgres_server: PostgresServer) -> None:
+    """Tag and catalog pages follow byte order (as SQLite's BINARY collation),
+    also in a database whose default collation is a linguistic one (ICU en-US,
+    where 'a' < 'B'): the schema's columns are COLLATE "C"."""
+    import psycopg
+
+    name = 'test_icu_collation'
+    try:
+        with postgres_server.connect() as admin:
+            admin.execute(f'CREATE DATABASE {name} OWNER {postgres_server.APP_ROLE} '
+                          "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                          "LOCALE 'C'")
+    except psycopg.errors.FeatureNotSupported:
+        pytest.skip('this PostgreSQL was built without ICU')
+    url = postgres_server._url(postgres_server.APP_ROLE, postgres_server.password, name)
+    try:
+        with psycopg.connect(url) as conn:  # the database really sorts linguistically
+            assert conn.execute("SELECT 'a' < 'B'").fetchone() == (True,)
+        store = open_store(url)
+
+        async def scenario() -> tuple[list[str] | None, list[str]]:
+            for repo in ('b/x', 'B/x', 'a/x', 'A/x'):
+                assert await store.put_manifest(  # type: ignore[attr-defined]
+                    repo, 'sha256:' + 'a' * 64, 'application/json', b'{}',
+                    subject=None, artifact_type=None, annotations=None, blobs=[],
+                    children=[], tags=['b', 'B', 'a', 'A', '_z', 'Z0']) == []
+            tags = await store.tags('a/x', None, 10)  # type: ignore[attr-defined]
+            return tags, await store.repositories(None, 10)  # type: ignore[attr-defined]
+
+        try:
+            tags, repos = asyncio.run(scenario())
+        finally:
+            store.close()  # type: ignore[attr-defined]
+        assert tags == ['A', 'B', 'Z0', '_z', 'a', 'b']
+        assert repos == ['A/x', 'B/x', 'a/x', 'b/x']
+    finally:
+        postgres_server.drop_database(name)
