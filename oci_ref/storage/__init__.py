@@ -3,8 +3,8 @@
 :func:`open_stores` picks the pair once, at startup, from configuration; the
 composition roots (``oci_ref.app``, the ``gc``/``fsck`` commands) inject it into
 :class:`~oci_ref.registry.Registry`. Embedded default: SQLite + local filesystem
-(``make run`` needs no server). A scale-out pair (PostgreSQL + S3-compatible) plugs
-in here, as one more branch per kind.
+(``make run`` needs no server). Scale-out: PostgreSQL metadata (``postgres.py``,
+imported only when configured), S3-compatible blobs; one more branch per kind.
 """
 
 from __future__ import annotations
