@@ -18,21 +18,11 @@ no pool connection within that time, or no answer within :data:`DEADLINE` second
 becomes :class:`StoreUnavailable` ("metadata (postgresql): ..."), a 503; so does a
 refused or lost connection (the pool replaces it).
 
-Locks: lease rows in ``locks``, as in SQLite, and not session advisory locks. A
-session-level advisory lock lives as long as its connection, so each held lock (an
-upload claim lasts a whole PATCH) would pin one pool connection: a few hundred
-parallel PATCHes would starve the pool, and a lock could not be dropped in the same
-transaction as the write that ends it. A lease row costs no connection while held,
-is dropped by that write (``release=``), and is visible to every replica. Taking one
-is one pipelined transaction that first takes ``pg_advisory_xact_lock`` on the
-lock's name (so two takers cannot both see it free; released at commit). A row is
-dead when its lease ran out (renewed every 10 s while held, server clock) or when
-its process is gone: each process holds one session advisory lock, its *presence*,
-on one dedicated connection for its whole life (the row's ``holder``); a process
-that dies loses its connection and with it its presence, and its rows are taken over
-at once, on any replica. The GC sweep locks the metadata tables against writers
-(``LOCK TABLE ... IN EXCLUSIVE MODE``) for its one transaction, as SQLite's write
-lock does.
+Locks: lease rows in ``locks``, as in SQLite, taken under a transaction-scoped
+advisory lock and freed at once when their process dies (its presence advisory lock
+goes with its connection); ``postgres_locks.py`` says why not session advisory locks.
+The GC sweep locks the metadata tables against writers (``LOCK TABLE ... IN
+EXCLUSIVE MODE``) for its one transaction, as SQLite's write lock does.
 """
 
 from __future__ import annotations
@@ -40,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -68,30 +57,19 @@ from oci_ref.storage.interfaces import (
     Upload,
 )
 from oci_ref.storage.loop_thread import LoopThread
+from oci_ref.storage.postgres_locks import SERVER_NOW, LeaseLocks
 from oci_ref.storage.postgres_schema import (
     LOCK_SPACE,
-    PRESENCE,
-    TAKE_LOCK,
     UPLOAD_CAP,
     migrate,
 )
 
 T = TypeVar('T')
 
-LEASE_SECONDS = 30.0
-LOCK_POLL = 0.02
 DEADLINE = 30.0   # seconds a call may take before it is a 503 (GC's sweep: no limit)
 PAGE = 200
 RETRIES = 2       # more tries of a transaction PostgreSQL rolled back (deadlock)
 
-_NOW = 'extract(epoch from clock_timestamp())'
-# The holder's process is alive: it holds its presence lock (pg_locks shows every
-# session's advisory locks to every role).
-_ALIVE = ("EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND "
-          'p.granted AND p.database = (SELECT oid FROM pg_database WHERE '
-          f'datname = current_database()) AND p.classid::bigint = {LOCK_SPACE + PRESENCE} '
-          'AND p.objsubid = 2 AND p.objid::bigint = {holder})')
-_LIVE = f'(l.expires_at >= {_NOW} AND {_ALIVE.format(holder="l.holder")})'
 _UPLOAD_COLS = 'id, repo, size, algorithm, updated_at, hash_state'
 _MANIFEST_COLS = 'm.digest, m.media_type, m.size, m.content'
 # A CTE dropping the leases a write ends, in that write's statement.
@@ -122,7 +100,7 @@ def _first_line(ex: BaseException) -> str:
     return (str(ex).strip().splitlines() or [type(ex).__name__])[0]
 
 
-class PostgresMetadataStore:
+class PostgresMetadataStore(LeaseLocks):
     """The :class:`~oci_ref.storage.interfaces.MetadataStore` on a PostgreSQL database
     shared by every replica. Built once per process; migrates at start."""
 
@@ -167,35 +145,6 @@ class PostgresMetadataStore:
         except (psycopg.Error, PoolTimeout) as ex:
             raise StoreUnavailable(self.name, _first_line(ex)) from None
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _hold_presence(self, conn: Any = None) -> None:
-        """Take this process's presence lock on ``conn`` (a new connection if None),
-        which then stays open for the process's life."""
-        if conn is None:
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
-                                                         connect_timeout=10)
-        key = self._presence_key or secrets.randbelow(2**31 - 2) + 1
-        while True:
-            cur = await conn.execute('SELECT pg_try_advisory_lock(%s, %s)',
-                                     [LOCK_SPACE + PRESENCE, key])
-            row = await cur.fetchone()
-            if row and row[0]:
-                break
-            key = secrets.randbelow(2**31 - 2) + 1  # taken by another process
-        self._presence, self._presence_key = conn, key
-
-    async def _watch(self) -> None:
-        """Keep the presence connection alive; reconnect it when it was lost (until
-        then this process's leases look dead and only their expiry protects them)."""
-        while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            try:
-                await self._presence.execute('SELECT 1')
-            except psycopg.Error:
-                with contextlib.suppress(psycopg.Error):
-                    await self._presence.close()
-                with contextlib.suppress(psycopg.Error):
-                    await self._hold_presence()
 
     async def _shut(self) -> None:
         if self._watchdog is not None:
@@ -407,7 +356,7 @@ class PostgresMetadataStore:
         # updated_at on the new version and keeps it.
         sql = ('DELETE FROM uploads u WHERE updated_at < %(before)s AND NOT EXISTS '
                "(SELECT 1 FROM locks l WHERE l.name = 'upload:' || u.id AND "
-               f'l.expires_at >= {_NOW})')
+               f'l.expires_at >= {SERVER_NOW})')
         if only is not None:
             sql += ' AND id = %(only)s'
         rows = await self._all(sql + ' RETURNING id',
@@ -558,92 +507,6 @@ class PostgresMetadataStore:
 
     async def manifest_pushed_at(self, repo: str, digest: str) -> float | None:
         return await self._call(views.manifest_pushed_at, repo, digest)
-
-    # -- locks -------------------------------------------------------------------------
-
-    def _owner(self) -> str:
-        return f'{self._proc}-{uuid.uuid4().hex[:8]}'
-
-    async def _take(self, conn: Any, lease: Lease, *, exclusive: bool) -> Any:
-        """Queue (in the caller's transaction) taking ``lease`` unless a live holder
-        conflicts; the cursor has a row when it was taken."""
-        params = {'name': lease.name, 'owner': lease.owner, 'exclusive': exclusive,
-                  'holder': self._presence_key, 'lease': LEASE_SECONDS}
-        # Takers of one name take turns (until commit), so none misses another's row.
-        await conn.execute('SELECT pg_advisory_xact_lock(%s, hashtext(%s))',
-                           [LOCK_SPACE + TAKE_LOCK, lease.name])
-        await conn.execute(f'DELETE FROM locks l WHERE name = %(name)s AND NOT {_LIVE}',
-                           params)
-        return await conn.execute(
-            'INSERT INTO locks (name, owner, exclusive, holder, expires_at) '
-            f'SELECT %(name)s, %(owner)s, %(exclusive)s, %(holder)s, {_NOW} + %(lease)s '
-            'WHERE NOT EXISTS (SELECT 1 FROM locks l WHERE l.name = %(name)s AND '
-            f'(l.exclusive OR %(exclusive)s) AND {_LIVE}) RETURNING 1', params)
-
-    @asynccontextmanager
-    async def lock(self, name: str, *, exclusive: bool, wait: bool
-                   ) -> AsyncIterator[Lease | None]:
-        lease = Lease(name, self._owner())
-
-        async def take(conn: Any) -> bool:
-            async with conn.pipeline():
-                async with conn.transaction():
-                    cur = await self._take(conn, lease, exclusive=exclusive)
-                return await cur.fetchone() is not None
-
-        while not await self._call(take):
-            if not wait:
-                yield None
-                return
-            await asyncio.sleep(LOCK_POLL)
-        async with self._held(lease):
-            yield lease
-
-    @asynccontextmanager
-    async def _held(self, lease: Lease, session_id: str | None = None
-                    ) -> AsyncIterator[None]:
-        """Renew the lease (and a claimed session's idle clock) while held; drop it
-        at the end, whatever happens, unless a write already did."""
-        params = {'name': lease.name, 'owner': lease.owner, 'id': session_id,
-                  'lease': LEASE_SECONDS}
-        renew = ('WITH l AS (UPDATE locks SET expires_at = '
-                 f'{_NOW} + %(lease)s WHERE name = %(name)s AND owner = %(owner)s) '
-                 'UPDATE uploads SET updated_at = %(now)s WHERE id = %(id)s')
-
-        async def renewing() -> None:
-            while True:
-                await asyncio.sleep(LEASE_SECONDS / 3)
-                try:
-                    await self._all(renew + ' RETURNING 1',
-                                    {**params, 'now': self.clock()})
-                except StoreUnavailable:
-                    continue  # try again; the lease outlives a few misses
-
-        task = asyncio.get_running_loop().create_task(renewing())
-        try:
-            yield
-        finally:
-            task.cancel()
-            if not lease.released:
-                await self._release(lease, session_id)
-
-    async def _release(self, lease: Lease, session_id: str | None) -> None:
-        # Idle time counts from the end of the last activity.
-        release = self._all(
-            'WITH l AS (DELETE FROM locks WHERE name = %(name)s AND owner = %(owner)s) '
-            'UPDATE uploads SET updated_at = %(now)s WHERE id = %(id)s RETURNING 1',
-            {'name': lease.name, 'owner': lease.owner, 'id': session_id,
-             'now': self.clock()})
-        # Even when the request was cancelled: a lock must not outlive its use.
-        release_task = asyncio.ensure_future(release)
-        try:
-            await asyncio.shield(release_task)
-        except asyncio.CancelledError:
-            await asyncio.wait([release_task])
-            raise
-        except StoreUnavailable:
-            pass  # the lease runs out by itself
-        lease.released = True
 
     # -- GC, fsck, operations ----------------------------------------------------------
 
