@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from oci_ref.config import Config
 from oci_ref.reference import Digest
 from oci_ref.registry import Policy, Registry
@@ -44,14 +42,16 @@ class Backend:
 
     id = 'sqlite+filesystem'
     metadata_store = 'sqlite'
+    chunk_min_length: str | None = None  # the OCI-Chunk-Min-Length advertised
 
     def __init__(self, root: Path):
         self.root = root
         self.clock = FakeClock()
 
     @classmethod
-    def create(cls, request: pytest.FixtureRequest, root: Path) -> Backend:
-        """Built by the ``backend`` fixture (a subclass starts its engines here)."""
+    def create(cls, request: Any, root: Path) -> Backend:
+        """Built by the ``backend`` fixture; a subclass requests its engines here
+        (lazily: only tests on that combination start them)."""
         return cls(root)
 
     def config(self, **settings: Any) -> Config:
@@ -91,6 +91,18 @@ class Backend:
 
     def spool_path(self, session_id: str) -> Path:
         return self.root / 'uploads' / session_id
+
+    def age_blob(self, digest: str, seconds: float) -> None:
+        path = self.blob_path(digest)
+        st = path.stat()
+        os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+    def quarantined_manifest(self, name: str) -> Path:
+        return self.root / 'quarantine' / 'manifests' / name
+
+    def touch_spool(self, session_id: str, when: float) -> None:
+        """Make a spool look last written at ``when`` (a crash long ago)."""
+        os.utime(self.spool_path(session_id), (when, when))
 
     def blob_files(self) -> list[str]:
         found = []
@@ -143,7 +155,7 @@ class PostgresBackend(Backend):
         self.metadata_store = url
 
     @classmethod
-    def create(cls, request: pytest.FixtureRequest, root: Path) -> Backend:
+    def create(cls, request: Any, root: Path) -> Backend:
         return cls(root, request.getfixturevalue('postgres_metadata_url'))
 
     @contextmanager
@@ -181,5 +193,8 @@ class PostgresBackend(Backend):
                 conn.rollback()
 
 
+from tests.s3_backend import S3Backend  # noqa: E402 - it subclasses Backend
+
 BACKENDS: dict[str, type[Backend]] = {'sqlite+filesystem': Backend,
+                                      'sqlite+s3': S3Backend,
                                       'postgresql+filesystem': PostgresBackend}

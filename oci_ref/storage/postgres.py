@@ -366,6 +366,25 @@ class PostgresMetadataStore(LeaseLocks):
     async def upload_ids(self) -> set[str]:
         return {r[0] for r in await self._all('SELECT id FROM uploads')}
 
+    # -- a scale-out blob store's spool state (opaque here) ---------------------------
+
+    async def spool_state(self, spool_id: str) -> bytes | None:
+        row = await self._one('SELECT state FROM blob_spools WHERE id = %s', [spool_id])
+        return None if row is None else bytes(row[0])
+
+    async def set_spool_state(self, spool_id: str, state: bytes) -> None:
+        await self._one('INSERT INTO blob_spools (id, state, updated_at) '
+                        'VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE SET '
+                        'state = excluded.state, updated_at = excluded.updated_at '
+                        'RETURNING 1', [spool_id, state, self.clock()])
+
+    async def delete_spool_state(self, spool_id: str) -> None:
+        await self._one('DELETE FROM blob_spools WHERE id = %s RETURNING 1', [spool_id])
+
+    async def spool_states(self) -> list[tuple[str, float]]:
+        return [(r[0], float(r[1])) for r in await self._all(
+            'SELECT id, updated_at FROM blob_spools ORDER BY id')]
+
     # -- manifests and tags ------------------------------------------------------------
 
     async def put_manifest(

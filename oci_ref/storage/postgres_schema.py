@@ -21,6 +21,8 @@ stores answer alike::
     locks(name, owner, exclusive, holder,   leases: reader-writer locks shared by
       expires_at) PK (name, owner)          every replica (postgres.py); ``holder``
                                             is the taking process's presence key
+    blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
+                                            (S3 multipart upload, parts, hash); opaque
     oci_ref_schema(version PK, applied_at)  the migrations applied
 
 Every name, tag, digest and id column is ``COLLATE "C"``: byte order, as SQLite's
@@ -74,6 +76,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         f'CREATE TABLE locks (name {_C} NOT NULL, owner {_C} NOT NULL, '
         'exclusive boolean NOT NULL, holder bigint NOT NULL, '
         'expires_at double precision NOT NULL, PRIMARY KEY (name, owner))',
+    ]),
+    (2, [
+        # The S3 blob store's spool state (multipart upload id, parts, resumable
+        # hash): found again by id and by the purge, never by listing the bucket.
+        f'CREATE TABLE blob_spools (id {_C} PRIMARY KEY, state bytea NOT NULL, '
+        'updated_at double precision NOT NULL)',
     ]),
 ]
 

@@ -19,6 +19,9 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       started_at, updated_at, hash_state)   and in the spool, never in a process
     locks(name, owner, exclusive, pid,      leases: reader-writer locks shared by
       expires_at) PK (name, owner)          every process on this file (sqlite.py)
+    blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
+                                            (an S3 multipart upload id, its parts,
+                                            the resumable hash); opaque bytes here
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
 start; each store applies what is missing when it opens the file).
@@ -90,6 +93,14 @@ def m002_locks(db: Database) -> None:
         pk=('name', 'owner'),
     )
     db.table('uploads').add_column('hash_state', bytes)
+
+
+@migrations()
+def m003_blob_spools(db: Database) -> None:
+    # The S3 blob store's spool state lives beside the session rows: found again by
+    # id (and by the purge), never by listing the bucket (issue 14).
+    db.table('blob_spools').create({'id': str, 'state': bytes, 'updated_at': float},
+                                   pk='id', not_null={'state'})
 
 
 __all__ = ['DB_FILE', 'migrations']
