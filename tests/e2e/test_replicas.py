@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from oci_ref.testing import OCIRegistry
-from tests.engines import HAProxy, PostgresServer
+from tests.engines import HAProxy, PostgresServer, S3Bucket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engines]
 
@@ -41,9 +41,9 @@ class Replicas:
     ``url``/``host`` are the load balancer's (what conformance/run.py reads)."""
 
     def __init__(self, root: Path, url: str, load_balancer: LoadBalancer,
-                 count: int = 2, **settings: Any):
+                 count: int = 2, env: dict[str, str] | None = None, **settings: Any):
         # By environment, not flag: the URL may carry a password (never in argv).
-        env = {'OCI_REF_METADATA_STORE': url}
+        env = {**(env or {}), 'OCI_REF_METADATA_STORE': url}
         with ThreadPoolExecutor(count) as pool:
             futures = [pool.submit(OCIRegistry, root, env=env, **settings)
                        for _ in range(count)]
@@ -109,6 +109,49 @@ def test_a_chunked_push_whose_patches_land_on_different_replicas_completes(
     for server in replicas.servers:
         r = httpx.get(f'{server.url}/v2/scale/out/blobs/{digest}', timeout=30)
         assert r.status_code == 200 and r.content == data
+
+
+def test_replicas_on_postgresql_and_s3_continue_each_others_chunked_push(
+        tmp_path: Path, postgres_url: str, s3_bucket: S3Bucket,
+        load_balancer: LoadBalancer) -> None:
+    """The scale-out pair: metadata in PostgreSQL, blobs in S3 (moto), each replica
+    with its own --root. PATCHes alternate between replicas; the multipart state
+    lives in PostgreSQL (blob_spools), so the push completes."""
+    data = bytes(range(256)) * 4096 * 12  # 12 MiB: three 4 MiB chunks
+    digest = f'sha256:{hashlib.sha256(data).hexdigest()}'
+    step = 4 * 1024 * 1024
+    settings = {'blob_store': 's3', 's3_bucket': s3_bucket.bucket,
+                's3_endpoint_url': s3_bucket.endpoint_url, 's3_region': s3_bucket.region,
+                's3_path_style': True}
+    servers = []
+    try:
+        for i in range(2):  # each its own root: nothing shared on disk
+            servers.append(OCIRegistry(tmp_path / f'r{i}' / 'data', env={
+                **s3_bucket.env, 'OCI_REF_METADATA_STORE': postgres_url}, **settings))
+        lb = load_balancer([s.url for s in servers])
+        with httpx.Client(base_url=lb.url, timeout=60) as c:
+            r = c.post('/v2/scale/s3/blobs/uploads/')
+            assert r.status_code == 202, r.text
+            location = r.headers['location']
+            for offset in range(0, len(data), step):
+                chunk = data[offset:offset + step]
+                r = c.patch(location, content=chunk, headers={
+                    'Content-Type': 'application/octet-stream',
+                    'Content-Range': f'{offset}-{offset + len(chunk) - 1}'})
+                assert r.status_code == 202, r.text
+                location = r.headers['location']
+            r = c.put(location, params={'digest': digest})
+            assert r.status_code == 201, r.text
+        session = location.rstrip('/').rsplit('/', 1)[-1].split('?')[0]
+        seen = [len(re.findall(rf'"PATCH [^"]*{session}', s.log.read_text()))
+                for s in servers]
+        assert sorted(seen) == [1, 2], seen
+        for server in servers:
+            r = httpx.get(f'{server.url}/v2/scale/s3/blobs/{digest}', timeout=60)
+            assert r.status_code == 200 and r.content == data
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_a_replica_killed_mid_patch_leaves_a_session_another_continues(

@@ -40,8 +40,11 @@ def test_replicas_starting_at_once_migrate_once(postgres_url: str) -> None:
     import psycopg
 
     with psycopg.connect(postgres_url) as conn:
-        versions = conn.execute('SELECT version FROM oci_ref_schema').fetchall()
-        assert versions == [(1,)]
+        from oci_ref.storage.postgres_schema import MIGRATIONS
+
+        versions = conn.execute('SELECT version FROM oci_ref_schema '
+                                'ORDER BY version').fetchall()
+        assert versions == [(v,) for v, _ in MIGRATIONS]  # each applied once
         assert conn.execute("SELECT to_regclass('locks')::text").fetchone() == ('locks',)
 
 
