@@ -296,23 +296,34 @@ runner = _load_runner()
 
 # Each suite once (legacy, the redesigned one in both modes with every area on) and
 # token auth (the signing key under the shared root): the others add only time.
-@pytest.mark.parametrize('run', ['legacy', 'all', 'dev', 'token'])
+# And the redesigned suite once more with blobs in S3 (moto).
+@pytest.mark.parametrize(('run', 'blobs'), [('legacy', 'fs'), ('all', 'fs'),
+                                            ('dev', 'fs'), ('token', 'fs'), ('all', 's3')])
 def test_conformance_through_the_load_balancer(
-        run: str, tmp_path: Path, postgres_server: PostgresServer,
-        load_balancer: LoadBalancer, conformance_report: Any) -> None:
-    """The redesigned suite (every optional area on, and `dev` mode) against two
-    replicas behind haproxy: every request may land on either."""
+        run: str, blobs: str, tmp_path: Path, postgres_server: PostgresServer,
+        load_balancer: LoadBalancer, conformance_report: Any,
+        request: pytest.FixtureRequest) -> None:
+    """The suites against two replicas behind haproxy: every request may land on
+    either."""
     if not runner.binary('main'):
         from tests.engines import missing
 
         missing('the conformance suite binary is not found (set CONFORMANCE_DIR)')
     databases: list[str] = []
+    env: dict[str, str] = {}
+    more: dict[str, Any] = {}
+    if blobs == 's3':
+        bucket: S3Bucket = request.getfixturevalue('s3_bucket')
+        env = bucket.env
+        more = {'blob_store': 's3', 's3_bucket': bucket.bucket,
+                's3_endpoint_url': bucket.endpoint_url, 's3_region': bucket.region,
+                's3_path_style': True}
 
     @contextlib.contextmanager
     def serve(data: Path, **settings: Any) -> Iterator[Replicas]:
         name, url = postgres_server.create_database()
         databases.append(name)
-        with Replicas(data, url, load_balancer, **settings) as r:
+        with Replicas(data, url, load_balancer, env=env, **settings, **more) as r:
             yield r
 
     try:
@@ -321,7 +332,9 @@ def test_conformance_through_the_load_balancer(
     finally:
         for name in databases:
             postgres_server.drop_database(name)
-    conformance_report(f'{outcome.line()} [2 replicas on PostgreSQL behind haproxy]')
+    where = 'S3' if blobs == 's3' else 'a shared filesystem'
+    conformance_report(f'{outcome.line()} [2 replicas on PostgreSQL + {where} '
+                       'behind haproxy]')
     assert outcome.tests > 0 and outcome.ok, (
         outcome.line() + ''.join(f'\n  failed: {n}' for n in outcome.failed_cases)
         + ''.join(f'\n  unexpected skip: {n}' for n in outcome.unexpected_skips)
