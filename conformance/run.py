@@ -341,7 +341,16 @@ def run_env(spec: RunSpec, registry: OCIRegistry, out: Path, password: str | Non
     return env | spec.env
 
 
-def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]]) -> Outcome:
+def serve_one(data: Path, **settings: Any) -> Any:
+    """The default target of a run: one fresh oci-ref (a context manager yielding
+    what run_one reads: ``url``, ``host`` and ``log``)."""
+    return OCIRegistry(data, **settings)
+
+
+def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
+            serve: Any = serve_one) -> Outcome:
+    """One run against ``serve(data_dir, **settings)`` (tests/e2e/test_replicas.py
+    gives replicas behind a load balancer)."""
     out = results / spec.name
     if out.exists():
         shutil.rmtree(out)
@@ -363,7 +372,7 @@ def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]]) -> Outcome
         settings['htpasswd'] = str(htpasswd)
     started = time.monotonic()
     with open(out / 'suite.log', 'wb') as log, \
-            OCIRegistry(out / 'server' / 'data', **settings) as registry:
+            serve(out / 'server' / 'data', **settings) as registry:
         env = run_env(spec, registry, out, password)
         runner = 'binary'
         try:

@@ -72,12 +72,19 @@ def serve(args: argparse.Namespace) -> int:
     except AuthError as ex:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
-    # Migrate once, before several workers race to do it. One worker runs here, in
-    # this process, and migrates as it opens the stores: opening them twice was a
-    # tenth of the start (issue 17). Each worker purges expired uploads as it starts
-    # (Lifecycle), before it answers.
-    if config.workers > 1:
-        open_registry(config).close()
+    from oci_ref.storage import StoreUnavailable
+
+    # Migrate once, before several workers race to do it. With one worker and the
+    # embedded stores, the worker migrates as it opens them (opening them twice was
+    # a tenth of the start, issue 17); a shared engine is checked here too, so an
+    # unreachable one stops the server with one clear line. Each worker purges
+    # expired uploads as it starts (Lifecycle), before it answers.
+    if config.workers > 1 or config.metadata_store != 'sqlite' or config.blob_store != 'fs':
+        try:
+            open_registry(config).close()
+        except StoreUnavailable as ex:
+            print(f'oci-ref: {ex}', file=sys.stderr)
+            return 1
     config, extra = _faults_and_variations(config)
     secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler

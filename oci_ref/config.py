@@ -28,7 +28,9 @@ RESOLVED_ENV = 'OCI_REF__RESOLVED_CONFIG'
 # in that variable (every child process and /proc/<pid>/environ would show them):
 # they go in a 0600 file whose path is in this one.
 SECRETS_ENV = 'OCI_REF__SECRETS_FILE'
-SECRET_SETTINGS = ('hooks',)
+# metadata_store: a PostgreSQL URL may carry a password.
+SECRET_SETTINGS = ('hooks', 'metadata_store')
+POSTGRES_SCHEMES = ('postgresql://', 'postgres://')
 
 
 class ConfigError(ValueError):
@@ -67,7 +69,10 @@ class Config:
                                       'client; report at /lint/report')
     )
     metadata_store: str = field(default='sqlite', metadata=_help(
-        'where metadata lives: sqlite (<root>/oci-ref.db)'))
+        'where metadata lives: sqlite (<root>/oci-ref.db) or a PostgreSQL URL '
+        '(postgresql://user@host/db, shared by replicas)'))
+    metadata_pool: int = field(default=10, metadata=_help(
+        'PostgreSQL connections per worker process'))
     blob_store: str = field(default='fs', metadata=_help(
         'where blobs live: fs (<root>/blobs) or s3 (an S3-compatible bucket)'))
     # S3-compatible blobs (blob_store = s3); credentials come from the standard
@@ -254,9 +259,12 @@ class Config:
         if self.token_realm and not _REALM.fullmatch(self.token_realm):
             raise ConfigError('token_realm must be an http(s) URL without spaces, '
                               'quotes or backslashes')
-        if self.metadata_store != 'sqlite':
-            raise ConfigError('metadata_store must be sqlite '
-                              '(the scale-out stores are not built yet)')
+        if self.metadata_store != 'sqlite' and not self.metadata_store.startswith(
+                POSTGRES_SCHEMES):
+            # Not the value itself: a URL may carry a password.
+            raise ConfigError('metadata_store must be sqlite or a postgresql:// URL')
+        if self.metadata_pool < 1:
+            raise ConfigError('metadata_pool must be at least 1')
         if self.blob_store not in ('fs', 's3'):
             raise ConfigError(f'blob_store must be fs or s3, not {self.blob_store!r}')
         if self.blob_store == 's3' and not self.s3_bucket:
@@ -307,8 +315,9 @@ class Config:
         for name in SECRET_SETTINGS:
             environ.pop(ENV_PREFIX + name.upper(), None)
         environ.pop(SECRETS_ENV, None)
+        defaults = {f.name: f.default for f in fields(self)}
         secret = {name: getattr(self, name) for name in SECRET_SETTINGS
-                  if getattr(self, name)}
+                  if getattr(self, name) and getattr(self, name) != defaults[name]}
         if not secret:
             return None
         fd, name = tempfile.mkstemp(prefix='oci-ref-secrets-', suffix='.json')

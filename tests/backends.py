@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ class Backend:
     """One store combination over a fresh root."""
 
     id = 'sqlite+filesystem'
+    metadata_store = 'sqlite'
     chunk_min_length: str | None = None  # the OCI-Chunk-Min-Length advertised
 
     def __init__(self, root: Path):
@@ -53,8 +56,8 @@ class Backend:
 
     def config(self, **settings: Any) -> Config:
         settings.setdefault('fsync', False)
-        return Config(root=self.root, metadata_store='sqlite', blob_store='fs',
-                      **settings)
+        return Config(root=self.root, metadata_store=self.metadata_store,
+                      blob_store='fs', **settings)
 
     def registry(self, *, clock: bool = False, **settings: Any) -> Registry:
         """A Registry on these stores; with ``clock``, on :attr:`clock`."""
@@ -72,6 +75,15 @@ class Backend:
             yield conn
         finally:
             conn.close()
+
+    def plant_dead_lock(self, name: str) -> None:
+        """An exclusive lock on ``name`` whose lease has not run out but whose
+        holder is gone (a worker killed while holding it)."""
+        dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                              capture_output=True, text=True, check=True)
+        with self.db() as db:
+            db.execute('INSERT INTO locks (name, owner, exclusive, pid, expires_at) '
+                       "VALUES (?, 'dead-worker', 1, ?, 9e99)", [name, int(dead.stdout)])
 
     def blob_path(self, digest: str) -> Path:
         d = Digest.parse(digest)
@@ -121,8 +133,68 @@ class Backend:
                 db.execute('ROLLBACK')
 
 
+class PostgresDB:
+    """A psycopg connection (autocommit) behind the sqlite3 calls tests use:
+    ``execute(sql with ?, params)`` returning a cursor."""
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        return self.conn.execute(sql.replace('?', '%s'), params)
+
+
+class PostgresBackend(Backend):
+    """Metadata in a fresh PostgreSQL database of the session's server (the
+    ``postgres_metadata_url`` fixture); blobs on the filesystem under ``root``."""
+
+    id = 'postgresql+filesystem'
+
+    def __init__(self, root: Path, url: str):
+        super().__init__(root)
+        self.metadata_store = url
+
+    @classmethod
+    def create(cls, request: Any, root: Path) -> Backend:
+        return cls(root, request.getfixturevalue('postgres_metadata_url'))
+
+    @contextmanager
+    def db(self) -> Iterator[Any]:  # type: ignore[override]
+        import psycopg
+
+        with psycopg.connect(self.metadata_store, autocommit=True) as conn:
+            yield PostgresDB(conn)
+
+    def plant_dead_lock(self, name: str) -> None:
+        # holder 0: no process holds presence key 0 (postgres_schema.PRESENCE).
+        with self.db() as db:
+            db.execute('INSERT INTO locks (name, owner, exclusive, holder, expires_at) '
+                       "VALUES (?, 'dead-worker', true, 0, 9e99)", [name])
+
+    def age(self, seconds: float) -> None:
+        with self.db() as db:
+            for table in ('blobs', 'repo_blobs', 'manifests'):
+                db.execute(f'UPDATE {table} SET created_at = created_at - ?', [seconds])
+        for path in (self.root / 'blobs').glob('*/*/*'):
+            st = path.stat()
+            os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+    @contextmanager
+    def write_lock_held(self) -> Iterator[None]:
+        """Hold every write to the upload sessions from outside (as another
+        replica's long transaction would)."""
+        import psycopg
+
+        with psycopg.connect(self.metadata_store) as conn:
+            conn.execute('LOCK TABLE uploads IN EXCLUSIVE MODE')
+            try:
+                yield
+            finally:
+                conn.rollback()
+
+
 from tests.s3_backend import S3Backend  # noqa: E402 - it subclasses Backend
 
-# 'postgresql+s3' joins here with its Backend subclass.
 BACKENDS: dict[str, type[Backend]] = {'sqlite+filesystem': Backend,
-                                      'sqlite+s3': S3Backend}
+                                      'sqlite+s3': S3Backend,
+                                      'postgresql+filesystem': PostgresBackend}

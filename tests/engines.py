@@ -225,11 +225,14 @@ class PostgresServer(Engine):
 
         return psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10)
 
-    def create_database(self, name: str | None = None) -> tuple[str, str]:
-        """A fresh database owned by ``oci_ref``: (name, URL to connect as oci_ref)."""
+    def create_database(self, name: str | None = None, template: str | None = None
+                        ) -> tuple[str, str]:
+        """A fresh database owned by ``oci_ref`` (a copy of ``template`` if given):
+        (name, URL to connect as oci_ref)."""
         name = name or f'test_{next(self._names)}'
+        copy = f' TEMPLATE {template}' if template else ''
         with self.connect() as conn:
-            conn.execute(f'CREATE DATABASE {name} OWNER {self.APP_ROLE}')
+            conn.execute(f'CREATE DATABASE {name} OWNER {self.APP_ROLE}{copy}')
         return name, self._url(self.APP_ROLE, self.password, name)
 
     def drop_database(self, name: str) -> None:
@@ -483,6 +486,27 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh, empty database per test: ``postgresql://oci_ref:...@127.0.0.1:P/test_N``,
     owned by the (non-superuser) role it connects as; dropped after the test."""
     name, url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope='session')
+def postgres_template(postgres_server: PostgresServer) -> str:
+    """A database with oci-ref's schema, migrated once per session by the store
+    itself: the template of ``postgres_metadata_url``."""
+    from oci_ref.storage.postgres import PostgresMetadataStore
+
+    name, url = postgres_server.create_database('oci_ref_template')
+    PostgresMetadataStore(url).close()
+    return name
+
+
+@pytest.fixture
+def postgres_metadata_url(postgres_server: PostgresServer, postgres_template: str
+                          ) -> Iterator[str]:
+    """A fresh database per test with oci-ref's schema already in place (a copy of
+    ``postgres_template``: the per-test cost is the copy, not the migrations)."""
+    name, url = postgres_server.create_database(template=postgres_template)
     yield url
     postgres_server.drop_database(name)
 

@@ -19,10 +19,11 @@ engine down) raises :class:`StoreUnavailable` naming itself; the app answers 503
 UNAVAILABLE with ``Retry-After``, never 500. An operation that fails that way leaves
 nothing behind: either its row and its spool are both there, or neither is.
 
-Locks: what makes GC, commits and uploads safe across worker processes (and, later,
-replicas) is expressed through the metadata store (:meth:`MetadataStore.lock`,
-:meth:`MetadataStore.claim_upload`): SQLite transactions over a lease table here,
-PostgreSQL advisory locks in a shared deployment. Nothing relies on local file locks.
+Locks: what makes GC, commits and uploads safe across worker processes and replicas
+is expressed through the metadata store (:meth:`MetadataStore.lock`,
+:meth:`MetadataStore.claim_upload`): lease rows, taken in SQLite write transactions
+here and under transaction-scoped advisory locks in PostgreSQL (postgres.py says why
+not session advisory locks). Nothing relies on local file locks.
 A held lock is a :class:`Lease`; a write that ends what the lock protected takes the
 leases to drop with ``release=`` and drops them in its own transaction, so a blob
 commit costs one round trip, not three.

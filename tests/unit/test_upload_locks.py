@@ -8,8 +8,6 @@ for two worker processes.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -130,16 +128,10 @@ def test_gc_lock_shared_by_commits_exclusive_for_a_sweep(backend: Backend):
 def test_a_lock_whose_holder_died_is_taken_over_at_once(backend: Backend):
     """A worker killed while holding a claim does not wedge the session."""
     registry = backend.registry()
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
-                          capture_output=True, text=True, check=True)
-    dead_pid = int(dead.stdout)
 
     async def scenario() -> None:
         upload = await registry.start_upload('a/b')
-        with backend.db() as db:
-            db.execute('INSERT INTO locks (name, owner, exclusive, pid, expires_at) '
-                       "VALUES (?, 'dead-worker', 1, ?, 9e99)",
-                       [f'upload:{upload.id}', dead_pid])
+        backend.plant_dead_lock(f'upload:{upload.id}')
         async with registry.meta.claim_upload(upload.id) as claim:
             assert claim.upload is not None
 
