@@ -137,7 +137,8 @@ def _drain(built: _Instruments) -> None:
 
 async def flushed() -> None:
     """Every exchange seen so far counted (before a scrape reads the counters)."""
-    _drain(_built or await asyncio.to_thread(instruments))
+    built = _built if _built is not None else await asyncio.to_thread(instruments)
+    _drain(built)
 
 
 # (route template, method) -> distribution-spec endpoint id.

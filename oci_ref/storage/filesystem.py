@@ -391,7 +391,7 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
         return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _start_writeback(fd: int, offset: int, size: int) -> None:
