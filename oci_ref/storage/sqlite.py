@@ -475,7 +475,9 @@ class SQLiteMetadataStore:
     # -- locks -------------------------------------------------------------------------
 
     def _owner(self) -> str:
-        return f'{self._proc}-{uuid.uuid4().hex[:8]}'
+        # The holder's start time rides in the owner: a PID that was reused by
+        # another process (pid_max wraps on a busy machine) is not the holder.
+        return f'{self._proc}-{uuid.uuid4().hex[:8]}@{_my_start()}'
 
     @asynccontextmanager
     async def lock(self, name: str, *, exclusive: bool, wait: bool
@@ -753,14 +755,36 @@ def _graphs(conn: sqlite3.Connection) -> Iterator[ManifestGraph]:
     yield from graphs.values()
 
 
-def _alive(pid: int) -> bool:
+def _process_start(pid: int) -> str:
+    """The process's start time (Linux /proc, field 22), '' where unknown."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ''
+
+
+_STARTS: dict[int, str] = {}
+
+
+def _my_start() -> str:
+    pid = os.getpid()  # per process: workers fork after import
+    if pid not in _STARTS:
+        _STARTS[pid] = _process_start(pid)
+    return _STARTS[pid]
+
+
+def _alive(pid: int, owner: str) -> bool:
+    """Whether the lease's holder still runs: its PID exists and, where the start
+    time is known, is the same process (not a later one given the same PID)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    _, at, started = owner.rpartition('@')
+    return not at or _process_start(pid) in ('', started)
 
 
 def _take(conn: sqlite3.Connection, name: str, owner: str, exclusive: bool) -> bool:
@@ -769,7 +793,7 @@ def _take(conn: sqlite3.Connection, name: str, owner: str, exclusive: bool) -> b
     live_exclusive = live = False
     for other, other_exclusive, pid, expires_at in list(conn.execute(
             'SELECT owner, exclusive, pid, expires_at FROM locks WHERE name = ?', [name])):
-        if expires_at < now or not _alive(pid):
+        if expires_at < now or not _alive(pid, other):
             _drop(conn, name, other)  # its holder is gone
             continue
         live = True

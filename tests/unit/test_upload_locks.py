@@ -8,6 +8,7 @@ for two worker processes.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -190,3 +191,16 @@ def test_every_lock_is_gone_after_pushes_mounts_and_failures(backend: Backend):
     with backend.db() as db:
         assert db.execute('SELECT * FROM locks').fetchall() == []
     registry.close()
+
+
+def test_a_reused_pid_is_not_the_lease_holder():
+    """pid_max wraps on a busy machine (32768 here): a lease row whose PID now
+    belongs to another process (another start time) has no live holder, so a
+    restarted server resumes the session instead of answering 416 until the lease
+    runs out. (SQLite store: leases name their holder by PID and start time.)"""
+    from oci_ref.storage.sqlite import _alive, _my_start
+
+    me = os.getpid()
+    assert _alive(me, f'proc-lease@{_my_start()}')
+    assert not _alive(me, 'proc-lease@1')  # the same PID, started at another time
+    assert _alive(me, 'proc-lease')  # no start time recorded: the PID decides
