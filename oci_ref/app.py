@@ -12,6 +12,7 @@ from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
 from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
+from oci_ref.api.mirror import UpstreamRouting
 from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
 from oci_ref.config import Config
 from oci_ref.errors import RegistryError
@@ -30,6 +31,8 @@ from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 from oci_ref.storage import StoreUnavailable, open_stores
 from oci_ref.ui.app import Mount, ui_app
+from oci_ref.upstream.cache import PullThrough
+from oci_ref.upstream.pool import Upstreams
 
 Route = tuple[str, object, str | None]
 
@@ -48,8 +51,10 @@ def access_control(config: Config) -> AccessControl:
 
 
 def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
-           control: AccessControl | None = None) -> list[Route]:
-    """The route table: (template, resource, responder suffix)."""
+           control: AccessControl | None = None, cache: PullThrough | None = None
+           ) -> list[Route]:
+    """The route table: (template, resource, responder suffix); ``cache`` answers
+    names routed to an upstream (issue 13)."""
     notifier = notifier or Notifier(())
     control = control or access_control(config)
     uploads = BlobUploads(registry, notifier)
@@ -57,15 +62,16 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
         ('/v2/', Ping(), None),
         ('/v2', Ping(), None),
         ('/v2/_catalog', Catalog(registry, config.page_max), None),
-        ('/v2/{name}/blobs/{digest}', Blob(registry, notifier), None),
+        ('/v2/{name}/blobs/{digest}', Blob(registry, notifier, cache), None),
         ('/v2/{name}/blobs/uploads/', uploads, None),
         ('/v2/{name}/blobs/uploads/{session_id}', uploads, 'session'),
         ('/v2/{name}/manifests/{reference}',
-         Manifest(registry, config.manifest_max_bytes, notifier, strict=config.strict),
+         Manifest(registry, config.manifest_max_bytes, notifier, strict=config.strict,
+                  cache=cache),
          None),
-        ('/v2/{name}/tags/list', TagList(registry, config.page_max), None),
-        ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max),
-         None),
+        ('/v2/{name}/tags/list', TagList(registry, config.page_max, cache), None),
+        ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max,
+                                                   cache), None),
         ('/openapi.yaml', OpenAPIDocument(), None),
         ('/healthz', Health(), None),
         ('/readyz', Ready(registry, control.readiness_checks()), None),
@@ -86,11 +92,18 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
+    cache = None
+    mirror: list[object] = []
+    if config.upstream:
+        cache = PullThrough(registry, Upstreams(
+            config.upstream, manifest_max_bytes=config.manifest_max_bytes))
+        # Before access control: it checks a proxied name by its cache name.
+        mirror = [UpstreamRouting(cache)]
     app = falcon.asgi.App(
         router=OCIRouter(),
         # Names are validated before access is checked: both run per request, and a
         # 400 for a name that can never exist reveals nothing.
-        middleware=[DistributionMiddleware(), control,
+        middleware=[DistributionMiddleware(), *mirror, control,
                     Lifecycle(config, registry, notifier)],
         cors_enable=False,
     )
@@ -98,7 +111,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.req_options.strip_url_path_trailing_slash = False
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
-    for template, resource, suffix in routes(config, registry, notifier, control):
+    for template, resource, suffix in routes(config, registry, notifier, control, cache):
         if suffix:
             app.add_route(template, resource, suffix=suffix)
         else:

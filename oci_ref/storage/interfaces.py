@@ -212,6 +212,14 @@ class Sweep:
     young_manifests: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class CacheTag:
+    """Pull-through cache: the digest a cached tag pointed at when last checked."""
+
+    digest: str
+    validated_at: float
+
+
 # -- the interfaces --------------------------------------------------------------------
 
 
@@ -328,6 +336,15 @@ class MetadataStore(Protocol):
         ...
     async def forget_blob(self, digest: str) -> None: ...
     async def stats(self) -> StoreStats: ...
+
+    # -- pull-through cache (oci_ref/upstream/cache.py): additions of issue 13
+    async def cache_tag(self, repo: str, tag: str) -> CacheTag | None:
+        """When ``tag`` of the cached ``repo`` was last validated upstream."""
+        ...
+    async def set_cache_tag(self, repo: str, tag: str, digest: str,
+                            validated_at: float) -> None:
+        """Record (insert or replace) a validation of a cached tag."""
+        ...
     async def check(self) -> str:
         """'ok' when the store takes writes now; else why not (/readyz)."""
         ...
@@ -378,6 +395,12 @@ class BlobStore(Protocol):
         ...
     async def discard(self, session_id: str) -> None: ...
     async def spools(self) -> list[SpoolInfo]: ...
+    async def spool_reader(self, session_id: str, start: int, length: int
+                           ) -> AsyncIterator[bytes]:
+        """Pull-through cache (issue 13): read back ``length`` bytes from ``start``
+        of a spool another task is appending to (opened now: SessionMissing when the
+        spool is gone, e.g. committed meanwhile)."""
+        ...
     async def check(self) -> str:
         """'ok' when the store takes writes now; else why not (/readyz)."""
         ...

@@ -35,8 +35,9 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from oci_ref.storage import sqlite_views
+from oci_ref.storage import sqlite_cache, sqlite_views
 from oci_ref.storage.interfaces import (
+    CacheTag,
     Claim,
     Clock,
     Lease,
@@ -425,6 +426,15 @@ class SQLiteMetadataStore:
 
     async def manifest_pushed_at(self, repo: str, digest: str) -> float | None:
         return await self._read(sqlite_views.manifest_pushed_at, repo, digest)
+
+    # -- pull-through cache (queries in sqlite_cache.py) ---------------------------------
+
+    async def cache_tag(self, repo: str, tag: str) -> CacheTag | None:
+        return await self._read(sqlite_cache.cache_tag, repo, tag)
+
+    async def set_cache_tag(self, repo: str, tag: str, digest: str,
+                            validated_at: float) -> None:
+        await self._write(sqlite_cache.set_cache_tag, repo, tag, digest, validated_at)
 
     async def referrers(self, repo: str, subject: str, artifact_type: str | None,
                         last: str | None, limit: int) -> list[Referrer]:

@@ -19,6 +19,8 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       started_at, updated_at, hash_state)   and in the spool, never in a process
     locks(name, owner, exclusive, pid,      leases: reader-writer locks shared by
       expires_at) PK (name, owner)          every process on this file (sqlite.py)
+    cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
+      validated_at) PK (repo, tag)          was last checked at its upstream
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
 start; each store applies what is missing when it opens the file).
@@ -90,6 +92,16 @@ def m002_locks(db: Database) -> None:
         pk=('name', 'owner'),
     )
     db['uploads'].add_column('hash_state', bytes)
+
+
+@migrations()
+def m003_cache_tags(db: Database) -> None:
+    # Pull-through cache (oci_ref/upstream/cache.py): a tag is served from the cache
+    # while younger than its upstream's tag_ttl, then revalidated by one HEAD.
+    db['cache_tags'].create(
+        {'repo': str, 'tag': str, 'digest': str, 'validated_at': float},
+        pk=('repo', 'tag'), not_null={'digest'},
+    )
 
 
 __all__ = ['DB_FILE', 'migrations']
