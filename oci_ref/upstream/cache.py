@@ -311,22 +311,23 @@ class PullThrough:
                 batch: list[bytes] = []
                 batched = 0
                 async for chunk in stream:
-                    batch.append(chunk)
-                    batched += len(chunk)
-                    if batched >= SPOOL_BATCH or fetch.written == 0:
+                    if batch and (batched >= SPOOL_BATCH or fetch.written == 0):
                         await self._spool(fetch, batch)
                         batch, batched = [], 0
-                if batch:
-                    await self._spool(fetch, batch)
-            # Verified: VerifyingStream raised otherwise, before the last chunk.
-            fetch.size = fetch.written
+                    batch.append(chunk)
+                    batched += len(chunk)
+                # Verified: VerifyingStream raised otherwise, before the last chunk.
+                # The last bytes are published only once committed and linked: a
+                # client that has the whole blob finds it cached.
+                last = await self._spool(fetch, batch, publish=False) if batch else 0
+            size = fetch.written + last
             async with self.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
                 await self.blobs.commit(fetch.spool, fetch.digest)
-                fetch.committed = True
                 created = False
-                await self.meta.link_blob(fetch.cache_name, str(fetch.digest),
-                                          fetch.written,
+                await self.meta.link_blob(fetch.cache_name, str(fetch.digest), size,
                                           release=[] if gc is None else [gc])
+            fetch.size = fetch.written = size
+            fetch.committed = True
         except BaseException as ex:
             fetch.error = ex
             if isinstance(ex, UpstreamError):
@@ -350,11 +351,14 @@ class PullThrough:
             fetch.finished.set()
             fetch.notify()
 
-    async def _spool(self, fetch: Fetch, batch: list[bytes]) -> None:
+    async def _spool(self, fetch: Fetch, batch: list[bytes], *, publish: bool = True
+                     ) -> int:
         n = await self.blobs.append(fetch.spool, fetch.written, _each(batch), [])
-        fetch.written += n
         FETCHED.labels(fetch.upstream).inc(n)
-        fetch.notify()
+        if publish:
+            fetch.written += n
+            fetch.notify()
+        return n
 
     # -- tags (end-8) and referrers (end-12): passed through ---------------------------
 
