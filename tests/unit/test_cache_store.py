@@ -1,0 +1,75 @@
+"""The store additions of the pull-through cache (issue 13), per store combination:
+MetadataStore.cache_tag / set_cache_tag and BlobStore.spool_reader."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from oci_ref.reference import Digest
+from oci_ref.storage.interfaces import CacheTag, SessionMissing
+from tests.backends import Backend
+
+
+async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def test_cache_tags_record_and_replace(backend: Backend) -> None:
+    registry = backend.registry()
+    meta = registry.meta
+
+    async def run() -> None:
+        assert await meta.cache_tag('up.test/lib/app', 'v1') is None
+        await meta.set_cache_tag('up.test/lib/app', 'v1', 'sha256:' + 'a' * 64, 100.0)
+        await meta.set_cache_tag('up.test/lib/app', 'v2', 'sha256:' + 'b' * 64, 50.0)
+        assert await meta.cache_tag('up.test/lib/app', 'v1') == CacheTag(
+            'sha256:' + 'a' * 64, 100.0)
+        await meta.set_cache_tag('up.test/lib/app', 'v1', 'sha256:' + 'c' * 64, 200.5)
+        assert await meta.cache_tag('up.test/lib/app', 'v1') == CacheTag(
+            'sha256:' + 'c' * 64, 200.5)
+        assert await meta.cache_tag('up.test/lib/app', 'V1') is None  # case-sensitive
+        assert await meta.cache_tag('up.test/lib/other', 'v1') is None
+
+    asyncio.run(run())
+    registry.close()
+
+
+def test_spool_reader_reads_what_was_appended_and_survives_the_commit(
+        backend: Backend) -> None:
+    registry = backend.registry()
+    store = registry.blobs
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    d = Digest.of(data)
+
+    async def read(start: int, length: int) -> bytes:
+        return b''.join([c async for c in await store.spool_reader('c', start, length)])
+
+    async def run() -> None:
+        with pytest.raises(SessionMissing):
+            await store.spool_reader('c', 0, 1)
+        await store.create_spool('c')
+        half = len(data) // 2
+        await store.append('c', 0, chunks([data[:half]]), [])
+        assert await read(0, half) == data[:half]
+        assert await read(1000, 10) == data[1000:1010]
+        await store.append('c', half, chunks([data[half:]]), [])
+        # Opened before the commit: reads on after it, or says the spool is gone
+        # (the cache then reads the committed blob), never other bytes.
+        opened = await store.spool_reader('c', half, len(data) - half)
+        await store.commit('c', d)
+        try:
+            rest: bytes | None = b''.join([c async for c in opened])
+        except SessionMissing:
+            rest = None
+        assert rest in (None, data[half:])
+        assert b''.join([c async for c in await store.reader(d)]) == data
+        with pytest.raises(SessionMissing):
+            await store.spool_reader('c', 0, 1)
+
+    asyncio.run(run())
+    registry.close()
