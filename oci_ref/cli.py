@@ -167,8 +167,14 @@ def fsck(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 2
+    from oci_ref.upstream.routing import reserved_by
+
+    def cached(repo: str) -> bool:
+        return reserved_by(repo, config.upstream) is not None
+
     with _registry(config) as registry:
-        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress))
+        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress,
+                                     cached=cached))
     serious = sum(p.serious for p in problems)
     notices = len(problems) - serious
     repaired = bool(args.repair and serious)

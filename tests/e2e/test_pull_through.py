@@ -9,6 +9,8 @@ import concurrent.futures
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -307,3 +309,28 @@ def test_distribution_upstream_with_basic_auth(tmp_path: Path) -> None:
             m.stop()
     finally:
         dist.stop()
+
+
+def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServer,
+                                              image: dict[str, str]) -> None:
+    with pusher(upstream) as u:
+        push_image(u, 'mirrored/fsck', 'v1', seed='fsck: manifest only')
+    with mirror.client() as c:
+        # Only the manifest is pulled: its layers are not cached, and that is fine.
+        assert c.get('/v2/up.test/mirrored/fsck/manifests/v1').status_code == 200
+        text = c.get('/metrics').text
+    for event in ('hit', 'miss'):
+        m = re.search(rf'oci_ref_upstream_cache_events_total\{{event="{event}",'
+                      rf'upstream="up.test"\}} (\d+)', text)
+        assert m is not None and float(m[1]) > 0, event
+    m = re.search(r'oci_ref_upstream_fetched_bytes_total\{upstream="up.test"\} (\S+)',
+                  text)
+    assert m is not None and float(m[1]) >= len(BIG)
+    config = mirror.root.parent / 'mirror.toml'
+    done = subprocess.run([sys.executable, '-m', 'oci_ref', 'fsck', '--root',
+                           str(mirror.root), '--config', str(config), '--json'],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary == {'kind': 'summary', 'problems': 0, 'notices': 0,
+                       'repaired': False}
