@@ -198,6 +198,12 @@ class Config:
             raise ConfigError(f'listen must be host:port, got {self.listen!r}')
         if self.workers < 1:
             raise ConfigError('workers must be at least 1')
+        for u in self.upstream:
+            if u.cache_max_bytes:
+                # Issue 13: eviction is not built yet; a cap that silently never
+                # evicts would fill the disk.
+                raise ConfigError(f'upstream ({u.name}): cache_max_bytes: eviction is '
+                                  'not built yet; leave it unset (0: no cap)')
         if self.manifest_max_bytes < 4 * 1024 * 1024:
             raise ConfigError('manifest_max_bytes must be at least 4 MiB (spec SHOULD)')
         if self.page_max < 1 or self.referrers_page_max < 1:
