@@ -220,6 +220,17 @@ class CacheTag:
     validated_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class FetchClaim:
+    """Pull-through cache: who downloads a blob into which spool, and how far."""
+
+    owner: str
+    spool: str
+    size: int | None
+    written: int
+    heartbeat: float
+
+
 # -- the interfaces --------------------------------------------------------------------
 
 
@@ -345,6 +356,18 @@ class MetadataStore(Protocol):
                             validated_at: float) -> None:
         """Record (insert or replace) a validation of a cached tag."""
         ...
+    async def claim_fetch(self, key: str, owner: str, spool: str, now: float,
+                          stale_before: float) -> FetchClaim:
+        """Take the download of ``key`` for ``owner`` unless another owner holds it
+        with a heartbeat at or after ``stale_before``; the claim as it stands after
+        (``owner`` tells who won). One transaction."""
+        ...
+    async def get_fetch(self, key: str) -> FetchClaim | None: ...
+    async def update_fetch(self, key: str, owner: str, written: int, size: int | None,
+                           now: float) -> bool:
+        """Report progress (and renew the heartbeat); False when the claim was lost."""
+        ...
+    async def end_fetch(self, key: str, owner: str) -> None: ...
     async def check(self) -> str:
         """'ok' when the store takes writes now; else why not (/readyz)."""
         ...

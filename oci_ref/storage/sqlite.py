@@ -35,9 +35,8 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from oci_ref.storage import sqlite_cache, sqlite_views
+from oci_ref.storage import sqlite_views
 from oci_ref.storage.interfaces import (
-    CacheTag,
     Claim,
     Clock,
     Lease,
@@ -53,6 +52,7 @@ from oci_ref.storage.interfaces import (
     Unreachable,
     Upload,
 )
+from oci_ref.storage.sqlite_cache import CacheQueries
 from oci_ref.storage.sqlite_schema import DB_FILE, migrations
 from oci_ref.storage.threads import ThreadPool
 
@@ -69,7 +69,7 @@ _UPLOAD_COLS = 'id, repo, size, algorithm, updated_at, hash_state'
 _MANIFEST_COLS = 'm.digest, m.media_type, m.size, m.content'
 
 
-class SQLiteMetadataStore:
+class SQLiteMetadataStore(CacheQueries):
     """The :class:`~oci_ref.storage.interfaces.MetadataStore` on one SQLite file.
 
     Built once per process at the composition root; safe to share between the
@@ -427,14 +427,6 @@ class SQLiteMetadataStore:
     async def manifest_pushed_at(self, repo: str, digest: str) -> float | None:
         return await self._read(sqlite_views.manifest_pushed_at, repo, digest)
 
-    # -- pull-through cache (queries in sqlite_cache.py) ---------------------------------
-
-    async def cache_tag(self, repo: str, tag: str) -> CacheTag | None:
-        return await self._read(sqlite_cache.cache_tag, repo, tag)
-
-    async def set_cache_tag(self, repo: str, tag: str, digest: str,
-                            validated_at: float) -> None:
-        await self._write(sqlite_cache.set_cache_tag, repo, tag, digest, validated_at)
 
     async def referrers(self, repo: str, subject: str, artifact_type: str | None,
                         last: str | None, limit: int) -> list[Referrer]:

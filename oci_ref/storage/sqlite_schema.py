@@ -21,6 +21,8 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       expires_at) PK (name, owner)          every process on this file (sqlite.py)
     cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
       validated_at) PK (repo, tag)          was last checked at its upstream
+    cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
+      size, written, heartbeat)             a blob every worker's clients tail
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
 start; each store applies what is missing when it opens the file).
@@ -101,6 +103,13 @@ def m003_cache_tags(db: Database) -> None:
     db['cache_tags'].create(
         {'repo': str, 'tag': str, 'digest': str, 'validated_at': float},
         pk=('repo', 'tag'), not_null={'digest'},
+    )
+    # One download per blob across worker processes: the claim's owner writes the
+    # spool and reports its progress here; the others tail the spool.
+    db['cache_fetches'].create(
+        {'key': str, 'owner': str, 'spool': str, 'size': int, 'written': int,
+         'heartbeat': float},
+        pk='key', not_null={'owner', 'spool', 'written', 'heartbeat'},
     )
 
 

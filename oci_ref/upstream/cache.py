@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
@@ -58,6 +59,11 @@ T = TypeVar('T')
 # Bytes gathered before one spool write (one thread hop); the first chunk is
 # written at once so that time to first byte stays the upstream's.
 SPOOL_BATCH = 256 * 1024
+
+# Across worker processes: a download's owner reports progress this often, and a
+# claim whose heartbeat is older than CLAIM_STALE is taken over (its owner died).
+REPORT_EVERY = 0.05
+CLAIM_STALE = 30.0
 
 EVENTS = Counter('oci_ref_upstream_cache_events',
                  'Pull-through cache: hit, miss, stale (served past tag_ttl because '
@@ -98,6 +104,11 @@ class Fetch:
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
+    @property
+    def key(self) -> str:
+        """The claim's key in the metadata store."""
+        return f'{self.cache_name}@{self.digest}'
+
     def notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -113,6 +124,8 @@ class PullThrough:
         self.clock = clock
         self._fetches: dict[tuple[str, str], Fetch] = {}
         self._once: dict[Hashable, asyncio.Future[Any]] = {}
+        # This worker's name on download claims (one per process and cache).
+        self.owner = f'{os.getpid()}-{uuid.uuid4().hex[:12]}'
 
     async def aclose(self) -> None:
         for fetch in list(self._fetches.values()):
@@ -251,11 +264,23 @@ class PullThrough:
         key = (cache, str(d))
         fetch = self._fetches.get(key)
         if fetch is None:
-            EVENTS.labels(_upstream(route), 'miss').inc()
             fetch = Fetch(_upstream(route), cache, d)
             self._fetches[key] = fetch
-            fetch.task = asyncio.get_running_loop().create_task(
-                self._download(route, fetch, key))
+            try:
+                now = self.clock()
+                claim = await self.meta.claim_fetch(fetch.key, self.owner, fetch.spool,
+                                                    now, now - CLAIM_STALE)
+            except BaseException:
+                self._fetches.pop(key, None)
+                raise
+            loop = asyncio.get_running_loop()
+            if claim.owner == self.owner:
+                EVENTS.labels(_upstream(route), 'miss').inc()
+                fetch.task = loop.create_task(self._download(route, fetch, key))
+            else:
+                # Another worker is downloading it: tail its spool.
+                fetch.spool = claim.spool
+                fetch.task = loop.create_task(self._follow(fetch, key, claim.owner))
         await fetch.ready.wait()
         if fetch.error is not None:
             raise _as_registry_error(fetch.error)
@@ -297,7 +322,66 @@ class PullThrough:
                 continue
             await changed.wait()
 
+    async def _follow(self, fetch: Fetch, key: tuple[str, str], owner: str) -> None:
+        """Mirror another worker's download of ``fetch`` from its claim."""
+        try:
+            while True:
+                claim = await self.meta.get_fetch(fetch.key)
+                if claim is None or claim.owner != owner:
+                    size = await self.meta.blob_size(fetch.cache_name, str(fetch.digest))
+                    if size is None:
+                        raise FetchFailed(f'the download of {fetch.digest} from '
+                                          f'{fetch.upstream} failed in another worker')
+                    fetch.size = fetch.written = size
+                    fetch.committed = True
+                    return
+                if claim.heartbeat < self.clock() - CLAIM_STALE:
+                    raise FetchFailed(f'the worker downloading {fetch.digest} from '
+                                      f'{fetch.upstream} stopped')
+                if claim.size is not None and not fetch.ready.is_set():
+                    fetch.size = claim.size
+                    fetch.ready.set()
+                if claim.written > fetch.written:
+                    fetch.written = claim.written
+                    fetch.notify()
+                await asyncio.sleep(REPORT_EVERY)  # polling: no event crosses workers
+        except BaseException as ex:
+            fetch.error = ex
+            if isinstance(ex, asyncio.CancelledError):
+                raise
+        finally:
+            self._fetches.pop(key, None)
+            fetch.ready.set()
+            fetch.finished.set()
+            fetch.notify()
+
+    async def _report(self, fetch: Fetch) -> None:
+        """The owner's side of the claim: progress and heartbeat for other workers."""
+        reported = (-1, None)
+        last = 0.0
+        while True:
+            now = self.clock()
+            state = (fetch.written, fetch.size if fetch.ready.is_set() else None)
+            if state != reported or now - last > 1.0:
+                if not await self.meta.update_fetch(fetch.key, self.owner, state[0],
+                                                    state[1], now):
+                    return
+                reported, last = state, now
+            await asyncio.sleep(REPORT_EVERY)
+
     async def _download(self, route: Route, fetch: Fetch, key: tuple[str, str]) -> None:
+        reporter = asyncio.get_running_loop().create_task(self._report(fetch))
+        try:
+            await self._fetch_blob(route, fetch, key)
+        finally:
+            reporter.cancel()
+            try:
+                await self.meta.end_fetch(fetch.key, self.owner)
+            except Exception:
+                log.exception('could not end the download claim of %s', fetch.key)
+
+    async def _fetch_blob(self, route: Route, fetch: Fetch, key: tuple[str, str]
+                          ) -> None:
         assert route.upstream is not None and route.repository is not None
         client = self.upstreams.client(route.upstream)
         IN_FLIGHT.labels(fetch.upstream).inc()

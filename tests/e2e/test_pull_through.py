@@ -334,3 +334,4 @@ def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServ
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary == {'kind': 'summary', 'problems': 0, 'notices': 0,
                        'repaired': False}
+

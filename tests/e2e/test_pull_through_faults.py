@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.e2e._helpers import children, cmdline, write_bytes
 from tests.e2e.upstreams import Stub, answer, cut_off
 from tests.support import Server, digest
 
@@ -126,3 +128,68 @@ def test_blob_streams_while_fetched_and_range_works_midway(mirror: Server,
             got += chunk
         assert bytes(got) == DATA
     assert [m for m, p, _ in stub.requests if p == BLOB] == ['GET']
+
+
+def test_two_workers_share_one_download(tmp_path: Path, stub: Stub) -> None:
+    """--workers 2: while the upstream holds a blob midway, clients reach both
+    workers; the worker that is not downloading streams from the other's spool
+    (it passed at least half the blob to a socket: /proc/<pid>/io wchar), and the
+    upstream saw one GET."""
+    half = len(DATA) // 2
+    sent_half = threading.Event()
+
+    def held(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header('Content-Length', str(len(DATA)))
+        h.end_headers()
+        h.wfile.write(DATA[:half])
+        h.wfile.flush()
+        sent_half.set()
+        stub.release.wait(60)
+        h.wfile.write(DATA[half:])
+
+    stub.routes[BLOB] = held
+    config = tmp_path / 'mirror.toml'
+    config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n')
+    m = Server(tmp_path / 'data', '--workers', '2', '--config', str(config))
+    results: list[bytes] = []
+
+    def pull() -> None:
+        with httpx.Client(timeout=60, limits=httpx.Limits(
+                max_keepalive_connections=0)) as c:
+            r = c.get(f'{m.url}/v2/stub.test{BLOB[3:]}', headers={'Connection': 'close'})
+            results.append(r.content if r.status_code == 200 else b'')
+
+    threads: list[threading.Thread] = []
+    try:
+        workers = worker_pids(m)
+        before = {w: write_bytes(w) for w in workers}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if len(threads) < 40:
+                threads.append(threading.Thread(target=pull, daemon=True))
+                threads[-1].start()
+            grew = {w: write_bytes(w) - before[w] for w in workers}
+            if sent_half.is_set() and all(g >= half * 0.9 for g in grew.values()):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f'clients did not reach both workers: {grew}')
+        stub.release.set()
+        for t in threads:
+            t.join(60)
+    finally:
+        stub.release.set()
+        m.stop()
+    assert len(results) == len(threads) and all(r == DATA for r in results)
+    assert [meth for meth, p, _ in stub.requests if p == BLOB] == ['GET']
+
+
+def worker_pids(m: Server) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = [p for p in children(m.proc.pid) if 'spawn_main' in cmdline(p)]
+        if len(pids) == 2:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError('expected 2 workers')

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from oci_ref.reference import Digest
-from oci_ref.storage.interfaces import CacheTag, SessionMissing
+from oci_ref.storage.interfaces import CacheTag, FetchClaim, SessionMissing
 from tests.backends import Backend
 
 
@@ -70,6 +70,35 @@ def test_spool_reader_reads_what_was_appended_and_survives_the_commit(
         assert b''.join([c async for c in await store.reader(d)]) == data
         with pytest.raises(SessionMissing):
             await store.spool_reader('c', 0, 1)
+
+    asyncio.run(run())
+    registry.close()
+
+
+def test_fetch_claims_one_owner_progress_and_takeover(backend: Backend) -> None:
+    registry = backend.registry()
+    meta = registry.meta
+    key = 'up.test/lib/app@sha256:' + 'd' * 64
+
+    async def run() -> None:
+        assert await meta.get_fetch(key) is None
+        won = await meta.claim_fetch(key, 'a', 'tmp-cache-a', 100.0, 70.0)
+        assert won == FetchClaim('a', 'tmp-cache-a', None, 0, 100.0)
+        # Held and fresh: the second asker learns who downloads into which spool.
+        lost = await meta.claim_fetch(key, 'b', 'tmp-cache-b', 101.0, 71.0)
+        assert (lost.owner, lost.spool) == ('a', 'tmp-cache-a')
+        assert await meta.update_fetch(key, 'a', 4096, 9000, 105.0)
+        assert not await meta.update_fetch(key, 'b', 1, 1, 105.0)
+        assert await meta.get_fetch(key) == FetchClaim('a', 'tmp-cache-a', 9000, 4096,
+                                                       105.0)
+        # Its heartbeat went stale: taken over, and the old owner learns it.
+        taken = await meta.claim_fetch(key, 'b', 'tmp-cache-b', 200.0, 170.0)
+        assert taken == FetchClaim('b', 'tmp-cache-b', None, 0, 200.0)
+        assert not await meta.update_fetch(key, 'a', 8192, 9000, 201.0)
+        await meta.end_fetch(key, 'a')  # not the owner: nothing happens
+        assert (await meta.get_fetch(key)).owner == 'b'  # type: ignore[union-attr]
+        await meta.end_fetch(key, 'b')
+        assert await meta.get_fetch(key) is None
 
     asyncio.run(run())
     registry.close()
