@@ -20,6 +20,8 @@ import pytest
 
 from tests.e2e.upstreams import USERS, DistributionUpstream, pusher, token_upstream
 from tests.interop.auth import AuthServer
+from tests.interop.layout import write_index_layout
+from tests.interop.util import push_layout
 from tests.support import (
     OCI_MANIFEST,
     Server,
@@ -335,3 +337,54 @@ def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServ
     assert summary == {'kind': 'summary', 'problems': 0, 'notices': 0,
                        'repaired': False}
 
+
+
+def test_prefetch_fills_the_cache_for_offline_pulls(tmp_path: Path) -> None:
+    """`oci-ref prefetch` fetches an index, every platform, every blob and the
+    referrers; afterwards, with the upstream stopped, all of it pulls."""
+    up = Server(tmp_path / 'up')
+    try:
+        index = write_index_layout(tmp_path / 'layout', 'v1', seed='prefetch')
+        push_layout(up, tmp_path / 'layout', 'mirrored/pre', 'v1')
+        with up.client() as u:
+            config = b'{}'
+            push_blob(u, 'mirrored/pre', config)
+            size = len(u.get(f'/v2/mirrored/pre/manifests/{index}').content)
+            sig = json.dumps({
+                'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
+                'artifactType': 'application/vnd.example.sig',
+                'config': {'mediaType': 'application/vnd.oci.empty.v1+json',
+                           'digest': digest(config), 'size': len(config)},
+                'layers': [{'mediaType': 'application/vnd.oci.empty.v1+json',
+                            'digest': digest(config), 'size': len(config)}],
+                'subject': {'mediaType': 'application/vnd.oci.image.index.v1+json',
+                            'digest': index, 'size': size},
+            }).encode()
+            assert u.put(f'/v2/mirrored/pre/manifests/{digest(sig)}', content=sig,
+                         headers={'Content-Type': OCI_MANIFEST}).status_code == 201
+        cfg = mirror_config(tmp_path / 'm.toml', up.url)
+        done = subprocess.run([sys.executable, '-m', 'oci_ref', 'prefetch', '--root',
+                               str(tmp_path / 'mirror'), '--config', str(cfg),
+                               'up.test/mirrored/pre:v1'],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith('4 manifests, '), done.stdout
+        wanted = {p.name for p in (tmp_path / 'layout' / 'blobs' / 'sha256').iterdir()}
+    finally:
+        up.stop()
+    m = Server(tmp_path / 'mirror', '--config', str(cfg))
+    try:
+        with m.client() as c:
+            assert c.get('/v2/up.test/mirrored/pre/manifests/v1').status_code == 200
+            for hex_ in wanted:
+                for kind in ('manifests', 'blobs'):
+                    r = c.get(f'/v2/up.test/mirrored/pre/{kind}/sha256:{hex_}')
+                    if r.status_code == 200:
+                        assert hashlib.sha256(r.content).hexdigest() == hex_
+                        break
+                else:
+                    raise AssertionError(f'sha256:{hex_} was not prefetched')
+            r = c.get(f'/v2/up.test/mirrored/pre/manifests/{digest(sig)}')
+            assert r.status_code == 200 and r.content == sig
+    finally:
+        m.stop()
