@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,4 +164,65 @@ def test_ctr_hosts_toml_mirror(mirror: Server, upstream: Server, workdir: Path,
     else:
         assert all(p.startswith(f'/v2/{SOURCE}/{repo}/') for p in seen), seen
     run([*containerd.ctr_cmd, 'images', 'rm', '--sync', ref], registry=mirror)
+    assert_fetched_once(upstream, repo)
+
+
+@pytest.mark.cosign
+def test_cosign_verifies_through_the_cache_with_the_upstream_stopped(
+        tmp_path: Path, workdir: Path) -> None:
+    """A key-signed image (tag-schema signature) verified through the prefix; then the
+    upstream stops and cosign verifies again from the cache alone."""
+    from tests.interop.test_cosign import key_pair, sign, verify
+    from tests.interop.test_cosign import seed as seed_image
+
+    up = Server(tmp_path / 'up')
+    m = None
+    try:
+        repo = 'interop/cosign-mirror'
+        digest = seed_image(up, workdir, repo)
+        keys = key_pair(up, workdir, 'keys')
+        sign(up, workdir, keys, f'{host(up)}/{repo}@{digest}')
+        config = tmp_path / 'mirror.toml'
+        config.write_text(f'[[upstream]]\nname = "{SOURCE}"\nurl = "{up.url}"\n')
+        m = Server(tmp_path / 'mirror', '--config', str(config))
+        image = f'{host(m)}/{SOURCE}/{repo}@{digest}'
+        verify(m, workdir, keys, image)
+        up.stop()
+        code, out = verify(m, workdir, keys, image, check=False)
+        assert code == 0, out
+    finally:
+        if m is not None:
+            m.stop()
+        up.stop()
+
+
+@pytest.mark.podman
+def test_podman_registries_conf_mirror(mirror: Server, upstream: Server,
+                                       workdir: Path) -> None:
+    from tests.interop.conftest import storage_driver
+    from tests.interop.util import ContainersTool
+
+    repo = 'interop/podman-mirror'
+    digest = seed(upstream, workdir, repo)
+    exe = find_client('podman')
+    driver, error = storage_driver(exe)
+    if driver is None:
+        missing(f'podman cannot set up its storage here: {error}')
+    assert driver is not None
+    podman = ContainersTool(exe, mirror, Path(tempfile.mkdtemp(prefix='podman-')), driver)
+    try:
+        (podman.base / 'registries.conf').write_text(f'''
+unqualified-search-registries = []
+[[registry]]
+location = "{SOURCE}"
+[[registry.mirror]]
+location = "{host(mirror)}/{SOURCE}"
+insecure = true
+''')
+        podman('pull', f'{SOURCE}/{repo}:v1')
+        listed = podman('images', '--digests', '--format', '{{.Digest}}')
+        assert digest in listed.split()
+    finally:
+        podman.cleanup()
+        shutil.rmtree(podman.base, ignore_errors=True)
     assert_fetched_once(upstream, repo)
