@@ -12,7 +12,7 @@ from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
 from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
-from oci_ref.api.mirror import UpstreamRouting
+from oci_ref.api.mirror import CutOff, UpstreamRouting
 from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
 from oci_ref.config import Config
 from oci_ref.errors import RegistryError
@@ -127,7 +127,10 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served = Mount(app, ui_app(registry, control, config.root)) if config.ui else app
+    served: ASGIApp = Mount(app, ui_app(registry, control, config.root)) if config.ui \
+        else app
+    if cache is not None:
+        served = CutOff(served)
     observed = Observe(RequestGuard(served))
     # The linter sees every answer, injected faults included (its Retry-After rule).
     return lint.wrap(observed, config, lint_store) if lint_store else observed

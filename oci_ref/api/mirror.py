@@ -8,14 +8,18 @@ refuses writes into an upstream's names and reads its patterns exclude, and echo
 
 from __future__ import annotations
 
+import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import falcon
 import falcon.asgi
 
-from oci_ref.http import query_value
-from oci_ref.upstream.cache import PullThrough
+from oci_ref.http import ASGIApp, Receive, Send, query_value
+from oci_ref.upstream.cache import FetchFailed, PullThrough
 from oci_ref.upstream.routing import Route, check_read, check_write, namespace_header
+
+log = logging.getLogger('oci_ref.cache')
 
 
 class UpstreamRouting:
@@ -48,3 +52,20 @@ def route_of(req: falcon.asgi.Request) -> Route | None:
 def warning(text: str) -> str:
     """A ``Warning`` header value as the spec's §Warnings shows it: code 299."""
     return '299 - "{}"'.format(text.replace('"', "'").replace('\\', '/')[:400])
+
+
+class CutOff:
+    """ASGI wrapper: a response tailing a pull-through download that failed (bad
+    bytes, upstream cut off) ends here, short of its Content-Length, so the client
+    sees an incomplete body (RFC 9112 §6.3) and the log one line, not a traceback."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+                       send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except FetchFailed as ex:
+            log.warning('%s %s: response cut off: %s', scope.get('method'),
+                        scope.get('path'), ex)
