@@ -81,6 +81,7 @@ engines:
 # default ../shared/conformance/; under CI=true missing binaries or podman fail).
 test: setup clients engines
 	$(PY) -m ruff check oci_ref tests conformance bench scripts
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
@@ -141,6 +142,7 @@ conformance-report: setup
 
 lint: setup
 	$(PY) -m ruff check oci_ref tests conformance bench scripts
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -192,7 +192,7 @@ def run_aio(
 ) -> dict[str, Any]:
     runner: Callable[..., Any] = asyncio.run
     with contextlib.suppress(ImportError):
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         runner = uvloop.run
     lat, errors, took = runner(_aio_load(port, path, method, seconds, connections))

@@ -3,7 +3,6 @@ RSS, how busy the machine was, and how much of it went to someone else (noise)."
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -22,12 +21,6 @@ def proc_stat(pid: int) -> list[str] | None:
             return f.read().rsplit(')', 1)[1].split()
     except (OSError, IndexError):
         return None
-
-
-def start_time(pid: int) -> str | None:
-    """Field 22: tells a process from a later one that reuses its pid."""
-    st = proc_stat(pid)
-    return st[19] if st else None
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -68,28 +61,6 @@ def descendants(pid: int) -> list[int]:
             except OSError:
                 pass
     return out
-
-
-def listens_on(pids: list[int], port: int) -> bool:
-    """Whether one of ``pids`` holds the socket listening on 127.0.0.1:``port``."""
-    inodes = set()
-    with open('/proc/net/tcp') as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            # local 0100007F:<port hex>, state 0A = LISTEN
-            if fields[1] == f'0100007F:{port:04X}' and fields[3] == '0A':
-                inodes.add(f'socket:[{fields[9]}]')
-    for pid in pids:
-        try:
-            fds = os.listdir(f'/proc/{pid}/fd')
-        except OSError:
-            continue
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                if os.readlink(f'/proc/{pid}/fd/{fd}') in inodes:
-                    return True
-    return False
 
 
 def vm_rss(pid: int) -> int:

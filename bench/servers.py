@@ -1,28 +1,19 @@
 """Spawning and stopping what is measured: oci-ref, CNCF distribution and the bare
 Falcon app, each on a free 127.0.0.1 port with fresh storage. Every process the bench
-starts is started here (one file to switch to a shared spawn helper later)."""
+starts is started here, through the project's one spawn-and-wait helper
+(``oci_ref.testing.Process``)."""
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.metrics import descendants, listens_on, start_time
+from bench.metrics import descendants
 from bench.plan import BARE, DIST, HERE, OCI, REPO
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
+from oci_ref.testing import NotReady, Process, free_port, http_ready
 
 
 def bare_command(python: str, port: int) -> list[str]:
@@ -61,7 +52,7 @@ class Server:
     workdir: Path
     exe: str
     env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Process | None = None
     port: int = 0
     data: Path | None = None
     serial = 0
@@ -124,44 +115,23 @@ class Server:
             self.data = self.workdir / f'{self.kind}-w{self.workers}-{Server.serial}'
             self.data.mkdir(parents=True)
             self.port = free_port()
-            cmd = self._command()
-            with open(self.data.with_suffix('.log'), 'wb') as logf:
-                t0 = time.perf_counter()
-                self.proc = subprocess.Popen(
-                    cmd,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=self.env,
-                    cwd=self.workdir,  # nothing importable from the caller's cwd
-                )
-            took = self._wait_ready(t0)
-            if took is not None:
-                return took
-            self.stop()  # lost the port race, most likely: try another port
-        raise RuntimeError(f'{self.label} did not start: {self.log_tail()}')
-
-    def _wait_ready(self, t0: float, timeout: float = 60.0) -> float | None:
-        assert self.proc is not None
-        while time.perf_counter() - t0 < timeout:
-            if self.proc.poll() is not None:
-                return None
-            conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=5)
+            self.proc = Process.spawn(
+                self._command(), log=self.data.with_suffix('.log'), env=self.env,
+                cwd=self.workdir,  # nothing importable from the caller's cwd
+                name=self.label)
             try:
-                conn.request('GET', '/v2/')
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status == 200:
-                    took = time.perf_counter() - t0
-                    # Another process may have taken the port between our probe and
-                    # the server's bind, and answered for it.
-                    return took if listens_on(self.pids(), self.port) else None
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            time.sleep(0.002)
-        return None
+                took = self.proc.wait_ready(
+                    http_ready(f'http://127.0.0.1:{self.port}/v2/', timeout=5),
+                    timeout=60, interval=0.002)
+            except NotReady:  # it exited (a lost port race, most likely), or hung
+                self.proc = None
+                continue
+            # Another process may have taken the port between our probe and the
+            # server's bind, and answered for it.
+            if self.proc.listens_on(self.port):
+                return took
+            self.stop()
+        raise RuntimeError(f'{self.label} did not start: {self.log_tail()}')
 
     def log_tail(self) -> str:
         if self.data is None:
@@ -175,22 +145,11 @@ class Server:
         return descendants(self.proc.pid) if self.proc else []
 
     def stop(self) -> None:
-        """SIGTERM our process, then SIGKILL whatever of its tree is left (by pid,
-        checked against the start time recorded before the signal)."""
+        """SIGTERM our process, SIGKILL after 20 s, then whatever of its tree is
+        left (oci_ref.testing.Process.stop: by pid, checked by start time)."""
         if self.proc is None:
             return
-        tree = [(p, start_time(p)) for p in self.pids()]
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for pid, started in tree:
-            if started is not None and start_time(pid) == started:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        self.proc.stop(timeout=20)
         self.proc = None
 
     def delete_data(self) -> None:

@@ -19,24 +19,18 @@ import hashlib
 import http.client
 import json
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from oci_ref.testing import OCIRegistry
+
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 INDEX = 'application/vnd.oci.image.index.v1+json'
 NAME = 'bench/many-tags'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
 
 
 def request(conn: http.client.HTTPConnection, method: str, path: str,
@@ -102,23 +96,10 @@ def main() -> int:
     parser.add_argument('--reps', type=int, default=20)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix='oci-ref-ui-bench-'))
-    port = free_port()
-    log = open(root / 'server.log', 'wb')  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(
-        [sys.executable, '-m', 'oci_ref', 'serve', '--listen', f'127.0.0.1:{port}',
-         '--root', str(root / 'data'), '--no-access-log', '--no-fsync'],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    # The project's one spawn-and-wait helper (oci_ref.testing).
+    server = OCIRegistry(root / 'data', args=('--no-access-log', '--no-fsync'), cwd=REPO)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
-                if request(conn, 'GET', '/healthz')[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit((root / 'server.log').read_text()) from None
-                time.sleep(0.05)
+        conn = http.client.HTTPConnection('127.0.0.1', server.port, timeout=60)
         started = time.perf_counter()
         seed(conn, args.tags)
         print(f'seeded {args.tags} tagged images + 1 index in '
@@ -140,9 +121,7 @@ def main() -> int:
             print(f'{label:50} {statistics.median(samples) * 1000:7.1f}ms '
                   f'{max(samples) * 1000:7.1f}ms')
     finally:
-        server.terminate()
-        server.wait(timeout=15)
-        log.close()
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -3,6 +3,8 @@ holds the route table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 import falcon.asgi
 
@@ -93,18 +95,19 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
     cache = None
-    mirror: list[object] = []
+    mirror: list[Any] = []
     if config.upstream:
         cache = PullThrough(registry, Upstreams(
             config.upstream, manifest_max_bytes=config.manifest_max_bytes))
         # Before access control: it checks a proxied name by its cache name.
         mirror = [UpstreamRouting(cache)]
+    # Names are validated before access is checked: both run per request, and a 400
+    # for a name that can never exist reveals nothing.
+    middleware: list[Any] = [DistributionMiddleware(), *mirror, control,
+                             Lifecycle(config, registry, notifier)]
     app = falcon.asgi.App(
         router=OCIRouter(),
-        # Names are validated before access is checked: both run per request, and a
-        # 400 for a name that can never exist reveals nothing.
-        middleware=[DistributionMiddleware(), *mirror, control,
-                    Lifecycle(config, registry, notifier)],
+        middleware=middleware,
         cors_enable=False,
     )
     # The spec's paths are exact: /v2/ and /v2 both answer, uploads/ keeps its slash.

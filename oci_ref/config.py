@@ -180,10 +180,10 @@ class Config:
             if unknown:
                 raise ConfigError(f'{file}: unknown settings: {", ".join(sorted(unknown))}')
             values.update(data)
-        for f in fields(cls):
-            env = environ.get(ENV_PREFIX + f.name.upper())
+        for setting in fields(cls):
+            env = environ.get(ENV_PREFIX + setting.name.upper())
             if env is not None:
-                values[f.name] = env
+                values[setting.name] = env
         values.update(flags)
         if 'upstream' in values or any(k.startswith(ENV_PREFIX + 'UPSTREAM_')
                                        for k in environ):

@@ -71,7 +71,7 @@ async def handle_unexpected(
         # Falcon's own refusals (unknown route, method not allowed): keep their
         # status and headers (Allow on 405), but speak the spec's envelope.
         resp.status = ex.status
-        for k, v in (ex.headers or {}).items():
+        for k, v in dict(ex.headers or {}).items():
             resp.set_header(k, v)
         code = status_code_for(ex.status_code)
         err = RegistryError(code, ex.title, detail=ex.description)
@@ -87,7 +87,8 @@ async def handle_unexpected(
 
 Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
-ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+# Falcon's App takes a dict scope; any ASGI callable fits here.
+ASGIApp = Callable[..., Awaitable[None]]
 _DISCONNECTED = 'oci_ref.client_disconnected'
 
 

@@ -342,15 +342,16 @@ class OCIRegistry:
         import json
 
         parts = urllib.parse.urlsplit(self.url)
+        host = parts.hostname or '127.0.0.1'
         conn: http.client.HTTPConnection
         if self.tls:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=60,
+            conn = http.client.HTTPSConnection(host, parts.port, timeout=60,
                                                context=context)
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=60)
         headers = {'Accept': 'application/json'}
         if auth:
             token = base64.b64encode(f'{auth[0]}:{auth[1]}'.encode()).decode()

@@ -357,7 +357,7 @@ def pagination(ex: Exchange, state: State) -> Iterator[Finding]:
         return
     if not state.link_issued(ex.path, normal_query(ex.query)):
         yield ('pagination-link',
-               f'n={(ex.param("n") or "")[:20]!r} last={ex.param("last")[:130]!r}: '
+               f'n={(ex.param("n") or "")[:20]!r} last={(ex.param("last") or "")[:130]!r}: '
                f'not the query of a Link this registry sent')
 
 

@@ -39,13 +39,13 @@ migrations = Migrations('oci-ref')
 
 @migrations()
 def m001_initial(db: Database) -> None:
-    db['repositories'].create({'name': str, 'created_at': float}, pk='name')
-    db['blobs'].create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
-    db['repo_blobs'].create(
+    db.table('repositories').create({'name': str, 'created_at': float}, pk='name')
+    db.table('blobs').create({'digest': str, 'size': int, 'created_at': float}, pk='digest')
+    db.table('repo_blobs').create(
         {'repo': str, 'digest': str, 'created_at': float}, pk=('repo', 'digest')
     )
-    db['repo_blobs'].create_index(['digest'])
-    db['manifests'].create(
+    db.table('repo_blobs').create_index(['digest'])
+    db.table('manifests').create(
         {
             'repo': str,
             'digest': str,
@@ -60,18 +60,18 @@ def m001_initial(db: Database) -> None:
         pk=('repo', 'digest'),
         not_null={'media_type', 'size', 'content'},
     )
-    db['manifests'].create_index(['repo', 'subject', 'digest'])
-    db['manifest_refs'].create(
+    db.table('manifests').create_index(['repo', 'subject', 'digest'])
+    db.table('manifest_refs').create(
         {'repo': str, 'digest': str, 'child': str}, pk=('repo', 'digest', 'child')
     )
-    db['manifest_refs'].create_index(['child'])
-    db['tags'].create(
+    db.table('manifest_refs').create_index(['child'])
+    db.table('tags').create(
         {'repo': str, 'tag': str, 'digest': str, 'updated_at': float},
         pk=('repo', 'tag'),
         not_null={'digest'},
     )
-    db['tags'].create_index(['repo', 'digest'])
-    db['uploads'].create(
+    db.table('tags').create_index(['repo', 'digest'])
+    db.table('uploads').create(
         {
             'id': str,
             'repo': str,
@@ -89,24 +89,24 @@ def m001_initial(db: Database) -> None:
 def m002_locks(db: Database) -> None:
     # Replaces flock on files: locks live where every process (and later every
     # replica, as PostgreSQL advisory locks) sees them.
-    db['locks'].create(
+    db.table('locks').create(
         {'name': str, 'owner': str, 'exclusive': int, 'pid': int, 'expires_at': float},
         pk=('name', 'owner'),
     )
-    db['uploads'].add_column('hash_state', bytes)
+    db.table('uploads').add_column('hash_state', bytes)
 
 
 @migrations()
 def m003_cache_tags(db: Database) -> None:
     # Pull-through cache (oci_ref/upstream/cache.py): a tag is served from the cache
     # while younger than its upstream's tag_ttl, then revalidated by one HEAD.
-    db['cache_tags'].create(
+    db.table('cache_tags').create(
         {'repo': str, 'tag': str, 'digest': str, 'validated_at': float},
         pk=('repo', 'tag'), not_null={'digest'},
     )
     # One download per blob across worker processes: the claim's owner writes the
     # spool and reports its progress here; the others tail the spool.
-    db['cache_fetches'].create(
+    db.table('cache_fetches').create(
         {'key': str, 'owner': str, 'spool': str, 'size': int, 'written': int,
          'heartbeat': float},
         pk='key', not_null={'owner', 'spool', 'written', 'heartbeat'},

@@ -311,7 +311,8 @@ class _Resolver:
             platforms = [p for p in (_platform(m.get('platform'))
                                      for m in _descriptors(doc.get('manifests'))) if p]
         else:
-            config = doc.get('config') if isinstance(doc.get('config'), dict) else {}
+            found = doc.get('config')
+            config: dict[str, Any] = found if isinstance(found, dict) else {}
             kind = 'image' if config.get('mediaType') in IMAGE_CONFIGS else 'artifact'
             platform = await self.config_platform(config) if kind == 'image' else ''
             platforms = [platform] if platform else []

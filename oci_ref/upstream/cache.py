@@ -357,11 +357,12 @@ class PullThrough:
 
     async def _report(self, fetch: Fetch) -> None:
         """The owner's side of the claim: progress and heartbeat for other workers."""
-        reported = (-1, None)
+        reported: tuple[int, int | None] = (-1, None)
         last = 0.0
         while True:
             now = self.clock()
-            state = (fetch.written, fetch.size if fetch.ready.is_set() else None)
+            state: tuple[int, int | None] = (
+                fetch.written, fetch.size if fetch.ready.is_set() else None)
             if state != reported or now - last > 1.0:
                 if not await self.meta.update_fetch(fetch.key, self.owner, state[0],
                                                     state[1], now):

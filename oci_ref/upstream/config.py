@@ -81,7 +81,8 @@ class Upstream:
         return repository
 
 
-_KEYS = {f.name: f.type for f in fields(Upstream)}
+# Field types as written (``from __future__ import annotations``: strings).
+_KEYS: dict[str, str] = {f.name: str(f.type) for f in fields(Upstream)}
 
 
 def env_name(name: str) -> str:

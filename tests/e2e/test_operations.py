@@ -28,7 +28,8 @@ from oci_ref.app import create_app, open_registry
 from oci_ref.config import Config
 from oci_ref.gc import collect as collect_async
 from oci_ref.reference import Digest
-from oci_ref.registry import GC_LOCK, Registry
+from oci_ref.registry import GC_LOCK, Policy, Registry
+from oci_ref.storage import open_stores
 from tests.e2e._helpers import Started, children, cmdline
 from tests.support import (
     OCI_MANIFEST,
@@ -201,9 +202,14 @@ class Traffic:
             assert fresh(srv, 'POST', '/v2/metrics/app/blobs/uploads/').status_code == 202
         # A request is counted once its exchange is over, which in the worker that
         # served it can be a moment after the client has read the response (seen:
-        # about 1 scrape in 40 on another connection one request behind). Let the
-        # last one settle; every scrape after that must agree exactly.
-        time.sleep(0.2)
+        # about 1 scrape in 40 on another connection one request behind). Wait until
+        # the last one is counted; every scrape after that must agree exactly.
+        want = len(self.blobs) + self.open_sessions
+        deadline = time.monotonic() + 10
+        while (value(scrape(srv), 'oci_ref_requests_total', endpoint='end-4a',
+                     method='POST', status='202') < want
+               and time.monotonic() < deadline):
+            time.sleep(0.02)
 
 
 @pytest.fixture(scope='module')
@@ -555,7 +561,12 @@ def test_online_gc_removes_unreferenced_content_within_seconds_and_keeps_referen
             assert not served(c, 'online/app', untagged.digest, 'manifests')
             for d in untagged.blobs:
                 assert not served(c, 'online/app', d)
-            time.sleep(1.5)  # at least one more pass
+            # A later pass, seen by what it removes (no waiting for time to pass),
+            # still keeps the tagged image.
+            later = push_blob(c, 'online/app', b'removed by a later pass')
+            while time.monotonic() < deadline and served(c, 'online/app', later):
+                time.sleep(0.2)
+            assert not served(c, 'online/app', later)
             assert c.get('/v2/online/app/manifests/v1').content == tagged.body
             for d in tagged.blobs:
                 assert served(c, 'online/app', d)
@@ -607,7 +618,12 @@ def test_a_manifest_put_racing_gc_never_leaves_a_dangling_reference(tmp_path):
     MANIFEST_BLOB_UNKNOWN, the blobs gone); never 201 with a blob gone."""
     grace = 0.1
     srv = Started(tmp_path / 'data')
-    registry = open_registry(Config(root=srv.root, fsync=False))
+    # The collector's clock runs a second ahead: what was just pushed is already
+    # past the grace period, so every race is a real one (no sleeping it off).
+    settings = Config(root=srv.root, fsync=False)
+    stores = open_stores(settings)
+    registry = Registry(stores.blobs, stores.meta, policy=Policy.from_config(settings),
+                        clock=lambda: time.time() + 1)
     rng = random.Random(1)
     outcomes: list[int] = []
     try:
@@ -617,7 +633,6 @@ def test_a_manifest_put_racing_gc_never_leaves_a_dangling_reference(tmp_path):
                 layer = os.urandom(64)
                 blobs = [push_blob(c, 'race/app', config), push_blob(c, 'race/app', layer)]
                 body = image_manifest(config, [layer])
-                time.sleep(grace + 0.05)
                 # 0: sweep first; 1: PUT first; otherwise both at once.
                 r, report = race(c, registry, grace, f'r{i}', body, i % 4, rng)
                 assert report is not None, 'no other collection runs'
