@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
 
-from oci_ref.errors import ErrorCode, RegistryError
+from oci_ref.errors import ErrorCode, RegistryError, store_unavailable
 from oci_ref.manifest import parse_manifest
 from oci_ref.reference import (
     TAG_RULE,
@@ -46,7 +46,7 @@ from oci_ref.reference import (
     is_valid_tag,
 )
 from oci_ref.registry import PARSE_INLINE_MAX, Registry
-from oci_ref.storage.interfaces import ManifestRecord, SessionMissing
+from oci_ref.storage.interfaces import ManifestRecord, SessionMissing, StoreUnavailable
 from oci_ref.uploads import GC_LOCK
 from oci_ref.upstream.client import Manifest, Referrers, TagsPage
 from oci_ref.upstream.errors import UpstreamError, UpstreamNotFound
@@ -270,8 +270,26 @@ class PullThrough:
                 now = self.clock()
                 claim = await self.meta.claim_fetch(fetch.key, self.owner, fetch.spool,
                                                     now, now - CLAIM_STALE)
-            except BaseException:
+                if claim.owner == self.owner:
+                    # A download that ended between our look and our claim.
+                    size = await self.meta.blob_size(cache, str(d))
+                    if size is not None:
+                        await self.meta.end_fetch(fetch.key, self.owner)
+                        self._fetches.pop(key, None)
+                        # Whoever joined meanwhile reads the committed blob.
+                        fetch.size = fetch.written = size
+                        fetch.committed = True
+                        fetch.ready.set()
+                        fetch.finished.set()
+                        fetch.notify()
+                        EVENTS.labels(_upstream(route), 'hit').inc()
+                        return d, size, None
+            except BaseException as ex:
                 self._fetches.pop(key, None)
+                fetch.error = ex
+                fetch.ready.set()
+                fetch.finished.set()
+                fetch.notify()
                 raise
             loop = asyncio.get_running_loop()
             if claim.owner == self.owner:
@@ -489,6 +507,8 @@ def _as_registry_error(ex: BaseException) -> RegistryError:
         return ex.to_registry_error('blob')
     if isinstance(ex, RegistryError):
         return ex
+    if isinstance(ex, StoreUnavailable):
+        return store_unavailable(ex.store, ex.reason)
     return RegistryError(ErrorCode.BLOB_UNKNOWN, 'the pull-through download failed',
                          detail={'reason': type(ex).__name__}, status=502)
 
