@@ -10,7 +10,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from oci_ref.api.mirror import route_of
+from oci_ref.api.mirror import route_of, warning
 from oci_ref.http import (
     INDEX_TYPE,
     media_type_param,
@@ -124,7 +124,9 @@ class Referrers:
         if self.cache is not None and route is not None and (
                 not route.fallback or not await self.registry.meta.repo_exists(name)):
             # Issue 13: the upstream's referrers API, or its tag schema fallback.
-            found = await self.cache.referrers(route, digest, artifact_type)
+            found, stale = await self.cache.referrers(route, digest, artifact_type)
+            if stale is not None:
+                resp.set_header('Warning', warning(stale))
             if found.filtered:
                 resp.set_header('OCI-Filters-Applied', 'artifactType')
             resp.content_type = found.media_type or INDEX_TYPE

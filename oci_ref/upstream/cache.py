@@ -26,6 +26,7 @@ resources treat both alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -59,6 +60,9 @@ T = TypeVar('T')
 # Bytes gathered before one spool write (one thread hop); the first chunk is
 # written at once so that time to first byte stays the upstream's.
 SPOOL_BATCH = 256 * 1024
+# Referrers served from the cache when the upstream fails: one page, this many.
+REFERRERS_MAX = 1000
+INDEX = 'application/vnd.oci.image.index.v1+json'
 
 # Across worker processes: a download's owner reports progress this often, and a
 # claim whose heartbeat is older than CLAIM_STALE is taken over (its owner died).
@@ -475,15 +479,34 @@ class PullThrough:
             raise ex.to_registry_error('tags') from None
 
     async def referrers(self, route: Route, digest: str, artifact_type: str | None
-                        ) -> Referrers:
+                        ) -> tuple[Referrers, str | None]:
+        """The upstream's answer; when the upstream fails, the referrers the cache
+        holds (pulled through or prefetched) with a warning saying so."""
         assert route.upstream is not None and route.repository is not None
-        Digest.parse(digest)
+        d = Digest.parse(digest)
         try:
             return await self.upstreams.client(route.upstream).referrers(
-                route.repository, digest, artifact_type)
+                route.repository, digest, artifact_type), None
+        except UpstreamNotFound as ex:
+            raise ex.to_registry_error('referrers') from None
         except UpstreamError as ex:
             EVENTS.labels(route.upstream.name, 'upstream_error').inc()
-            raise ex.to_registry_error('referrers') from None
+            page = await self.registry.referrers(_cache_name(route), str(d),
+                                                 artifact_type, None, REFERRERS_MAX)
+            if not page.items:
+                raise ex.to_registry_error('referrers') from None
+            EVENTS.labels(route.upstream.name, 'stale').inc()
+            log.warning('serving cached referrers of %s@%s: %s', _cache_name(route),
+                        d, ex)
+            manifests = [{k: v for k, v in (
+                ('mediaType', r.media_type), ('digest', r.digest), ('size', r.size),
+                ('artifactType', r.artifact_type), ('annotations', r.annotations))
+                if v is not None} for r in page.items]
+            body = json.dumps({'schemaVersion': 2, 'mediaType': INDEX,
+                               'manifests': manifests}).encode()
+            return (Referrers(body, INDEX, 'cache', artifact_type is not None),
+                    f'upstream {route.upstream.name} failed ({ex.reason}); serving '
+                    'the referrers this cache holds')
 
 
 async def _each(batch: list[bytes]) -> AsyncIterator[bytes]:

@@ -80,7 +80,7 @@ async def _image(cache: PullThrough, route: Route, reference: str, report: Repor
             await _blob(cache, route, str(d['digest']), report)
             if progress:
                 progress(f'{route.cache_name}@{record.digest[:19]}', i, len(descriptors))
-    found = await cache.referrers(route, record.digest, None)
+    found, _ = await cache.referrers(route, record.digest, None)
     try:
         referrers = json.loads(found.body).get('manifests') or []
     except ValueError:

@@ -386,5 +386,11 @@ def test_prefetch_fills_the_cache_for_offline_pulls(tmp_path: Path) -> None:
                     raise AssertionError(f'sha256:{hex_} was not prefetched')
             r = c.get(f'/v2/up.test/mirrored/pre/manifests/{digest(sig)}')
             assert r.status_code == 200 and r.content == sig
+            # The upstream is gone: the referrers the cache holds, with a Warning.
+            r = c.get(f'/v2/up.test/mirrored/pre/referrers/{index}')
+            assert r.status_code == 200 and r.headers['warning'].startswith('299 - ')
+            assert [d['digest'] for d in r.json()['manifests']] == [digest(sig)]
+            assert r.json()['manifests'][0]['artifactType'] == \
+                'application/vnd.example.sig'
     finally:
         m.stop()
