@@ -3,7 +3,7 @@ holds the route table."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
@@ -33,8 +33,9 @@ from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 from oci_ref.storage import StoreUnavailable, open_stores
 from oci_ref.ui.app import Mount, ui_app
-from oci_ref.upstream.cache import PullThrough
-from oci_ref.upstream.pool import Upstreams
+
+if TYPE_CHECKING:
+    from oci_ref.upstream.cache import PullThrough
 
 Route = tuple[str, object, str | None]
 
@@ -97,6 +98,11 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     cache = None
     mirror: list[Any] = []
     if config.upstream:
+        # Only here: the cache brings httpx, which a registry without upstreams
+        # never needs (startup time).
+        from oci_ref.upstream.cache import PullThrough
+        from oci_ref.upstream.pool import Upstreams
+
         cache = PullThrough(registry, Upstreams(
             config.upstream, manifest_max_bytes=config.manifest_max_bytes))
         # Before access control: it checks a proxied name by its cache name.

@@ -3,10 +3,12 @@ end-14)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import falcon
 import falcon.asgi
 
-from oci_ref.api.mirror import route_of
+from oci_ref.api.mirror import UNKNOWN_OWN, route_of
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import (
@@ -22,7 +24,9 @@ from oci_ref.http import (
 from oci_ref.reference import Digest, parse_algorithm
 from oci_ref.registry import Registry, blob_location, upload_location, upload_range
 from oci_ref.storage.interfaces import Upload
-from oci_ref.upstream.cache import UNKNOWN_OWN, Fetch, PullThrough
+
+if TYPE_CHECKING:  # loaded only with upstreams (oci_ref/app.py)
+    from oci_ref.upstream.cache import Fetch, PullThrough
 
 
 class Blob:

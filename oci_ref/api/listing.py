@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
@@ -20,7 +20,9 @@ from oci_ref.http import (
 )
 from oci_ref.manifest import schema_dir
 from oci_ref.registry import Registry
-from oci_ref.upstream.cache import PullThrough
+
+if TYPE_CHECKING:  # loaded only with upstreams (oci_ref/app.py)
+    from oci_ref.upstream.cache import PullThrough
 
 
 class Ping:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import falcon
 import falcon.asgi
 
-from oci_ref.api.mirror import route_of, warning
+from oci_ref.api.mirror import UNKNOWN_OWN, route_of, warning
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import content_length, query_values, request_body, request_info
 from oci_ref.manifest import parse_manifest
 from oci_ref.registry import PARSE_INLINE_MAX, Registry, manifest_location
 from oci_ref.storage.interfaces import ManifestRecord
-from oci_ref.upstream.cache import UNKNOWN_OWN, PullThrough
+
+if TYPE_CHECKING:  # loaded only with upstreams (oci_ref/app.py)
+    from oci_ref.upstream.cache import PullThrough
 
 
 class Manifest:

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
 
+from oci_ref.errors import ErrorCode
 from oci_ref.http import ASGIApp, Receive, Send, query_value
-from oci_ref.upstream.cache import FetchFailed, PullThrough
+from oci_ref.upstream.errors import FetchFailed
 from oci_ref.upstream.routing import Route, check_read, check_write, namespace_header
 
+if TYPE_CHECKING:  # the cache (and httpx) load only when upstreams are configured
+    from oci_ref.upstream.cache import PullThrough
+
 log = logging.getLogger('oci_ref.cache')
+# What own storage answers when a default upstream may have the content instead.
+UNKNOWN_OWN = frozenset({ErrorCode.MANIFEST_UNKNOWN, ErrorCode.NAME_UNKNOWN,
+                         ErrorCode.BLOB_UNKNOWN})
 
 
 class UpstreamRouting:

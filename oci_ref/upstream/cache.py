@@ -39,11 +39,10 @@ from oci_ref.reference import (
 from oci_ref.registry import PARSE_INLINE_MAX, Registry
 from oci_ref.storage.interfaces import ManifestRecord
 from oci_ref.upstream.client import Manifest, Referrers, TagsPage
-from oci_ref.upstream.errors import UpstreamError, UpstreamNotFound
+from oci_ref.upstream.errors import FetchFailed, UpstreamError, UpstreamNotFound
 from oci_ref.upstream.fetches import (
     BlobFetches,
     Fetch,
-    FetchFailed,
     cache_name_of,
     upstream_of,
 )
@@ -252,7 +251,4 @@ class PullThrough:
                     'the referrers this cache holds')
 
 
-__all__ = ['UNKNOWN_OWN', 'Fetch', 'FetchFailed', 'PullThrough', 'Served']
-
-UNKNOWN_OWN = frozenset({ErrorCode.MANIFEST_UNKNOWN, ErrorCode.NAME_UNKNOWN,
-                         ErrorCode.BLOB_UNKNOWN})
+__all__ = ['Fetch', 'FetchFailed', 'PullThrough', 'Served']

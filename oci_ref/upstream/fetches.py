@@ -27,7 +27,7 @@ from oci_ref.reference import Digest
 from oci_ref.registry import Registry
 from oci_ref.storage.interfaces import SessionMissing, StoreUnavailable
 from oci_ref.uploads import GC_LOCK
-from oci_ref.upstream.errors import UpstreamError
+from oci_ref.upstream.errors import FetchFailed, UpstreamError
 from oci_ref.upstream.pool import Upstreams
 from oci_ref.upstream.routing import Route
 from oci_ref.upstream.stats import EVENTS, FETCHED, IN_FLIGHT
@@ -41,10 +41,6 @@ SPOOL_BATCH = 256 * 1024
 # claim whose heartbeat is older than CLAIM_STALE is taken over (its owner died).
 REPORT_EVERY = 0.05
 CLAIM_STALE = 30.0
-
-
-class FetchFailed(Exception):
-    """The download a response was tailing failed: the response must be cut off."""
 
 
 class Fetch:
