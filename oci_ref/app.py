@@ -3,6 +3,7 @@ holds the route table."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -18,6 +19,7 @@ from oci_ref.api.mirror import CutOff, UpstreamRouting
 from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
 from oci_ref.config import Config
 from oci_ref.errors import RegistryError
+from oci_ref.faults import Faults, Plan, new_seed, parse
 from oci_ref.hooks import Notifier
 from oci_ref.http import (
     ASGIApp,
@@ -33,11 +35,13 @@ from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 from oci_ref.storage import StoreUnavailable, open_stores
 from oci_ref.ui.app import Mount, ui_app
+from oci_ref.variations import Variations, adjust, tag_page_max
 
 if TYPE_CHECKING:
     from oci_ref.upstream.cache import PullThrough
 
 Route = tuple[str, object, str | None]
+log = logging.getLogger('oci_ref')
 
 
 def access_control(config: Config) -> AccessControl:
@@ -72,7 +76,7 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
          Manifest(registry, config.manifest_max_bytes, notifier, strict=config.strict,
                   cache=cache),
          None),
-        ('/v2/{name}/tags/list', TagList(registry, config.page_max, cache), None),
+        ('/v2/{name}/tags/list', TagList(registry, tag_page_max(config), cache), None),
         ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max,
                                                    cache), None),
         ('/openapi.yaml', OpenAPIDocument(), None),
@@ -91,7 +95,7 @@ def open_registry(config: Config) -> Registry:
 
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
-    config = config or Config()
+    config = adjust(config or Config())
     registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
@@ -136,10 +140,17 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served: ASGIApp = Mount(app, ui_app(registry, control, config.root)) if config.ui \
-        else app
+    served: ASGIApp = (Mount(app, ui_app(registry, control, config.root)) if config.ui
+                       else app)
     if cache is not None:
         served = CutOff(served)
+    # Variations and faults act around the registry, never inside it (README).
+    if config.variations:
+        served = Variations(served, config, registry)
+    if config.faults:
+        seed = config.faults_seed if config.faults_seed >= 0 else new_seed()
+        log.warning('fault injection on: %s (seed %d)', config.faults, seed)
+        served = Faults(served, Plan(parse(config.faults), seed))
     observed = Observe(RequestGuard(served))
     # The linter sees every answer, injected faults included (its Retry-After rule).
     return lint.wrap(observed, config, lint_store) if lint_store else observed

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,10 +34,15 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                            default=None, help=helptext)
         else:
             p.add_argument(flag, dest=f.name, default=None, help=helptext)
+    p.add_argument('--variation', dest='variation', action='append', metavar='NAME',
+                   help='one variation (repeatable; adds to --variations)')
 
 
 def serve(args: argparse.Namespace) -> int:
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    if args.variation:
+        flags['variations'] = ','.join([*filter(None, [flags['variations']]),
+                                        *args.variation])
     try:
         config = Config.load(flags, os.environ, args.config)
     except ConfigError as ex:
@@ -67,22 +73,53 @@ def serve(args: argparse.Namespace) -> int:
         asyncio.run(registry.purge_uploads())
     finally:
         registry.close()
+    config, extra = _faults_and_variations(config)
     secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
     # and re-raises the signal; with Python's default that kills us (exit -15).
     # A stop on SIGTERM is a clean stop: exit 0, as on SIGINT.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        _run(uvicorn, config)
+        _run(uvicorn, config, extra)
     finally:
         if secrets_file is not None:
             secrets_file.unlink(missing_ok=True)
     return 0
 
 
-def _run(uvicorn: Any, config: Config) -> None:
-    uvicorn.run(
-        'oci_ref.app:create_app_from_env',
+def _faults_and_variations(config: Config) -> tuple[Config, list[socket.socket]]:
+    """One fault seed for every worker (logged, to replay a run); the blob-redirect
+    target's socket, bound here so its port is known before the workers start."""
+    extra: list[socket.socket] = []
+    if config.faults and config.faults_seed < 0:
+        from oci_ref.faults import new_seed
+
+        config = dataclasses.replace(config, faults_seed=new_seed())
+    if config.faults:
+        print(f'oci-ref: faults {config.faults} seed {config.faults_seed}',
+              file=sys.stderr, flush=True)
+    if 'blob-redirect' in config.variations:
+        from oci_ref.variations import redirect_key
+
+        redirect_key(config.root)
+        host, _, port = config.redirect_listen.rpartition(':')
+        host = host.strip('[]')
+        sock = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.set_inheritable(True)
+        config = dataclasses.replace(
+            config, redirect_listen=f'{config.redirect_listen.rpartition(":")[0]}:'
+                                    f'{sock.getsockname()[1]}')
+        print(f'oci-ref: blob-redirect target on {config.redirect_listen}',
+              file=sys.stderr, flush=True)
+        extra.append(sock)
+    return config, extra
+
+
+def _run(uvicorn: Any, config: Config, extra: list[socket.socket] | None = None
+         ) -> None:
+    settings: dict[str, Any] = dict(
         factory=True,
         host=config.host,
         port=config.port,
@@ -102,6 +139,20 @@ def _run(uvicorn: Any, config: Config) -> None:
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         timeout_graceful_shutdown=10,
     )
+    if not extra:
+        uvicorn.run('oci_ref.app:create_app_from_env', **settings)
+        return
+    # A second listener (the blob-redirect target): uvicorn.run binds one socket,
+    # Server.run and Multiprocess take several.
+    from uvicorn.supervisors import Multiprocess
+
+    settings['workers'] = config.workers
+    uv_config = uvicorn.Config('oci_ref.app:create_app_from_env', **settings)
+    sockets = [uv_config.bind_socket(), *extra]
+    if config.workers > 1:
+        Multiprocess(uv_config, sockets=sockets).run()
+    else:
+        uvicorn.Server(uv_config).run(sockets=sockets)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -143,6 +143,27 @@ class Config:
     )
     tls_cert: Path | None = field(default=None, metadata=_help('TLS certificate (PEM)'))
     tls_key: Path | None = field(default=None, metadata=_help('TLS private key (PEM)'))
+    # Behaviours the spec allows, one switch each (oci_ref/variations.py, README).
+    variations: tuple[str, ...] = field(
+        default=(), metadata=_help('spec-allowed behaviours to show clients: '
+                                   'NAME,... (see README "Variations")')
+    )
+    chunk_min_length: int = field(
+        default=1024 * 1024, metadata=_help('with chunk-min-length: the smallest chunk '
+                                            'but the last (bytes)')
+    )
+    redirect_listen: str = field(
+        default='127.0.0.2:0', metadata=_help('with blob-redirect: host:port the blob '
+                                              'redirect target listens on (0: any)')
+    )
+    # Fault injection (oci_ref/faults.py): ENDPOINTS:KIND[(PARAM)]=RATE,...
+    faults: str = field(
+        default='', metadata=_help('inject faults, e.g. blob-get:truncate=0.1,'
+                                   '*:reset=0.05 (see README "Fault injection")')
+    )
+    faults_seed: int = field(
+        default=-1, metadata=_help('seed of the fault draws; -1: a new one, logged')
+    )
     # [[upstream]] tables (oci_ref/upstream/config.py); flag/env: name=url,...
     upstream: tuple[Upstream, ...] = field(
         default=(), metadata=_help('upstream registries to mirror, as name=url,...')
@@ -236,6 +257,20 @@ class Config:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f'{name}: no such file {str(path)!r}')
+        from oci_ref.faults import FaultSpecError, parse
+        from oci_ref.variations import check_names  # here: an import cycle
+
+        try:
+            parse(self.faults)
+            check_names(self.variations)
+        except (FaultSpecError, ValueError) as ex:
+            raise ConfigError(str(ex)) from None
+        if self.faults_seed < -1 or self.chunk_min_length < 1:
+            raise ConfigError('faults_seed is -1 or more; chunk_min_length at least 1')
+        rhost, rsep, rport = self.redirect_listen.rpartition(':')
+        if not rsep or not rhost or not rport.isdigit() or int(rport) > 65535:
+            raise ConfigError(f'redirect_listen must be host:port, '
+                              f'got {self.redirect_listen!r}')
         if self.token_ttl < 60 or self.login_failures < 1:
             raise ConfigError('token_ttl is at least 60 s; login_failures at least 1')
         return self
@@ -284,6 +319,19 @@ class Config:
 _REALM = re.compile(r'https?://[^\s"\\\x00-\x1f\x7f]+')
 
 
+def parse_bool(value: Any) -> bool:
+    """A switch from TOML (a bool) or a flag / the environment (1/0, true/false,
+    yes/no, on/off); ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'yes', 'on'):
+        return True
+    if text in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(value)
+
+
 def _convert(cls: type[Config], name: str, value: Any) -> Any:
     types = {f.name: f.type for f in fields(cls)}
     if name not in types:
@@ -291,14 +339,7 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
     kind = types[name]
     try:
         if kind == 'bool':
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ('1', 'true', 'yes', 'on'):
-                return True
-            if text in ('0', 'false', 'no', 'off'):
-                return False
-            raise ValueError(value)
+            return parse_bool(value)
         if kind == 'int':
             if isinstance(value, bool):
                 raise ValueError(value)

@@ -26,7 +26,25 @@ import json
 from typing import Any
 
 
-class ErrorCode(enum.Enum):
+class _Code:
+    """What both tables' members are: (id, status, message)."""
+
+    value: tuple[str, int, str]
+
+    @property
+    def spec_id(self) -> str:
+        return self.value[0]
+
+    @property
+    def status(self) -> int:
+        return self.value[1]
+
+    @property
+    def message(self) -> str:
+        return self.value[2]
+
+
+class ErrorCode(_Code, enum.Enum):
     """code-1 … code-14 of distribution-spec §Error Codes: (id, status, message)."""
 
     BLOB_UNKNOWN = ('code-1', 404, 'blob unknown to registry')
@@ -48,35 +66,11 @@ class ErrorCode(enum.Enum):
     UNSUPPORTED = ('code-13', 405, 'the operation is unsupported')
     TOOMANYREQUESTS = ('code-14', 429, 'too many requests')
 
-    @property
-    def spec_id(self) -> str:
-        return self.value[0]
 
-    @property
-    def status(self) -> int:
-        return self.value[1]
-
-    @property
-    def message(self) -> str:
-        return self.value[2]
-
-
-class ExtensionCode(enum.Enum):
+class ExtensionCode(_Code, enum.Enum):
     """Codes for 5xx answers only (never a 4xx): (id, status, message)."""
 
     UNAVAILABLE = ('ext-unavailable', 503, 'service unavailable')
-
-    @property
-    def spec_id(self) -> str:
-        return self.value[0]
-
-    @property
-    def status(self) -> int:
-        return self.value[1]
-
-    @property
-    def message(self) -> str:
-        return self.value[2]
 
 
 Code = ErrorCode | ExtensionCode

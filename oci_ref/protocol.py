@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from oci_ref.errors import ErrorCode, RegistryError
+from oci_ref.faults import ABORT_KEY, reset_transport
 
 TLS_HANDSHAKE = b'\x16\x03'
 
@@ -48,7 +50,15 @@ def refusal(msg: str, url_length: int) -> tuple[int, bytes]:
 
 
 class OCIHttpToolsProtocol(HttpToolsProtocol):
-    """httptools, with the parser's refusals in the spec's error envelope."""
+    """httptools, with the parser's refusals in the spec's error envelope, and a way
+    for the ASGI app to reset the connection (fault injection, oci_ref/faults.py)."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # The cycle holds this same scope dict; its task has not run yet.
+        transport = self.transport
+        extra: dict[str, Any] = self.scope  # type: ignore[assignment]  # our own key
+        extra[ABORT_KEY] = lambda: reset_transport(transport)
 
     def send_400_response(self, msg: str) -> None:
         status, body = refusal(msg, len(getattr(self, 'url', b'') or b''))

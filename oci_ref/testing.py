@@ -49,6 +49,8 @@ from typing import Any
 
 import pytest
 
+from oci_ref.variations import VARIATIONS
+
 READY_TIMEOUT = 30.0
 # A port is free when we probe it but may be taken before the server binds it.
 PORT_ATTEMPTS = 5
@@ -470,9 +472,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def oci_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OCIRegistry]:
-    """A fresh oci-ref for this test, storing under the test's tmp_path."""
+    """A fresh oci-ref for this test, storing under the test's tmp_path.
+
+    Settings come from an ``oci_registry(**settings)`` marker and from an indirect
+    parameter: a dict of settings, or a variation name (``indirect=True``), so one
+    test runs against each behaviour the spec allows::
+
+        @pytest.mark.parametrize('oci_registry', VARIATION_NAMES, indirect=True)
+    """
     marker = request.node.get_closest_marker('oci_registry')
     settings = dict(marker.kwargs) if marker else {}
+    param = getattr(request, 'param', None)
+    if isinstance(param, str):
+        settings['variations'] = ','.join(
+            filter(None, [settings.get('variations', ''), param]))
+    elif isinstance(param, dict):
+        settings.update(param)
     with OCIRegistry(tmp_path / 'oci-ref' / 'data', **settings) as registry:
         yield registry
 
@@ -488,5 +503,8 @@ def oci_registry_session(tmp_path_factory: pytest.TempPathFactory
         yield registry
 
 
-__all__ = ['NotReady', 'OCIRegistry', 'Process', 'free_port', 'http_ready',
-           'oci_registry', 'oci_registry_session']
+# Every variation's name, for ``parametrize('oci_registry', VARIATION_NAMES, ...)``.
+VARIATION_NAMES = tuple(VARIATIONS)
+
+__all__ = ['VARIATION_NAMES', 'NotReady', 'OCIRegistry', 'Process', 'free_port',
+           'http_ready', 'oci_registry', 'oci_registry_session']

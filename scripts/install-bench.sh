@@ -17,36 +17,13 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(wrk hey)
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+. "$(dirname "$0")/apt.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root"
 command -v apt-get >/dev/null || die "needs apt-get (Debian)"
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then log "bench tools already installed: ${PACKAGES[*]}"; exit 0; fi
-
-if [ "${OCI_BENCH_APT_UPDATE:-0}" = 1 ]; then apt-get update -q; fi
-# Wait for a concurrent apt run (a background `make clients`) rather than fail on
-# its lock.
-APT=(apt-get -o DPkg::Lock::Timeout=600)
-if ! sim=$("${APT[@]}" install -s -y "${missing[@]}" 2>&1); then
-  log "apt: ${missing[*]} not found; updating the package lists"
-  apt-get update -q
-  sim=$("${APT[@]}" install -s -y "${missing[@]}")
-fi
-if printf '%s\n' "$sim" | grep -Eq '^(Inst|Remv) (libc6|libc-bin) '; then
-  die "installing ${missing[*]} would change libc6; refusing"
-fi
-if printf '%s\n' "$sim" | grep -q '^Remv '; then
-  printf '%s\n' "$sim" | grep '^Remv ' >&2
-  die "installing ${missing[*]} would remove packages; refusing"
-fi
-log "apt: installing ${missing[*]}"
-"${APT[@]}" install -y -q "${missing[@]}"
+if [ "${OCI_BENCH_APT_UPDATE:-0}" = 1 ]; then "${APT[@]}" update -q; fi
+apt_install "${PACKAGES[@]}"
 for p in "${PACKAGES[@]}"; do
   printf '%-6s %s\n' "$p" "$(dpkg-query -W -f='${Version}' "$p")"
 done

@@ -45,8 +45,7 @@ ORAS_PY_VERSION=${OCI_ORAS_PY_VERSION:-0.2.43}
 PYTHON=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+. "$(dirname "$0")/apt.sh"  # log, die, apt_install
 want() { case " $COMPONENTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 [ "$(id -u)" = 0 ] || die "run as root"
@@ -70,36 +69,8 @@ fi
 if [ "${OCI_CLIENTS_APT_UPDATE:-0}" = 1 ]; then apt-get update; fi
 
 # ---------------------------------------------------------------- apt ----
-# Never let a package postinst start a daemon (docker-registry would listen on
-# :5000 on all interfaces, docker.io would start dockerd). If the machine has
-# no policy-rc.d, install a temporary deny-all one for the duration.
-POLICY=/usr/sbin/policy-rc.d
-TEMP_POLICY=0
-cleanup_policy() { if [ "$TEMP_POLICY" = 1 ]; then rm -f "$POLICY"; fi; }
-trap cleanup_policy EXIT
-
-apt_install() { # [--no-install-recommends] pkg...
-  local opts=() missing=() p
-  if [ "${1:-}" = --no-install-recommends ]; then opts+=("$1"); shift; fi
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if [ ${#missing[@]} -eq 0 ]; then log "apt: already installed: $*"; return 0; fi
-  local sim
-  sim=$(apt-get install -s -y "${opts[@]}" "${missing[@]}")
-  if printf '%s\n' "$sim" | grep -Eq '^(Inst|Remv) (libc6|libc-bin) '; then
-    die "installing ${missing[*]} would change libc6; refusing"
-  fi
-  if printf '%s\n' "$sim" | grep -q '^Remv '; then
-    printf '%s\n' "$sim" | grep '^Remv ' >&2
-    die "installing ${missing[*]} would remove packages; refusing"
-  fi
-  if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod 755 "$POLICY"; TEMP_POLICY=1
-  fi
-  log "apt: installing ${missing[*]}"
-  apt-get install -y "${opts[@]}" "${missing[@]}"
-}
+# apt_install (scripts/apt.sh): simulated first, no libc6 change, no removal, no
+# daemon started by a postinst, waits for another apt run's lock.
 
 if want apt; then
   # apache2-utils (htpasswd -B) and openssl: the auth and TLS tests make their

@@ -20,52 +20,21 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(postgresql haproxy)
 TEST_USER=${OCI_REF_TEST_USER:-oci-ref-test}
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+. "$(dirname "$0")/apt.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root"
 command -v apt-get >/dev/null || die "needs apt-get (Debian)"
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "${OCI_ENGINES_APT_UPDATE:-0}" = 1 ]; then apt-get update -q; fi
+if [ -n "$(apt_missing "${PACKAGES[@]}")" ]; then
+  if [ "${OCI_ENGINES_APT_UPDATE:-0}" = 1 ]; then "${APT[@]}" update -q; fi
   # The tests make their own clusters: keep postgresql-common from creating (and
   # starting) the system-wide "main" cluster on port 5432.
   if [ ! -e /etc/postgresql-common/createcluster.d/oci-ref.conf ]; then
     mkdir -p /etc/postgresql-common/createcluster.d
     printf 'create_main_cluster = false\n' > /etc/postgresql-common/createcluster.d/oci-ref.conf
   fi
-  # Never let a package's postinst start a daemon (haproxy would listen on its
-  # default config); a temporary deny-all policy-rc.d when the machine has none.
-  POLICY=/usr/sbin/policy-rc.d
-  if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod 755 "$POLICY"
-    trap 'rm -f "$POLICY"' EXIT
-  fi
-  # Wait for a concurrent apt run (a background `make clients`) rather than fail on
-  # its lock.
-  APT=(apt-get -o DPkg::Lock::Timeout=600)
-  if ! sim=$("${APT[@]}" install -s -y "${missing[@]}" 2>&1); then
-    log "apt: ${missing[*]} not found; updating the package lists"
-    apt-get update -q
-    sim=$("${APT[@]}" install -s -y "${missing[@]}")
-  fi
-  if printf '%s\n' "$sim" | grep -Eq '^(Inst|Remv) (libc6|libc-bin) '; then
-    die "installing ${missing[*]} would change libc6; refusing"
-  fi
-  if printf '%s\n' "$sim" | grep -q '^Remv '; then
-    printf '%s\n' "$sim" | grep '^Remv ' >&2
-    die "installing ${missing[*]} would remove packages; refusing"
-  fi
-  log "apt: installing ${missing[*]}"
-  "${APT[@]}" install -y -q "${missing[@]}"
-else
-  log "engines already installed: ${PACKAGES[*]}"
 fi
+apt_install "${PACKAGES[@]}"
 
 if ! getent passwd "$TEST_USER" >/dev/null; then
   log "adding system user $TEST_USER (PostgreSQL for the tests runs as it)"

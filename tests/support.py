@@ -156,3 +156,17 @@ def zeros(total: int, chunk: int = 1 << 20) -> Iterator[bytes]:
         n = min(chunk, total - sent)
         yield block[:n]
         sent += n
+
+
+def counted(srv: Server, pattern: str, timeout: float = 15.0) -> str:
+    """Scrape /metrics until a line matches ``pattern`` (a request is counted once
+    its exchange is over, a moment after the client read the answer); the text."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with srv.client() as c:
+        while True:
+            text = c.get('/metrics').text
+            if re.search(pattern, text, re.M):
+                return text
+            assert time.monotonic() < deadline, (pattern, text)

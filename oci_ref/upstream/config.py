@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from oci_ref.config import ConfigError
+from oci_ref.config import ConfigError, parse_bool
 
 ENV_PREFIX = 'OCI_REF_UPSTREAM_'
 # Read by credentials.py at run time, never stored in the config value.
@@ -164,14 +164,10 @@ def _convert(where: str, key: str, value: Any) -> Any:
     kind = _KEYS[key]
     bad = ConfigError(f'{where}: {key}: invalid value {value!r} (expected {_EXPECT[kind]})')
     if kind == 'bool':
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ('1', 'true', 'yes', 'on'):
-            return True
-        if text in ('0', 'false', 'no', 'off'):
-            return False
-        raise bad
+        try:
+            return parse_bool(value)
+        except ValueError:
+            raise bad from None
     if kind == 'int':
         if key == 'cache_max_bytes':
             return _size(value, bad)
