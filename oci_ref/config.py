@@ -69,7 +69,25 @@ class Config:
     metadata_store: str = field(default='sqlite', metadata=_help(
         'where metadata lives: sqlite (<root>/oci-ref.db)'))
     blob_store: str = field(default='fs', metadata=_help(
-        'where blobs live: fs (<root>/blobs)'))
+        'where blobs live: fs (<root>/blobs) or s3 (an S3-compatible bucket)'))
+    # S3-compatible blobs (blob_store = s3); credentials come from the standard
+    # AWS_* environment variables or profile, never from here.
+    s3_bucket: str = field(default='', metadata=_help('s3: the bucket'))
+    s3_prefix: str = field(default='', metadata=_help('s3: key prefix inside the bucket'))
+    s3_endpoint_url: str = field(default='', metadata=_help(
+        's3: endpoint URL (empty: AWS, or AWS_ENDPOINT_URL_S3)'))
+    s3_region: str = field(default='', metadata=_help(
+        's3: region (empty: AWS_REGION / AWS_DEFAULT_REGION / profile)'))
+    s3_path_style: bool = field(default=False, metadata=_help(
+        's3: path-style addressing (Ceph RGW, Garage, loopback endpoints)'))
+    s3_timeout: float = field(default=30.0, metadata=_help(
+        's3: seconds one S3 call may take, then 503'))
+    # §Pulling blobs: a registry may answer a blob GET with a redirect; clients
+    # follow it without forwarding Authorization, so the URL carries its own.
+    s3_redirect: bool = field(default=False, metadata=_help(
+        's3: answer blob GETs with a redirect to a presigned URL (else stream)'))
+    s3_redirect_ttl: int = field(default=300, metadata=_help(
+        's3: seconds a presigned blob URL is valid'))
     busy_timeout_ms: int = field(default=10000, metadata=_help(
         'ms a metadata call waits for a lock held elsewhere, then 503'))
     # §Content Management: deletion MAY be disabled (405 UNSUPPORTED when it is).
@@ -219,6 +237,11 @@ class Config:
             raise ConfigError(f'listen must be host:port, got {self.listen!r}')
         if self.workers < 1:
             raise ConfigError('workers must be at least 1')
+        if self.upstream and self.blob_store != 'fs':
+            # Issue 13: responses tail a download's spool, which the S3 blob store
+            # (multipart uploads) cannot read back yet.
+            raise ConfigError(f'upstream: the pull-through cache on blob_store = '
+                              f'{self.blob_store} is not built yet; use blob_store = fs')
         for u in self.upstream:
             if u.cache_max_bytes:
                 # Issue 13: eviction is not built yet; a cap that silently never
@@ -242,9 +265,16 @@ class Config:
         if self.token_realm and not _REALM.fullmatch(self.token_realm):
             raise ConfigError('token_realm must be an http(s) URL without spaces, '
                               'quotes or backslashes')
-        if self.metadata_store != 'sqlite' or self.blob_store != 'fs':
-            raise ConfigError('metadata_store must be sqlite and blob_store fs '
+        if self.metadata_store != 'sqlite':
+            raise ConfigError('metadata_store must be sqlite '
                               '(the scale-out stores are not built yet)')
+        if self.blob_store not in ('fs', 's3'):
+            raise ConfigError(f'blob_store must be fs or s3, not {self.blob_store!r}')
+        if self.blob_store == 's3' and not self.s3_bucket:
+            raise ConfigError('blob_store = s3 needs s3_bucket')
+        if self.s3_timeout <= 0 or not 60 <= self.s3_redirect_ttl <= 7 * 86400:
+            raise ConfigError('s3_timeout must be positive; s3_redirect_ttl between '
+                              '60 s and 7 days (SigV4 presigning)')
         if self.busy_timeout_ms < 1:
             raise ConfigError('busy_timeout_ms must be at least 1')
         if self.auth not in ('none', 'basic', 'token'):
@@ -344,6 +374,10 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return int(value)
+        if kind == 'float':
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
         if kind == 'Path':
             return Path(value)
         if kind == 'Path | None':

@@ -146,6 +146,15 @@ class Registry(UploadOperations):
             raise RegistryError(ErrorCode.BLOB_UNKNOWN,
                                 detail={'digest': str(digest)}) from None
 
+    @property
+    def chunk_min_length(self) -> int:
+        """The chunk size uploads work best with (0: any size)."""
+        return self.blobs.chunk_min_length
+
+    async def blob_redirect(self, digest: Digest) -> str | None:
+        """A short-lived URL to send the client to instead (presigned S3), or None."""
+        return await self.blobs.redirect_url(digest)
+
     async def delete_blob(self, name: str, digest: str) -> None:
         self._allowed(self.policy.delete_blobs, 'blob deletes are disabled')
         d = Digest.parse(digest)

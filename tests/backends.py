@@ -39,10 +39,17 @@ class Backend:
     """One store combination over a fresh root."""
 
     id = 'sqlite+filesystem'
+    chunk_min_length: str | None = None  # the OCI-Chunk-Min-Length advertised
 
     def __init__(self, root: Path):
         self.root = root
         self.clock = FakeClock()
+
+    @classmethod
+    def create(cls, request: Any, root: Path) -> Backend:
+        """Built by the ``backend`` fixture; a subclass requests its engines here
+        (lazily: only tests on that combination start them)."""
+        return cls(root)
 
     def config(self, **settings: Any) -> Config:
         settings.setdefault('fsync', False)
@@ -73,6 +80,18 @@ class Backend:
     def spool_path(self, session_id: str) -> Path:
         return self.root / 'uploads' / session_id
 
+    def age_blob(self, digest: str, seconds: float) -> None:
+        path = self.blob_path(digest)
+        st = path.stat()
+        os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+    def quarantined_manifest(self, name: str) -> Path:
+        return self.root / 'quarantine' / 'manifests' / name
+
+    def touch_spool(self, session_id: str, when: float) -> None:
+        """Make a spool look last written at ``when`` (a crash long ago)."""
+        os.utime(self.spool_path(session_id), (when, when))
+
     def blob_files(self) -> list[str]:
         found = []
         for path in sorted((self.root / 'blobs').glob('*/*/*')):
@@ -102,5 +121,8 @@ class Backend:
                 db.execute('ROLLBACK')
 
 
+from tests.s3_backend import S3Backend  # noqa: E402 - it subclasses Backend
+
 # 'postgresql+s3' joins here with its Backend subclass.
-BACKENDS: dict[str, type[Backend]] = {'sqlite+filesystem': Backend}
+BACKENDS: dict[str, type[Backend]] = {'sqlite+filesystem': Backend,
+                                      'sqlite+s3': S3Backend}

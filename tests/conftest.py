@@ -30,7 +30,7 @@ def client(backend: Backend) -> Iterator[InProcess]:
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """Each store combination in turn, over a fresh root (storage-behaviour tests)."""
-    return BACKENDS[request.param](tmp_path / 'data')
+    return BACKENDS[request.param].create(request, tmp_path / 'data')
 
 
 @pytest.fixture(scope='session')

@@ -64,6 +64,19 @@ class Blob:
         """end-2: GET /v2/<name>/blobs/<digest> (RFC 9110 single ranges → 206)."""
         d, size, fetch = await self._size(req, name, digest)
         self._headers(resp, d)
+        url = await self.registry.blob_redirect(d)
+        if url is not None:
+            # §Pulling blobs: the registry MAY redirect; the presigned URL carries
+            # its own authority (clients drop Authorization across hosts), and
+            # answers Range itself.
+            resp.status = falcon.HTTP_307
+            resp.set_header('Location', url)
+            resp.set_header('Cache-Control', 'no-store')  # the URL expires
+            resp.content_length = 0
+            self.notifier.emit('pull', name, digest=str(d), size=size,
+                               media_type='application/octet-stream',
+                               request=request_info(req))
+            return
         try:
             rng = parse_range(req.get_header('Range'), size)
         except RangeNotSatisfiable:
@@ -157,6 +170,11 @@ class BlobUploads:
         )
         resp.status = falcon.HTTP_202
         self._session_headers(resp, upload)
+        chunk_min = self.registry.chunk_min_length
+        if chunk_min:
+            # §Pushing a blob in chunks: the efficient chunk size (S3's part
+            # minimum); smaller chunks still work, combined in the store.
+            resp.set_header('OCI-Chunk-Min-Length', str(chunk_min))
         resp.content_length = 0
 
     async def on_get_session(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,

@@ -21,7 +21,7 @@ from oci_ref.storage.interfaces import (
 )
 
 METADATA_STORES = ('sqlite',)
-BLOB_STORES = ('fs',)
+BLOB_STORES = ('fs', 's3')
 
 
 def open_stores(config: Config, *, clock: Clock = time.time) -> Stores:
@@ -36,8 +36,25 @@ def open_stores(config: Config, *, clock: Clock = time.time) -> Stores:
     config.root.mkdir(parents=True, exist_ok=True)
     meta = SQLiteMetadataStore(config.root / DB_FILE,
                                busy_timeout_ms=config.busy_timeout_ms, clock=clock)
-    blobs = FilesystemBlobStore(config.root, fsync=config.fsync)
+    blobs: BlobStore
+    if config.blob_store == 's3':
+        blobs = _s3_blobs(config, meta)
+    else:
+        blobs = FilesystemBlobStore(config.root, fsync=config.fsync)
     return Stores(blobs, meta)
+
+
+def _s3_blobs(config: Config, meta: MetadataStore) -> BlobStore:
+    # Imported only when configured: aiobotocore is in the `scale` extra.
+    from oci_ref.storage.resumable_hash import available
+    from oci_ref.storage.s3 import S3BlobStore
+    from oci_ref.storage.s3_client import S3Settings
+
+    problem = available()
+    if problem is not None:
+        meta.close()
+        raise ValueError(f'blob_store = s3 needs resumable hashing: {problem}')
+    return S3BlobStore(S3Settings.from_config(config), meta)
 
 
 __all__ = ['BlobStore', 'MetadataStore', 'StoreUnavailable', 'Stores', 'open_stores']

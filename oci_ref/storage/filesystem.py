@@ -68,6 +68,7 @@ class FilesystemBlobStore:
     """
 
     name = 'blobs (filesystem)'
+    chunk_min_length = 0
 
     def __init__(self, root: Path, *, fsync: bool = True, pool_size: int = POOL_SIZE):
         self.root = root
@@ -298,6 +299,9 @@ class FilesystemBlobStore:
             return found
 
         return await self._run(scan)
+
+    async def redirect_url(self, digest: Digest) -> str | None:
+        return None  # files are streamed by this process
 
     async def check(self) -> str:
         def probe() -> str:

@@ -284,6 +284,16 @@ class MetadataStore(Protocol):
         ...
     async def upload_ids(self) -> set[str]: ...
 
+    # -- a scale-out blob store's spool state (opaque to the metadata store)
+    async def spool_state(self, spool_id: str) -> bytes | None: ...
+    async def set_spool_state(self, spool_id: str, state: bytes) -> None:
+        """Write (or replace) the state; renews its ``updated_at``."""
+        ...
+    async def delete_spool_state(self, spool_id: str) -> None: ...
+    async def spool_states(self) -> list[tuple[str, float]]:
+        """Every (spool id, updated_at): what the purge checks for leftovers."""
+        ...
+
     # -- manifests and tags
     async def put_manifest(
         self, repo: str, digest: str, media_type: str, content: bytes, *,
@@ -377,6 +387,8 @@ class BlobStore(Protocol):
     """Content-addressed blobs and upload spools (the bytes; sizes live in metadata)."""
 
     name: str  # e.g. 'blobs (filesystem)'
+    # The chunk size uploads work best with (OCI-Chunk-Min-Length); 0: any.
+    chunk_min_length: int
 
     def close(self) -> None: ...
 
@@ -418,6 +430,10 @@ class BlobStore(Protocol):
         ...
     async def discard(self, session_id: str) -> None: ...
     async def spools(self) -> list[SpoolInfo]: ...
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """A short-lived URL a client may GET the blob from itself (a presigned S3
+        URL), or None: stream it through this process."""
+        ...
     async def spool_reader(self, session_id: str, start: int, length: int
                            ) -> AsyncIterator[bytes]:
         """Pull-through cache (issue 13): read back ``length`` bytes from ``start``

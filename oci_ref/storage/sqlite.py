@@ -298,6 +298,38 @@ class SQLiteMetadataStore(CacheQueries):
 
         return await self._read(run)
 
+    # -- a scale-out blob store's spool state ------------------------------------------
+
+    async def spool_state(self, spool_id: str) -> bytes | None:
+        def run(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute('SELECT state FROM blob_spools WHERE id = ?',
+                               [spool_id]).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._read(run)
+
+    async def set_spool_state(self, spool_id: str, state: bytes) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute('INSERT INTO blob_spools (id, state, updated_at) VALUES (?, ?, ?) '
+                         'ON CONFLICT (id) DO UPDATE SET state = excluded.state, '
+                         'updated_at = excluded.updated_at',
+                         [spool_id, state, self.clock()])
+
+        await self._write(run)
+
+    async def delete_spool_state(self, spool_id: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute('DELETE FROM blob_spools WHERE id = ?', [spool_id])
+
+        await self._write(run)
+
+    async def spool_states(self) -> list[tuple[str, float]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            return [(r[0], r[1]) for r in
+                    conn.execute('SELECT id, updated_at FROM blob_spools ORDER BY id')]
+
+        return await self._read(run)
+
     # -- manifests and tags ------------------------------------------------------------
 
     async def put_manifest(

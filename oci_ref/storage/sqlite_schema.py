@@ -19,6 +19,9 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       started_at, updated_at, hash_state)   and in the spool, never in a process
     locks(name, owner, exclusive, pid,      leases: reader-writer locks shared by
       expires_at) PK (name, owner)          every process on this file (sqlite.py)
+    blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
+                                            (an S3 multipart upload id, its parts,
+                                            the resumable hash); opaque bytes here
     cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
       validated_at) PK (repo, tag)          was last checked at its upstream
     cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
@@ -97,7 +100,15 @@ def m002_locks(db: Database) -> None:
 
 
 @migrations()
-def m003_cache_tags(db: Database) -> None:
+def m003_blob_spools(db: Database) -> None:
+    # The S3 blob store's spool state lives beside the session rows: found again by
+    # id (and by the purge), never by listing the bucket (issue 14).
+    db.table('blob_spools').create({'id': str, 'state': bytes, 'updated_at': float},
+                                   pk='id', not_null={'state'})
+
+
+@migrations()
+def m004_cache_tags(db: Database) -> None:
     # Pull-through cache (oci_ref/upstream/cache.py): a tag is served from the cache
     # while younger than its upstream's tag_ttl, then revalidated by one HEAD.
     db.table('cache_tags').create(

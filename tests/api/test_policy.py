@@ -133,8 +133,7 @@ def test_purge_removes_expired_sessions_and_orphan_spools_only(backend):
         orphan.write_bytes(b'left by a crash')
         fresh_orphan = backend.spool_path('tmp-in-flight')
         fresh_orphan.write_bytes(b'a push still streaming')
-        old = time.time() - 2 * 3600
-        os.utime(orphan, (old, old))
+        backend.touch_spool('tmp-orphan', time.time() - 2 * 3600)
         backend.clock.advance(30)
         assert await registry.purge_uploads() == 2
         assert await registry.meta.get_upload(stale.id) is None

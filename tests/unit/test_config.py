@@ -115,6 +115,19 @@ def test_env_values_are_converted_to_their_types():
     assert c.fsync is False
 
 
+def test_s3_settings_from_env():
+    c = Config.load(flags={}, environ={
+        'OCI_REF_BLOB_STORE': 's3', 'OCI_REF_S3_BUCKET': 'layers',
+        'OCI_REF_S3_PREFIX': '/reg/', 'OCI_REF_S3_PATH_STYLE': 'true',
+        'OCI_REF_S3_TIMEOUT': '2.5', 'OCI_REF_S3_REDIRECT': 'on'})
+    assert (c.blob_store, c.s3_bucket, c.s3_path_style, c.s3_redirect) == (
+        's3', 'layers', True, True)
+    assert c.s3_timeout == 2.5
+    from oci_ref.storage.s3_client import S3Settings
+
+    assert S3Settings.from_config(c).prefix == 'reg/'
+
+
 def test_unrelated_environment_variables_are_ignored():
     c = Config.load(flags={}, environ={'OCI_REF_UNKNOWN': 'x', 'PATH': '/bin',
                                        'WORKERS': '9'})
@@ -138,6 +151,11 @@ def test_unrelated_environment_variables_are_ignored():
     {'OCI_REF_LISTEN': 'localhost:http'},
     {'OCI_REF_LISTEN': 'localhost:65536'},
     {'OCI_REF_LISTEN': 'localhost:-1'},
+    {'OCI_REF_BLOB_STORE': 'gcs'},
+    {'OCI_REF_BLOB_STORE': 's3'},  # without a bucket
+    {'OCI_REF_BLOB_STORE': 's3', 'OCI_REF_S3_BUCKET': 'b', 'OCI_REF_S3_TIMEOUT': '0'},
+    {'OCI_REF_S3_TIMEOUT': 'soon'},
+    {'OCI_REF_S3_REDIRECT_TTL': '10'},  # SigV4 presigning: 60 s to 7 days
 ])
 def test_bad_environment_values_raise_config_error(environ):
     with pytest.raises(ConfigError):

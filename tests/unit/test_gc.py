@@ -412,10 +412,10 @@ def test_dry_run_removes_nothing_and_reports_what_the_real_run_then_removes(
 
 def test_orphan_files_without_a_row_are_removed_once_older_than_grace(backend, c, reg):
     old, old_path = write_orphan(backend, b'old orphan' * 100)
-    st = old_path.stat()
-    os.utime(old_path, (st.st_atime - 2 * HOUR, st.st_mtime - 2 * HOUR))
+    backend.age_blob(old, 2 * HOUR)
     young, young_path = write_orphan(backend, b'young orphan')
-    (backend.root / 'blobs' / 'sha256' / old[7:9] / 'not-a-digest').write_bytes(b'x')
+    not_content = old_path.parent / 'not-a-digest'
+    not_content.write_bytes(b'x')
     report = collect(reg, grace=HOUR)
     assert report is not None
     assert report.orphan_files == [old]
@@ -424,7 +424,7 @@ def test_orphan_files_without_a_row_are_removed_once_older_than_grace(backend, c
     assert not old_path.exists()
     assert young_path.is_file()
     # Files that are not content (wrong name) are left alone.
-    assert (backend.root / 'blobs' / 'sha256' / old[7:9] / 'not-a-digest').is_file()
+    assert not_content.is_file()
     assert young in set(backend.blob_files())
 
 
@@ -513,7 +513,7 @@ def test_fsck_reports_a_corrupt_manifest_and_repair_quarantines_it(backend, c, r
     assert has_manifest(c, 'a/b', img.digest)
     fsck(reg, repair=True)
     assert not has_manifest(c, 'a/b', img.digest)
-    quarantined = backend.root / 'quarantine' / 'manifests' / f'a_b@{img.digest}'
+    quarantined = backend.quarantined_manifest(f'a_b@{img.digest}')
     assert quarantined.read_bytes() == corrupt
 
 
