@@ -4,7 +4,7 @@ holds the route table."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
@@ -14,6 +14,7 @@ from oci_ref.api.blobs import Blob, BlobUploads
 from oci_ref.api.health import Health, Metrics, Ready
 from oci_ref.api.listing import Catalog, OpenAPIDocument, Ping, Referrers, TagList
 from oci_ref.api.manifests import Manifest
+from oci_ref.api.mirror import CutOff, UpstreamRouting
 from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
 from oci_ref.config import Config
 from oci_ref.errors import RegistryError
@@ -35,6 +36,9 @@ from oci_ref.storage import StoreUnavailable, open_stores
 from oci_ref.ui.mount import Mount
 from oci_ref.variations import Variations, adjust, tag_page_max
 
+if TYPE_CHECKING:
+    from oci_ref.upstream.cache import PullThrough
+
 Route = tuple[str, object, str | None]
 log = logging.getLogger('oci_ref')
 
@@ -53,8 +57,10 @@ def access_control(config: Config) -> AccessControl:
 
 
 def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
-           control: AccessControl | None = None) -> list[Route]:
-    """The route table: (template, resource, responder suffix)."""
+           control: AccessControl | None = None, cache: PullThrough | None = None
+           ) -> list[Route]:
+    """The route table: (template, resource, responder suffix); ``cache`` answers
+    names routed to an upstream (issue 13)."""
     notifier = notifier or Notifier(())
     control = control or access_control(config)
     uploads = BlobUploads(registry, notifier)
@@ -62,15 +68,16 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
         ('/v2/', Ping(), None),
         ('/v2', Ping(), None),
         ('/v2/_catalog', Catalog(registry, config.page_max), None),
-        ('/v2/{name}/blobs/{digest}', Blob(registry, notifier), None),
+        ('/v2/{name}/blobs/{digest}', Blob(registry, notifier, cache), None),
         ('/v2/{name}/blobs/uploads/', uploads, None),
         ('/v2/{name}/blobs/uploads/{session_id}', uploads, 'session'),
         ('/v2/{name}/manifests/{reference}',
-         Manifest(registry, config.manifest_max_bytes, notifier, strict=config.strict),
+         Manifest(registry, config.manifest_max_bytes, notifier, strict=config.strict,
+                  cache=cache),
          None),
-        ('/v2/{name}/tags/list', TagList(registry, tag_page_max(config)), None),
-        ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max),
-         None),
+        ('/v2/{name}/tags/list', TagList(registry, tag_page_max(config), cache), None),
+        ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max,
+                                                   cache), None),
         ('/openapi.yaml', OpenAPIDocument(), None),
         ('/healthz', Health(), None),
         ('/readyz', Ready(registry, control.readiness_checks()), None),
@@ -91,11 +98,24 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config)
+    cache = None
+    mirror: list[Any] = []
+    if config.upstream:
+        # Only here: the cache brings httpx, which a registry without upstreams
+        # never needs (startup time).
+        from oci_ref.upstream.cache import PullThrough
+        from oci_ref.upstream.pool import Upstreams
+
+        cache = PullThrough(registry, Upstreams(
+            config.upstream, manifest_max_bytes=config.manifest_max_bytes))
+        # Before access control: it checks a proxied name by its cache name.
+        mirror = [UpstreamRouting(cache)]
     # Names are validated before access is checked: both run per request, and a 400
     # for a name that can never exist reveals nothing. With auth off, access control
     # has nothing to check: it is left out of the chain, which Falcon would
-    # otherwise await on every request.
-    middleware: list[Any] = [DistributionMiddleware(),
+    # otherwise await on every request. The mirror's routing goes before it: access
+    # control checks a proxied name by its cache name.
+    middleware: list[Any] = [DistributionMiddleware(), *mirror,
                              *([control] if config.auth != 'none' else []),
                              Lifecycle(config, registry, notifier)]
     app = falcon.asgi.App(
@@ -107,7 +127,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.req_options.strip_url_path_trailing_slash = False
     app.req_options.keep_blank_qs_values = True
     app.req_options.auto_parse_qs_csv = False
-    for template, resource, suffix in routes(config, registry, notifier, control):
+    for template, resource, suffix in routes(config, registry, notifier, control, cache):
         if suffix:
             app.add_route(template, resource, suffix=suffix)
         else:
@@ -129,6 +149,8 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     # The web view (/ui/) beside the API, under the same access rules.
     served: ASGIApp = (Mount(app, lambda: _ui_app(registry, control, config))
                        if config.ui else app)
+    if cache is not None:
+        served = CutOff(served)
     # Variations and faults act around the registry, never inside it (README).
     if config.variations:
         served = Variations(served, config, registry)

@@ -230,8 +230,14 @@ def fsck(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 2
+    from oci_ref.upstream.routing import reserved_by
+
+    def cached(repo: str) -> bool:
+        return reserved_by(repo, config.upstream) is not None
+
     with _registry(config) as registry:
-        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress))
+        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress,
+                                     cached=cached))
     serious = sum(p.serious for p in problems)
     notices = len(problems) - serious
     repaired = bool(args.repair and serious)
@@ -250,6 +256,37 @@ def fsck(args: argparse.Namespace) -> int:
         done = ' (repaired: moved to quarantine/)' if repaired else ''
         print(f'{serious} problems, {notices} notices{done}')
     return 1 if serious else 0
+
+
+def prefetch(args: argparse.Namespace) -> int:
+    """Fill the pull-through cache (issue 13): each image, every platform, its
+    referrers and their blobs."""
+    from oci_ref.upstream.cache import PullThrough
+    from oci_ref.upstream.pool import Upstreams
+    from oci_ref.upstream.prefetch import prefetch as fill
+
+    config = _load(args)
+    if config is None:
+        return 2
+    if not config.upstream:
+        print('oci-ref: prefetch needs [[upstream]] tables (--config)', file=sys.stderr)
+        return 2
+
+    async def run(registry: Registry) -> int:
+        cache = PullThrough(registry, Upstreams(
+            config.upstream, manifest_max_bytes=config.manifest_max_bytes))
+        try:
+            report = await fill(cache, args.references, _progress)
+        finally:
+            await cache.aclose()
+        for failure in report.failed:
+            print(f'oci-ref: prefetch: {failure}', file=sys.stderr)
+        print(f'{report.manifests} manifests, {report.blobs} blobs fetched '
+              f'({report.bytes} bytes), {len(report.failed)} failed')
+        return 1 if report.failed else 0
+
+    with _registry(config) as registry:
+        return asyncio.run(run(registry))
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -350,6 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument('--json', action='store_true',
                            help='one JSON object per line: each problem, then '
                                 'the summary')
+    pf = sub.add_parser('prefetch', help='fill the pull-through cache with images')
+    pf.add_argument('references', nargs='+',
+                    help='<upstream name>/<repository>[:<tag>|@<digest>]')
+    pf.add_argument('--root', type=Path, help='storage directory (or OCI_REF_ROOT)')
+    pf.add_argument('--config', type=Path, help='TOML settings file with [[upstream]]')
     lp = sub.add_parser('lint', help='the client linter (serve --lint)')
     lsub = lp.add_subparsers(dest='lint_command', required=True)
     report = lsub.add_parser('report', help='findings grouped by client and rule')
@@ -362,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help='exit 1 when there is any finding (for CI)')
     args = parser.parse_args(argv)
     commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate,
+                'prefetch': prefetch,
                 'lint': lint}
     return commands[args.command](args)
 

@@ -242,6 +242,23 @@ class Config:
             raise ConfigError(f'listen must be host:port, got {self.listen!r}')
         if self.workers < 1:
             raise ConfigError('workers must be at least 1')
+        if self.upstream and self.blob_store != 'fs':
+            # Issue 13: responses tail a download's spool, which the S3 blob store
+            # (multipart uploads) cannot read back yet.
+            raise ConfigError(f'upstream: the pull-through cache on blob_store = '
+                              f'{self.blob_store} is not built yet; use blob_store = fs')
+        if self.upstream and self.metadata_store != 'sqlite':
+            # Issue 13: the cache's records (cached tags, download claims) exist in
+            # the SQLite store only so far.
+            raise ConfigError('upstream: the pull-through cache on a PostgreSQL '
+                              'metadata store is not built yet; use metadata_store = '
+                              'sqlite')
+        for u in self.upstream:
+            if u.cache_max_bytes:
+                # Issue 13: eviction is not built yet; a cap that silently never
+                # evicts would fill the disk.
+                raise ConfigError(f'upstream ({u.name}): cache_max_bytes: eviction is '
+                                  'not built yet; leave it unset (0: no cap)')
         if self.manifest_max_bytes < 4 * 1024 * 1024:
             raise ConfigError('manifest_max_bytes must be at least 4 MiB (spec SHOULD)')
         if self.page_max < 1 or self.referrers_page_max < 1:

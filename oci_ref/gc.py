@@ -144,7 +144,8 @@ class Problem:
 
 
 async def fsck(registry: Registry, *, repair: bool = False,
-               progress: Progress | None = None) -> list[Problem]:
+               progress: Progress | None = None,
+               cached: Callable[[str], bool] | None = None) -> list[Problem]:
     """Re-hash every blob, check every manifest and its references.
 
     Serious problems (corrupt or missing content) make fsck fail; with ``repair``
@@ -194,6 +195,8 @@ async def fsck(registry: Registry, *, repair: bool = False,
             await registry.blobs.quarantine_manifest(m.repo, m.digest, m.content)
             await registry.meta.delete_manifest(m.repo, m.digest)
     for repo, digest, child in await registry.meta.dangling_references():
+        if cached is not None and cached(repo):
+            continue  # a pull-through cache fetches layers when asked (issue 13)
         problems.append(Problem('reference-missing', f'{repo}@{digest}',
                                 f'references {child}, which is not in {repo} '
                                 '(absent: a sparse manifest, deleted through the API, '

@@ -143,6 +143,9 @@ class AccessControl:
             await self.login(req)
             return
         name = params.get('name', '')
+        route = getattr(req.context, 'route', None)
+        if route is not None and route.proxied:
+            name = route.cache_name  # issue 13: rules name what is cached
         scope = {'base': None, 'catalog': 'registry:catalog:*'}.get(
             kind, _scope(name, actions))
         source = _mount_source(req)

@@ -3,9 +3,12 @@ end-14)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import falcon
 import falcon.asgi
 
+from oci_ref.api.mirror import UNKNOWN_OWN, route_of
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import (
@@ -22,11 +25,31 @@ from oci_ref.reference import Digest, parse_algorithm
 from oci_ref.registry import Registry, blob_location, upload_location, upload_range
 from oci_ref.storage.interfaces import Upload
 
+if TYPE_CHECKING:  # loaded only with upstreams (oci_ref/app.py)
+    from oci_ref.upstream.cache import Fetch, PullThrough
+
 
 class Blob:
-    def __init__(self, registry: Registry, notifier: Notifier):
+    def __init__(self, registry: Registry, notifier: Notifier,
+                 cache: PullThrough | None = None):
         self.registry = registry
         self.notifier = notifier
+        self.cache = cache
+
+    async def _size(self, req: falcon.asgi.Request, name: str, digest: str
+                    ) -> tuple[Digest, int, Fetch | None]:
+        """Own content, or (issue 13) the upstream's through the cache, with the
+        download to tail while it is being fetched."""
+        route = route_of(req)
+        if self.cache is None or route is None:
+            return (*await self.registry.blob_size(name, digest), None)
+        if route.fallback:
+            try:
+                return (*await self.registry.blob_size(name, digest), None)
+            except RegistryError as ex:
+                if ex.code not in UNKNOWN_OWN:
+                    raise
+        return await self.cache.blob_size(route, digest)
 
     def _headers(self, resp: falcon.asgi.Response, digest: Digest) -> None:
         resp.content_type = 'application/octet-stream'
@@ -39,7 +62,7 @@ class Blob:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str, digest: str) -> None:
         """end-2: GET /v2/<name>/blobs/<digest> (RFC 9110 single ranges → 206)."""
-        d, size = await self.registry.blob_size(name, digest)
+        d, size, fetch = await self._size(req, name, digest)
         self._headers(resp, d)
         url = await self.registry.blob_redirect(d)
         if url is not None:
@@ -69,7 +92,11 @@ class Blob:
             start, length = rng[0], rng[1] - rng[0] + 1
             resp.status = falcon.HTTP_206
             resp.set_header('Content-Range', f'bytes {rng[0]}-{rng[1]}/{size}')
-        resp.stream = await self.registry.read_blob(d, start, length)
+        if fetch is None:
+            resp.stream = await self.registry.read_blob(d, start, length)
+        else:
+            assert self.cache is not None
+            resp.stream = await self.cache.read_blob(d, fetch, start, length)
         resp.content_length = length
         self.notifier.emit('pull', name, digest=str(d), size=size,
                            media_type='application/octet-stream',
@@ -78,7 +105,7 @@ class Blob:
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, digest: str) -> None:
         """end-2: HEAD /v2/<name>/blobs/<digest> (headers of GET, no body)."""
-        d, size = await self.registry.blob_size(name, digest)
+        d, size, _ = await self._size(req, name, digest)
         self._headers(resp, d)
         resp.content_length = size
 

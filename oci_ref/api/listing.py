@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
 
+from oci_ref.api.mirror import route_of, warning
 from oci_ref.http import (
     INDEX_TYPE,
     media_type_param,
@@ -19,6 +20,9 @@ from oci_ref.http import (
 )
 from oci_ref.manifest import schema_dir
 from oci_ref.registry import Registry
+
+if TYPE_CHECKING:  # loaded only with upstreams (oci_ref/app.py)
+    from oci_ref.upstream.cache import PullThrough
 
 
 class Ping:
@@ -45,19 +49,41 @@ class OpenAPIDocument:
 
 
 class TagList:
-    def __init__(self, registry: Registry, page_max: int):
+    def __init__(self, registry: Registry, page_max: int,
+                 cache: PullThrough | None = None):
         self.registry = registry
         self.page_max = page_max
+        self.cache = cache
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str) -> None:
         """end-8a/8b: GET /v2/<name>/tags/list[?n=<n>][&last=<tag>] (ASCII order)."""
         n = page_size(req, self.page_max)
+        route = route_of(req)
+        if self.cache is not None and route is not None and (
+                not route.fallback or not await self.registry.meta.repo_exists(name)):
+            await self._upstream_tags(req, resp, name, n)
+            return
         page = await self.registry.list_tags(name, query_value(req, 'last'), n)
         if page.more:
             set_next_link(resp, f'/v2/{name}/tags/list', {'n': n, 'last': page.items[-1]})
         resp.content_type = 'application/json'
         resp.data = json.dumps({'name': name, 'tags': page.items}).encode()
+
+    async def _upstream_tags(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                             name: str, n: int) -> None:
+        """Issue 13: a proxied repository's tags are the upstream's, paginated as
+        the client asked (§Listing Tags)."""
+        assert self.cache is not None
+        route = route_of(req)
+        assert route is not None
+        asked = req.get_param('n') is not None
+        page = await self.cache.tags(route, n if asked else None, query_value(req, 'last'))
+        tags = page.tags[:n] if asked else page.tags
+        if page.next_last is not None and tags:
+            set_next_link(resp, f'/v2/{name}/tags/list', {'n': n, 'last': tags[-1]})
+        resp.content_type = 'application/json'
+        resp.data = json.dumps({'name': name, 'tags': tags}).encode()
 
     on_head = on_get  # RFC 9110 §9.1: HEAD wherever GET (spec §API defers to it)
 
@@ -81,9 +107,11 @@ class Catalog:
 
 
 class Referrers:
-    def __init__(self, registry: Registry, page_max: int):
+    def __init__(self, registry: Registry, page_max: int,
+                 cache: PullThrough | None = None):
         self.registry = registry
         self.page_max = page_max
+        self.cache = cache
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str, digest: str) -> None:
@@ -94,6 +122,18 @@ class Referrers:
         """
         artifact_type = media_type_param(req, 'artifactType') or None
         n = page_size(req, self.page_max)
+        route = route_of(req)
+        if self.cache is not None and route is not None and (
+                not route.fallback or not await self.registry.meta.repo_exists(name)):
+            # Issue 13: the upstream's referrers API, or its tag schema fallback.
+            found, stale = await self.cache.referrers(route, digest, artifact_type)
+            if stale is not None:
+                resp.set_header('Warning', warning(stale))
+            if found.filtered:
+                resp.set_header('OCI-Filters-Applied', 'artifactType')
+            resp.content_type = found.media_type or INDEX_TYPE
+            resp.data = found.body
+            return
         page = await self.registry.referrers(
             name, digest, artifact_type, query_value(req, 'last'), n
         )

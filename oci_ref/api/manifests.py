@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import falcon
 import falcon.asgi
 
+from oci_ref.api.mirror import UNKNOWN_OWN, route_of, warning
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.hooks import Notifier
 from oci_ref.http import content_length, query_values, request_body, request_info
@@ -14,11 +16,15 @@ from oci_ref.manifest import parse_manifest, schemas_loaded
 from oci_ref.registry import PARSE_INLINE_MAX, Registry, manifest_location
 from oci_ref.storage.interfaces import ManifestRecord
 
+if TYPE_CHECKING:  # loaded only with upstreams (oci_ref/app.py)
+    from oci_ref.upstream.cache import PullThrough
+
 
 class Manifest:
     def __init__(self, registry: Registry, max_bytes: int, notifier: Notifier, *,
-                 strict: bool = False):
+                 strict: bool = False, cache: PullThrough | None = None):
         self.registry = registry
+        self.cache = cache
         self.max_bytes = max_bytes
         self.notifier = notifier
         # --strict: the image-spec's SHOULDs too. A policy of this front door, not of
@@ -36,7 +42,7 @@ class Manifest:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str, reference: str) -> None:
         """end-3: GET /v2/<name>/manifests/<reference>."""
-        record = await self.registry.get_manifest(name, reference)
+        record = await self._record(req, resp, name, reference)
         self._headers(resp, record)
         resp.data = record.content
         if self.notifier.enabled:  # the event is built for nothing otherwise
@@ -47,9 +53,27 @@ class Manifest:
     async def on_head(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                       name: str, reference: str) -> None:
         """end-3: HEAD /v2/<name>/manifests/<reference>."""
-        record = await self.registry.get_manifest(name, reference)
+        record = await self._record(req, resp, name, reference)
         self._headers(resp, record)
         resp.content_length = record.size
+
+    async def _record(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                      name: str, reference: str) -> ManifestRecord:
+        """Own content, or (issue 13) the upstream's through the cache: a default
+        upstream only when own storage has no such manifest."""
+        route = route_of(req)
+        if self.cache is None or route is None:
+            return await self.registry.get_manifest(name, reference)
+        if route.fallback:
+            try:
+                return await self.registry.get_manifest(name, reference)
+            except RegistryError as ex:
+                if ex.code not in UNKNOWN_OWN:
+                    raise
+        served = await self.cache.manifest(route, reference)
+        if served.warning is not None:
+            resp.set_header('Warning', warning(served.warning))
+        return served.record
 
     async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                      name: str, reference: str) -> None:

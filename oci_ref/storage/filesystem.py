@@ -291,6 +291,35 @@ class FilesystemBlobStore:
     async def discard(self, session_id: str) -> None:
         await self._run(self._spool(session_id).unlink, True)
 
+    async def spool_reader(self, session_id: str, start: int, length: int
+                           ) -> AsyncIterator[bytes]:
+        path = self._spool(session_id)
+
+        def open_at() -> Any:
+            try:
+                f = open(path, 'rb', buffering=0)  # noqa: SIM115
+            except FileNotFoundError:
+                raise SessionMissing(session_id) from None
+            f.seek(start)
+            return f
+
+        f = await self._run(open_at)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # An open file survives the spool's rename at commit (POSIX).
+            remaining = length
+            try:
+                while remaining > 0:
+                    chunk = await self._run(f.read, min(READ_CHUNK, remaining))
+                    if not chunk:
+                        raise SessionMissing(session_id)  # cut back under us
+                    remaining -= len(chunk)
+                    yield chunk
+            finally:
+                f.close()
+
+        return chunks()
+
     async def spools(self) -> list[SpoolInfo]:
         def scan() -> list[SpoolInfo]:
             found = []

@@ -213,6 +213,25 @@ class Sweep:
     young_manifests: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class CacheTag:
+    """Pull-through cache: the digest a cached tag pointed at when last checked."""
+
+    digest: str
+    validated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FetchClaim:
+    """Pull-through cache: who downloads a blob into which spool, and how far."""
+
+    owner: str
+    spool: str
+    size: int | None
+    written: int
+    heartbeat: float
+
+
 # -- the interfaces --------------------------------------------------------------------
 
 
@@ -339,6 +358,27 @@ class MetadataStore(Protocol):
         ...
     async def forget_blob(self, digest: str) -> None: ...
     async def stats(self) -> StoreStats: ...
+
+    # -- pull-through cache (oci_ref/upstream/cache.py): additions of issue 13
+    async def cache_tag(self, repo: str, tag: str) -> CacheTag | None:
+        """When ``tag`` of the cached ``repo`` was last validated upstream."""
+        ...
+    async def set_cache_tag(self, repo: str, tag: str, digest: str,
+                            validated_at: float) -> None:
+        """Record (insert or replace) a validation of a cached tag."""
+        ...
+    async def claim_fetch(self, key: str, owner: str, spool: str, now: float,
+                          stale_before: float) -> FetchClaim:
+        """Take the download of ``key`` for ``owner`` unless another owner holds it
+        with a heartbeat at or after ``stale_before``; the claim as it stands after
+        (``owner`` tells who won). One transaction."""
+        ...
+    async def get_fetch(self, key: str) -> FetchClaim | None: ...
+    async def update_fetch(self, key: str, owner: str, written: int, size: int | None,
+                           now: float) -> bool:
+        """Report progress (and renew the heartbeat); False when the claim was lost."""
+        ...
+    async def end_fetch(self, key: str, owner: str) -> None: ...
     async def check(self) -> str:
         """'ok' when the store takes writes now; else why not (/readyz)."""
         ...
@@ -394,6 +434,12 @@ class BlobStore(Protocol):
     async def redirect_url(self, digest: Digest) -> str | None:
         """A short-lived URL a client may GET the blob from itself (a presigned S3
         URL), or None: stream it through this process."""
+        ...
+    async def spool_reader(self, session_id: str, start: int, length: int
+                           ) -> AsyncIterator[bytes]:
+        """Pull-through cache (issue 13): read back ``length`` bytes from ``start``
+        of a spool another task is appending to (opened now: SessionMissing when the
+        spool is gone, e.g. committed meanwhile)."""
         ...
     async def check(self) -> str:
         """'ok' when the store takes writes now; else why not (/readyz)."""

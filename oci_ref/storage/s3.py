@@ -26,7 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from oci_ref.reference import ALGORITHMS, Digest
-from oci_ref.storage.interfaces import BlobInfo, BlobMissing, MetadataStore
+from oci_ref.storage.interfaces import (
+    BlobInfo,
+    BlobMissing,
+    MetadataStore,
+    StoreUnavailable,
+)
 from oci_ref.storage.s3_client import S3Client, S3Missing, S3Settings
 from oci_ref.storage.s3_spools import MIN_PART, S3Spools
 
@@ -179,6 +184,13 @@ class S3BlobStore(S3Spools):
         except BaseException:
             await self._abort(target, upload_id)
             raise
+
+    async def spool_reader(self, session_id: str, start: int, length: int
+                           ) -> AsyncIterator[bytes]:
+        """Pull-through cache (issue 13): not built on S3 yet (a multipart upload
+        cannot be read back); the configuration refuses upstreams with
+        blob_store = s3, so this is never reached."""
+        raise StoreUnavailable(self.name, 'reading a spool back is not built on S3')
 
     async def redirect_url(self, digest: Digest) -> str | None:
         if not self.settings.redirect:

@@ -50,6 +50,7 @@ from oci_ref.storage.interfaces import (
     Unreachable,
     Upload,
 )
+from oci_ref.storage.sqlite_cache import CacheQueries
 from oci_ref.storage.sqlite_schema import DB_FILE, migrate
 from oci_ref.storage.threads import ThreadPool
 
@@ -66,7 +67,7 @@ _UPLOAD_COLS = 'id, repo, size, algorithm, updated_at, hash_state'
 _MANIFEST_COLS = 'm.digest, m.media_type, m.size, m.content'
 
 
-class SQLiteMetadataStore:
+class SQLiteMetadataStore(CacheQueries):
     """The :class:`~oci_ref.storage.interfaces.MetadataStore` on one SQLite file.
 
     Built once per process at the composition root; safe to share between the
@@ -455,6 +456,7 @@ class SQLiteMetadataStore:
 
     async def manifest_pushed_at(self, repo: str, digest: str) -> float | None:
         return await self._read(sqlite_views.manifest_pushed_at, repo, digest)
+
 
     async def referrers(self, repo: str, subject: str, artifact_type: str | None,
                         last: str | None, limit: int) -> list[Referrer]:

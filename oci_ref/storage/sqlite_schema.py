@@ -22,6 +22,10 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
     blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
                                             (an S3 multipart upload id, its parts,
                                             the resumable hash); opaque bytes here
+    cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
+      validated_at) PK (repo, tag)          was last checked at its upstream
+    cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
+      size, written, heartbeat)             a blob every worker's clients tail
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
 start; each store applies what is missing when it opens the file): :func:`migrate`.
@@ -162,7 +166,23 @@ def m003_blob_spools(db: Database) -> None:
                                    pk='id', not_null={'state'})
 
 
-MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools)
+def m004_cache_tags(db: Database) -> None:
+    # Pull-through cache (oci_ref/upstream/cache.py): a tag is served from the cache
+    # while younger than its upstream's tag_ttl, then revalidated by one HEAD.
+    db.table('cache_tags').create(
+        {'repo': str, 'tag': str, 'digest': str, 'validated_at': float},
+        pk=('repo', 'tag'), not_null={'digest'},
+    )
+    # One download per blob across worker processes: the claim's owner writes the
+    # spool and reports its progress here; the others tail the spool.
+    db.table('cache_fetches').create(
+        {'key': str, 'owner': str, 'spool': str, 'size': int, 'written': int,
+         'heartbeat': float},
+        pk='key', not_null={'owner', 'spool', 'written', 'heartbeat'},
+    )
+
+
+MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools, m004_cache_tags)
 
 # What MIGRATIONS build on an empty database, as sqlite_utils writes it (tests/unit/
 # test_startup.py checks they agree). A new migration changes both.
@@ -195,6 +215,11 @@ CURRENT_SCHEMA = (
     ' "pid" INTEGER, "expires_at" REAL, PRIMARY KEY ("name", "owner"))',
     'CREATE TABLE "blob_spools" ("id" TEXT PRIMARY KEY, "state" BLOB NOT NULL,'
     ' "updated_at" REAL)',
+    'CREATE TABLE "cache_tags" ("repo" TEXT, "tag" TEXT, "digest" TEXT NOT NULL,'
+    ' "validated_at" REAL, PRIMARY KEY ("repo", "tag"))',
+    'CREATE TABLE "cache_fetches" ("key" TEXT PRIMARY KEY, "owner" TEXT NOT NULL,'
+    ' "spool" TEXT NOT NULL, "size" INTEGER, "written" INTEGER NOT NULL,'
+    ' "heartbeat" REAL NOT NULL)',
 )
 
 __all__ = ['CURRENT_SCHEMA', 'DB_FILE', 'MIGRATIONS', 'migrate']

@@ -104,6 +104,11 @@ class UpstreamAuthRefused(UpstreamError):
     code = ErrorCode.DENIED
 
 
+class FetchFailed(Exception):
+    """The pull-through download a response was streaming from failed (bad bytes,
+    upstream cut off): the response must end short of its Content-Length."""
+
+
 class UpstreamRealmRefused(UpstreamAuthRefused):
     """The upstream named a token realm on a host we will not send credentials to:
     a misconfigured or hostile upstream, so 502."""

@@ -29,7 +29,6 @@ url = "{HUB}"
 credentials = "{auth}"
 tag_ttl = 60
 default = true
-cache_max_bytes = "20 GiB"
 repositories = ["library/*", "bitnami/*"]
 
 [[upstream]]
@@ -43,7 +42,7 @@ max_stale = 0
     hub, ghcr = c.upstream
     assert hub == Upstream(
         name='docker.io', url=HUB, credentials=auth, tag_ttl=60, default=True,
-        cache_max_bytes=20 * 1024**3, repositories=('library/*', 'bitnami/*'),
+        repositories=('library/*', 'bitnami/*'),
         namespaces=('docker.io', 'index.docker.io', 'registry-1.docker.io'),
         realm_hosts=('auth.docker.io',), library=True)
     assert ghcr.url == 'https://ghcr.io'  # normalised: no trailing slash
@@ -51,6 +50,16 @@ max_stale = 0
     assert (ghcr.connect_timeout, ghcr.read_timeout, ghcr.max_stale) == (2.5, 30.0, 0)
     assert ghcr.library is False and ghcr.realm_hosts == ()
     assert ghcr.allows('anything/at/all') and not hub.allows('someone/else')
+
+
+def test_cache_max_bytes_parses_but_is_refused_until_eviction_is_built(
+        tmp_path: Path) -> None:
+    (u,) = parse_upstreams([{'name': 'x', 'url': 'https://x', 'cache_max_bytes': '20 GiB'}])
+    assert u.cache_max_bytes == 20 * 1024**3
+    with pytest.raises(ConfigError, match=r'upstream \(x\): cache_max_bytes: eviction '
+                       'is not built yet'):
+        load(tmp_path, '[[upstream]]\nname = "x"\nurl = "https://x"\n'
+                       'cache_max_bytes = "20 GiB"\n')
 
 
 def test_no_upstreams_by_default() -> None:

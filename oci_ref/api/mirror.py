@@ -1,0 +1,78 @@
+"""Routing requests to upstreams (issue 13): a Falcon middleware placed before access
+control, and the helpers the resources use to answer a proxied name.
+
+It reads ``ns`` (distribution-spec §Registry Proxying), sets ``req.context.route``,
+refuses writes into an upstream's names and reads its patterns exclude, and echoes
+``ns`` in ``OCI-Namespace``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import falcon
+import falcon.asgi
+
+from oci_ref.errors import ErrorCode
+from oci_ref.http import ASGIApp, Receive, Send, query_value
+from oci_ref.upstream.errors import FetchFailed
+from oci_ref.upstream.routing import Route, check_read, check_write, namespace_header
+
+if TYPE_CHECKING:  # the cache (and httpx) load only when upstreams are configured
+    from oci_ref.upstream.cache import PullThrough
+
+log = logging.getLogger('oci_ref.cache')
+# What own storage answers when a default upstream may have the content instead.
+UNKNOWN_OWN = frozenset({ErrorCode.MANIFEST_UNKNOWN, ErrorCode.NAME_UNKNOWN,
+                         ErrorCode.BLOB_UNKNOWN})
+
+
+class UpstreamRouting:
+    def __init__(self, cache: PullThrough):
+        self.cache = cache
+        self.upstreams = cache.upstreams
+
+    async def process_resource(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                               resource: Any, params: dict[str, Any]) -> None:
+        name = params.get('name')
+        if name is None:
+            return
+        route = self.upstreams.route(name, query_value(req, 'ns'))
+        req.context.route = route
+        for k, v in namespace_header(route).items():
+            resp.set_header(k, v)
+        check_write(route, req.method, self.upstreams.upstreams)
+        check_read(route)
+
+    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        await self.cache.aclose()
+
+
+def route_of(req: falcon.asgi.Request) -> Route | None:
+    """The request's route when it may reach an upstream, else None."""
+    route: Route | None = getattr(req.context, 'route', None)
+    return route if route is not None and route.upstream is not None else None
+
+
+def warning(text: str) -> str:
+    """A ``Warning`` header value as the spec's §Warnings shows it: code 299."""
+    return '299 - "{}"'.format(text.replace('"', "'").replace('\\', '/')[:400])
+
+
+class CutOff:
+    """ASGI wrapper: a response tailing a pull-through download that failed (bad
+    bytes, upstream cut off) ends here, short of its Content-Length, so the client
+    sees an incomplete body (RFC 9112 §6.3) and the log one line, not a traceback."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+                       send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except FetchFailed as ex:
+            log.warning('%s %s: response cut off: %s', scope.get('method'),
+                        scope.get('path'), ex)

@@ -1,0 +1,110 @@
+"""The pull-through cache's queries on the SQLite metadata (issue 13; the table is
+drawn in sqlite_schema.py). Plain functions of a connection, run in the store's
+threads like every other query there."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from oci_ref.storage.interfaces import CacheTag, FetchClaim
+
+T = TypeVar('T')
+
+
+def cache_tag(conn: sqlite3.Connection, repo: str, tag: str) -> CacheTag | None:
+    row = conn.execute('SELECT digest, validated_at FROM cache_tags '
+                       'WHERE repo = ? AND tag = ?', [repo, tag]).fetchone()
+    return None if row is None else CacheTag(row[0], float(row[1]))
+
+
+def _in_tx(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
+    conn.execute('BEGIN IMMEDIATE')
+    try:
+        result = fn()
+        conn.execute('COMMIT')
+        return result
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute('ROLLBACK')
+        raise
+
+
+def set_cache_tag(conn: sqlite3.Connection, repo: str, tag: str, digest: str,
+                  validated_at: float) -> None:
+    _in_tx(conn, lambda: conn.execute(
+        'INSERT OR REPLACE INTO cache_tags (repo, tag, digest, validated_at)'
+        ' VALUES (?, ?, ?, ?)', [repo, tag, digest, validated_at]))
+
+
+_FETCH = 'SELECT owner, spool, size, written, heartbeat FROM cache_fetches WHERE key = ?'
+
+
+def _claim(row: Any) -> FetchClaim:
+    return FetchClaim(row[0], row[1], row[2], int(row[3]), float(row[4]))
+
+
+def claim_fetch(conn: sqlite3.Connection, key: str, owner: str, spool: str, now: float,
+                stale_before: float) -> FetchClaim:
+    def run() -> FetchClaim:
+        row = conn.execute(_FETCH, [key]).fetchone()
+        if row is not None and row[4] >= stale_before:
+            return _claim(row)
+        conn.execute('INSERT OR REPLACE INTO cache_fetches (key, owner, spool, size, '
+                     'written, heartbeat) VALUES (?, ?, ?, NULL, 0, ?)',
+                     [key, owner, spool, now])
+        return FetchClaim(owner, spool, None, 0, now)
+
+    return _in_tx(conn, run)
+
+
+def get_fetch(conn: sqlite3.Connection, key: str) -> FetchClaim | None:
+    row = conn.execute(_FETCH, [key]).fetchone()
+    return None if row is None else _claim(row)
+
+
+def update_fetch(conn: sqlite3.Connection, key: str, owner: str, written: int,
+                 size: int | None, now: float) -> bool:
+    return _in_tx(conn, lambda: conn.execute(
+        'UPDATE cache_fetches SET written = ?, size = ?, heartbeat = ? '
+        'WHERE key = ? AND owner = ?', [written, size, now, key, owner]).rowcount == 1)
+
+
+def end_fetch(conn: sqlite3.Connection, key: str, owner: str) -> None:
+    _in_tx(conn, lambda: conn.execute(
+        'DELETE FROM cache_fetches WHERE key = ? AND owner = ?', [key, owner]))
+
+
+class CacheQueries:
+    """The pull-through cache's MetadataStore methods, mixed into the SQLite store
+    (which provides ``_read``/``_write``: its read and write threads)."""
+
+    _read: Callable[..., Any]
+    _write: Callable[..., Any]
+
+    async def cache_tag(self, repo: str, tag: str) -> CacheTag | None:
+        result: CacheTag | None = await self._read(cache_tag, repo, tag)
+        return result
+
+    async def set_cache_tag(self, repo: str, tag: str, digest: str,
+                            validated_at: float) -> None:
+        await self._write(set_cache_tag, repo, tag, digest, validated_at)
+
+    async def claim_fetch(self, key: str, owner: str, spool: str, now: float,
+                          stale_before: float) -> FetchClaim:
+        result: FetchClaim = await self._write(claim_fetch, key, owner, spool, now,
+                                               stale_before)
+        return result
+
+    async def get_fetch(self, key: str) -> FetchClaim | None:
+        result: FetchClaim | None = await self._read(get_fetch, key)
+        return result
+
+    async def update_fetch(self, key: str, owner: str, written: int, size: int | None,
+                           now: float) -> bool:
+        result: bool = await self._write(update_fetch, key, owner, written, size, now)
+        return result
+
+    async def end_fetch(self, key: str, owner: str) -> None:
+        await self._write(end_fetch, key, owner)

@@ -1,0 +1,328 @@
+"""Blob downloads of the pull-through cache (issue 13): one per (cache name, digest),
+shared by every response that wants the blob, across worker processes too.
+
+The owner of a download writes a spool as bytes arrive; every response tails the
+spool from its own offset and waits for more when it catches up (so ``Range`` works
+during a download). The upstream client's VerifyingStream holds the last chunk back
+until digest and size check out, and the last bytes are published only once the
+blob is committed (durably, then atomically) and linked, so no reader sees a bad
+blob as complete and a reader that has every byte finds the blob cached. On failure
+the spool goes and every reader raises FetchFailed, which cuts its response short.
+
+Across workers the download is claimed in the metadata store (``claim_fetch``): the
+owner reports its progress and a heartbeat there, the others poll it and tail the
+same spool, and a claim whose owner stopped is taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from oci_ref.errors import ErrorCode, RegistryError, store_unavailable
+from oci_ref.reference import Digest
+from oci_ref.registry import Registry
+from oci_ref.storage.interfaces import SessionMissing, StoreUnavailable
+from oci_ref.uploads import GC_LOCK
+from oci_ref.upstream.errors import FetchFailed, UpstreamError
+from oci_ref.upstream.pool import Upstreams
+from oci_ref.upstream.routing import Route
+from oci_ref.upstream.stats import EVENTS, FETCHED, IN_FLIGHT
+
+log = logging.getLogger('oci_ref.cache')
+
+# Bytes gathered before one spool write (one thread hop); the first chunk is
+# written at once so that time to first byte stays the upstream's.
+SPOOL_BATCH = 256 * 1024
+# Across worker processes: a download's owner reports progress this often, and a
+# claim whose heartbeat is older than CLAIM_STALE is taken over (its owner died).
+REPORT_EVERY = 0.05
+CLAIM_STALE = 30.0
+
+
+class Fetch:
+    """One blob download into a spool, shared by every response that wants it."""
+
+    def __init__(self, upstream: str, cache_name: str, digest: Digest):
+        self.upstream = upstream
+        self.cache_name = cache_name
+        self.digest = digest
+        self.spool = f'tmp-cache-{uuid.uuid4()}'
+        self.size: int | None = None
+        self.written = 0
+        self.committed = False
+        self.error: BaseException | None = None
+        self.ready = asyncio.Event()     # size known (or failed)
+        self.finished = asyncio.Event()  # committed or failed
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> str:
+        """The claim's key in the metadata store."""
+        return f'{self.cache_name}@{self.digest}'
+
+    def notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+class BlobFetches:
+    """The blob downloads of one worker, and its view of other workers' ones."""
+
+    def __init__(self, registry: Registry, upstreams: Upstreams,
+                 clock: Callable[[], float]):
+        self.registry = registry
+        self.blobs = registry.blobs
+        self.meta = registry.meta
+        self.upstreams = upstreams
+        self.clock = clock
+        self._fetches: dict[tuple[str, str], Fetch] = {}
+        # This worker's name on download claims (one per process and cache).
+        self.owner = f'{os.getpid()}-{uuid.uuid4().hex[:12]}'
+
+    def cancel(self) -> None:
+        for fetch in list(self._fetches.values()):
+            if fetch.task is not None:
+                fetch.task.cancel()
+
+    async def blob_size(self, route: Route, digest: str
+                        ) -> tuple[Digest, int, Fetch | None]:
+        """The blob's size, and the download to tail when it is not cached yet."""
+        d = Digest.parse(digest)
+        cache = cache_name_of(route)
+        size = await self.meta.blob_size(cache, str(d))
+        if size is not None:
+            EVENTS.labels(upstream_of(route), 'hit').inc()
+            return d, size, None
+        key = (cache, str(d))
+        fetch = self._fetches.get(key)
+        if fetch is None:
+            fetch = Fetch(upstream_of(route), cache, d)
+            self._fetches[key] = fetch
+            try:
+                now = self.clock()
+                claim = await self.meta.claim_fetch(fetch.key, self.owner, fetch.spool,
+                                                    now, now - CLAIM_STALE)
+                if claim.owner == self.owner:
+                    # A download that ended between our look and our claim.
+                    size = await self.meta.blob_size(cache, str(d))
+                    if size is not None:
+                        await self.meta.end_fetch(fetch.key, self.owner)
+                        self._fetches.pop(key, None)
+                        # Whoever joined meanwhile reads the committed blob.
+                        fetch.size = fetch.written = size
+                        fetch.committed = True
+                        fetch.ready.set()
+                        fetch.finished.set()
+                        fetch.notify()
+                        EVENTS.labels(upstream_of(route), 'hit').inc()
+                        return d, size, None
+            except BaseException as ex:
+                self._fetches.pop(key, None)
+                fetch.error = ex
+                fetch.ready.set()
+                fetch.finished.set()
+                fetch.notify()
+                raise
+            loop = asyncio.get_running_loop()
+            if claim.owner == self.owner:
+                EVENTS.labels(upstream_of(route), 'miss').inc()
+                fetch.task = loop.create_task(self._download(route, fetch, key))
+            else:
+                # Another worker is downloading it: tail its spool.
+                fetch.spool = claim.spool
+                fetch.task = loop.create_task(self._follow(fetch, key, claim.owner))
+        await fetch.ready.wait()
+        if fetch.error is not None:
+            raise _as_registry_error(fetch.error)
+        if fetch.size is None:
+            # No Content-Length upstream: wait for the verified whole.
+            await fetch.finished.wait()
+            if fetch.error is not None:
+                raise _as_registry_error(fetch.error)
+        assert fetch.size is not None
+        return d, fetch.size, fetch
+
+    async def read_blob(self, d: Digest, fetch: Fetch | None, start: int, length: int
+                        ) -> AsyncIterator[bytes]:
+        if fetch is None or fetch.committed:
+            return await self.registry.read_blob(d, start, length)
+        return self._tail(fetch, start, start + length)
+
+    async def _tail(self, fetch: Fetch, pos: int, end: int) -> AsyncIterator[bytes]:
+        while pos < end:
+            changed = fetch._changed
+            if fetch.error is not None:
+                raise FetchFailed(str(fetch.error))
+            if fetch.committed:
+                async for chunk in await self.registry.read_blob(fetch.digest, pos,
+                                                                 end - pos):
+                    pos += len(chunk)
+                    yield chunk
+                return
+            available = min(fetch.written, end)
+            if available > pos:
+                try:
+                    async for chunk in await self.blobs.spool_reader(
+                            fetch.spool, pos, available - pos):
+                        pos += len(chunk)
+                        yield chunk
+                except SessionMissing:
+                    # Committed (renamed) or failed meanwhile: ask again.
+                    await fetch.finished.wait()
+                continue
+            await changed.wait()
+
+    async def _follow(self, fetch: Fetch, key: tuple[str, str], owner: str) -> None:
+        """Mirror another worker's download of ``fetch`` from its claim."""
+        try:
+            while True:
+                claim = await self.meta.get_fetch(fetch.key)
+                if claim is None or claim.owner != owner:
+                    size = await self.meta.blob_size(fetch.cache_name, str(fetch.digest))
+                    if size is None:
+                        raise FetchFailed(f'the download of {fetch.digest} from '
+                                          f'{fetch.upstream} failed in another worker')
+                    fetch.size = fetch.written = size
+                    fetch.committed = True
+                    return
+                if claim.heartbeat < self.clock() - CLAIM_STALE:
+                    raise FetchFailed(f'the worker downloading {fetch.digest} from '
+                                      f'{fetch.upstream} stopped')
+                if claim.size is not None and not fetch.ready.is_set():
+                    fetch.size = claim.size
+                    fetch.ready.set()
+                if claim.written > fetch.written:
+                    fetch.written = claim.written
+                    fetch.notify()
+                await asyncio.sleep(REPORT_EVERY)  # polling: no event crosses workers
+        except BaseException as ex:
+            fetch.error = ex
+            if isinstance(ex, asyncio.CancelledError):
+                raise
+        finally:
+            self._fetches.pop(key, None)
+            fetch.ready.set()
+            fetch.finished.set()
+            fetch.notify()
+
+    async def _report(self, fetch: Fetch) -> None:
+        """The owner's side of the claim: progress and heartbeat for other workers."""
+        reported: tuple[int, int | None] = (-1, None)
+        last = 0.0
+        while True:
+            now = self.clock()
+            state: tuple[int, int | None] = (
+                fetch.written, fetch.size if fetch.ready.is_set() else None)
+            if state != reported or now - last > 1.0:
+                if not await self.meta.update_fetch(fetch.key, self.owner, state[0],
+                                                    state[1], now):
+                    return
+                reported, last = state, now
+            await asyncio.sleep(REPORT_EVERY)
+
+    async def _download(self, route: Route, fetch: Fetch, key: tuple[str, str]) -> None:
+        reporter = asyncio.get_running_loop().create_task(self._report(fetch))
+        try:
+            await self._fetch_blob(route, fetch, key)
+        finally:
+            reporter.cancel()
+            try:
+                await self.meta.end_fetch(fetch.key, self.owner)
+            except Exception:
+                log.exception('could not end the download claim of %s', fetch.key)
+
+    async def _fetch_blob(self, route: Route, fetch: Fetch, key: tuple[str, str]
+                          ) -> None:
+        assert route.upstream is not None and route.repository is not None
+        client = self.upstreams.client(route.upstream)
+        IN_FLIGHT.labels(fetch.upstream).inc()
+        created = False
+        try:
+            await self.blobs.create_spool(fetch.spool)
+            created = True
+            async with client.blob(route.repository, str(fetch.digest)) as stream:
+                fetch.size = stream.size
+                fetch.ready.set()
+                batch: list[bytes] = []
+                batched = 0
+                async for chunk in stream:
+                    if batch and (batched >= SPOOL_BATCH or fetch.written == 0):
+                        await self._spool(fetch, batch)
+                        batch, batched = [], 0
+                    batch.append(chunk)
+                    batched += len(chunk)
+                # Verified: VerifyingStream raised otherwise, before the last chunk.
+                # The last bytes are published only once committed and linked: a
+                # client that has the whole blob finds it cached.
+                last = await self._spool(fetch, batch, publish=False) if batch else 0
+            size = fetch.written + last
+            async with self.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
+                await self.blobs.commit(fetch.spool, fetch.digest)
+                created = False
+                await self.meta.link_blob(fetch.cache_name, str(fetch.digest), size,
+                                          release=[] if gc is None else [gc])
+            fetch.size = fetch.written = size
+            fetch.committed = True
+        except BaseException as ex:
+            fetch.error = ex
+            if isinstance(ex, UpstreamError):
+                EVENTS.labels(fetch.upstream, 'upstream_error').inc()
+                log.warning('pull-through of %s@%s failed: %s', fetch.cache_name,
+                            fetch.digest, ex)
+            elif not isinstance(ex, asyncio.CancelledError):
+                log.exception('pull-through of %s@%s failed', fetch.cache_name,
+                              fetch.digest)
+            if created:
+                try:
+                    await self.blobs.discard(fetch.spool)
+                except Exception:
+                    log.exception('could not remove spool %s', fetch.spool)
+            if isinstance(ex, asyncio.CancelledError):
+                raise
+        finally:
+            IN_FLIGHT.labels(fetch.upstream).dec()
+            self._fetches.pop(key, None)
+            fetch.ready.set()
+            fetch.finished.set()
+            fetch.notify()
+
+    async def _spool(self, fetch: Fetch, batch: list[bytes], *, publish: bool = True
+                     ) -> int:
+        n = await self.blobs.append(fetch.spool, fetch.written, _each(batch), [])
+        FETCHED.labels(fetch.upstream).inc(n)
+        if publish:
+            fetch.written += n
+            fetch.notify()
+        return n
+
+
+async def _each(batch: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in batch:
+        yield chunk
+
+
+def cache_name_of(route: Route) -> str:
+    name = route.cache_name
+    assert name is not None, 'a cache route names an upstream'
+    return name
+
+
+def upstream_of(route: Route) -> str:
+    assert route.upstream is not None
+    return route.upstream.name
+
+
+def _as_registry_error(ex: BaseException) -> RegistryError:
+    if isinstance(ex, UpstreamError):
+        return ex.to_registry_error('blob')
+    if isinstance(ex, RegistryError):
+        return ex
+    if isinstance(ex, StoreUnavailable):
+        return store_unavailable(ex.store, ex.reason)
+    return RegistryError(ErrorCode.BLOB_UNKNOWN, 'the pull-through download failed',
+                         detail={'reason': type(ex).__name__}, status=502)

@@ -1,0 +1,15 @@
+"""The pull-through cache's metrics per upstream (issue 13): Prometheus counters that
+work with several workers as the app's others do (oci_ref/metrics.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+EVENTS = Counter('oci_ref_upstream_cache_events',
+                 'Pull-through cache: hit, miss, stale (served past tag_ttl because '
+                 'the upstream failed), revalidated, upstream_error',
+                 ['upstream', 'event'])
+FETCHED = Counter('oci_ref_upstream_fetched_bytes', 'Blob bytes fetched from upstreams',
+                  ['upstream'])
+IN_FLIGHT = Gauge('oci_ref_upstream_fetches_in_flight', 'Blob downloads in progress',
+                  ['upstream'], multiprocess_mode='livesum')

@@ -1,0 +1,195 @@
+"""Pull-through cache faults that no real registry here can be made to produce, against
+tests/e2e/upstreams.py's Stub: wrong bytes for a digest, a blob cut off midway, 429
+with Retry-After, and a blob read (with Range) while its download is held midway."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e._helpers import children, cmdline, write_bytes
+from tests.e2e.upstreams import Stub, answer, cut_off
+from tests.support import Server, digest
+
+pytestmark = pytest.mark.e2e
+DATA = hashlib.sha256(b'faults').digest() * (1024 * 1024 // 32)  # 1 MiB
+D = digest(DATA)
+BLOB = f'/v2/lib/app/blobs/{D}'
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    s = Stub()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, stub: Stub) -> Iterator[Server]:
+    config = tmp_path / 'mirror.toml'
+    config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n'
+                      'read_timeout = 20\n')
+    server = Server(tmp_path / 'data', '--config', str(config))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pull(mirror: Server, **headers: str) -> tuple[int, bytes, bool]:
+    """(status, body, complete): ``complete`` is False when the response was cut
+    short of its Content-Length."""
+    with httpx.Client(base_url=mirror.url, timeout=30) as c:
+        try:
+            with c.stream('GET', f'/v2/stub.test{BLOB[3:]}', headers=headers) as r:
+                body = b''.join(r.iter_bytes())
+                return r.status_code, body, True
+        except httpx.RemoteProtocolError:
+            return 200, b'', False
+
+
+def blob_cached(mirror: Server) -> bool:
+    return any((mirror.root / 'blobs').rglob(D.split(':')[1])) if (
+        mirror.root / 'blobs').exists() else False
+
+
+@pytest.mark.parametrize('fault', ['wrong bytes', 'cut off'])
+def test_bad_upstream_bytes_are_never_served_whole_nor_cached(
+        mirror: Server, stub: Stub, fault: str) -> None:
+    if fault == 'wrong bytes':
+        bad = bytes(reversed(DATA))
+        stub.routes[BLOB] = answer(200, bad, Content_Type='application/octet-stream')
+    else:
+        stub.routes[BLOB] = cut_off(DATA[:300_000], len(DATA))
+    status, body, complete = pull(mirror)
+    # The client never gets the wrong blob as complete: an error status, or a body
+    # cut short of Content-Length.
+    assert not (status == 200 and complete and body != DATA)
+    assert status != 500
+    assert not blob_cached(mirror)
+    assert not [p for p in (mirror.root / 'uploads').iterdir()
+                if p.name.startswith('tmp-cache-')]
+    # Once the upstream behaves, the same blob pulls whole and is cached.
+    stub.routes[BLOB] = answer(200, DATA)
+    assert pull(mirror) == (200, DATA, True)
+    assert blob_cached(mirror)
+
+
+def test_rate_limit_passes_retry_after(mirror: Server, stub: Stub) -> None:
+    stub.routes['*'] = answer(429, b'{"errors":[{"code":"TOOMANYREQUESTS"}]}',
+                              Retry_After='17')
+    with mirror.client() as c:
+        r = c.get('/v2/stub.test/lib/app/manifests/v1')
+        assert r.status_code == 429 and r.headers['retry-after'] == '17'
+        assert r.json()['errors'][0]['code'] == 'TOOMANYREQUESTS'
+        assert r.json()['errors'][0]['detail']['upstream'] == 'stub.test'
+
+
+def test_blob_streams_while_fetched_and_range_works_midway(mirror: Server,
+                                                           stub: Stub) -> None:
+    """The upstream sends half the blob and then waits: a client already has the
+    first half, and a Range request inside it is answered, before the rest comes."""
+    half = len(DATA) // 2
+    sent_half = threading.Event()
+
+    def held(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header('Content-Length', str(len(DATA)))
+        h.end_headers()
+        h.wfile.write(DATA[:half])
+        h.wfile.flush()
+        sent_half.set()
+        stub.release.wait(30)
+        h.wfile.write(DATA[half:])
+
+    stub.routes[BLOB] = held
+    with httpx.Client(base_url=mirror.url, timeout=30) as c, \
+            c.stream('GET', f'/v2/stub.test{BLOB[3:]}') as first:
+        assert first.status_code == 200
+        assert first.headers['content-length'] == str(len(DATA))
+        got = bytearray()
+        chunks = first.iter_bytes()
+        while len(got) < 1000:
+            got += next(chunks)
+        assert sent_half.is_set() and not stub.release.is_set()
+        r = c.get(f'/v2/stub.test{BLOB[3:]}', headers={'Range': 'bytes=100-199'})
+        assert r.status_code == 206 and r.content == DATA[100:200]
+        stub.release.set()
+        for chunk in chunks:
+            got += chunk
+        assert bytes(got) == DATA
+    assert [m for m, p, _ in stub.requests if p == BLOB] == ['GET']
+
+
+def test_two_workers_share_one_download(tmp_path: Path, stub: Stub) -> None:
+    """--workers 2: while the upstream holds a blob midway, clients reach both
+    workers; the worker that is not downloading streams from the other's spool
+    (it passed at least half the blob to a socket: /proc/<pid>/io wchar), and the
+    upstream saw one GET."""
+    half = len(DATA) // 2
+    sent_half = threading.Event()
+
+    def held(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header('Content-Length', str(len(DATA)))
+        h.end_headers()
+        h.wfile.write(DATA[:half])
+        h.wfile.flush()
+        sent_half.set()
+        stub.release.wait(60)
+        h.wfile.write(DATA[half:])
+
+    stub.routes[BLOB] = held
+    config = tmp_path / 'mirror.toml'
+    config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n')
+    m = Server(tmp_path / 'data', '--workers', '2', '--config', str(config))
+    results: list[bytes] = []
+
+    def pull() -> None:
+        with httpx.Client(timeout=60, limits=httpx.Limits(
+                max_keepalive_connections=0)) as c:
+            r = c.get(f'{m.url}/v2/stub.test{BLOB[3:]}', headers={'Connection': 'close'})
+            results.append(r.content if r.status_code == 200 else b'')
+
+    threads: list[threading.Thread] = []
+    try:
+        workers = worker_pids(m)
+        before = {w: write_bytes(w) for w in workers}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if len(threads) < 40:
+                threads.append(threading.Thread(target=pull, daemon=True))
+                threads[-1].start()
+            grew = {w: write_bytes(w) - before[w] for w in workers}
+            if sent_half.is_set() and all(g >= half * 0.9 for g in grew.values()):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f'clients did not reach both workers: {grew}')
+        stub.release.set()
+        for t in threads:
+            t.join(60)
+    finally:
+        stub.release.set()
+        m.stop()
+    assert len(results) == len(threads) and all(r == DATA for r in results)
+    assert [meth for meth, p, _ in stub.requests if p == BLOB] == ['GET']
+
+
+def worker_pids(m: Server) -> list[int]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = [p for p in children(m.proc.pid) if 'spawn_main' in cmdline(p)]
+        if len(pids) == 2:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError('expected 2 workers')
