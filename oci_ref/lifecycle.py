@@ -11,6 +11,7 @@ from typing import Any
 from oci_ref.config import Config
 from oci_ref.hooks import Notifier
 from oci_ref.registry import Registry
+from oci_ref.storage.interfaces import StoreUnavailable
 
 log = logging.getLogger('oci_ref')
 
@@ -26,7 +27,12 @@ class Lifecycle:
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         # Expired sessions and stray spools (a crash's) go before the first answer.
-        await self._purge()
+        # A store that cannot answer now does not stop the worker: its requests get
+        # 503 naming the store, and the periodic purge tries again.
+        try:
+            await self._purge()
+        except StoreUnavailable as ex:
+            log.warning('startup purge skipped: %s', ex)
         self.notifier.start()
         self.tasks.append(self._every(self.config.purge_interval, self._purge))
         if self.config.gc_interval:
