@@ -757,13 +757,15 @@ def _graphs(conn: sqlite3.Connection) -> Iterator[ManifestGraph]:
     yield from graphs.values()
 
 
-def _process_start(pid: int) -> str:
-    """The process's start time (Linux /proc, field 22), '' where unknown."""
+def _process_stat(pid: int) -> tuple[str, str]:
+    """The process's state and start time (Linux /proc, fields 3 and 22),
+    ('', '') where unknown."""
     try:
         with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[19]
+            fields = f.read().rsplit(')', 1)[1].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
-        return ''
+        return '', ''
 
 
 _STARTS: dict[int, str] = {}
@@ -772,21 +774,26 @@ _STARTS: dict[int, str] = {}
 def _my_start() -> str:
     pid = os.getpid()  # per process: workers fork after import
     if pid not in _STARTS:
-        _STARTS[pid] = _process_start(pid)
+        _STARTS[pid] = _process_stat(pid)[1]
     return _STARTS[pid]
 
 
 def _alive(pid: int, owner: str) -> bool:
-    """Whether the lease's holder still runs: its PID exists and, where the start
-    time is known, is the same process (not a later one given the same PID)."""
+    """Whether the lease's holder still runs: its PID exists, is not a zombie (a
+    killed worker whose parent died too waits for a reaper that may never come,
+    e.g. in a container whose PID 1 does not reap), and, where the start time is
+    known, is the same process (not a later one given the same PID)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    state, start = _process_stat(pid)
+    if state in ('Z', 'X', 'x'):
+        return False
     _, at, started = owner.rpartition('@')
-    return not at or _process_start(pid) in ('', started)
+    return not at or start in ('', started)
 
 
 def _take(conn: sqlite3.Connection, name: str, owner: str, exclusive: bool) -> bool:

@@ -204,3 +204,23 @@ def test_a_reused_pid_is_not_the_lease_holder():
     assert _alive(me, f'proc-lease@{_my_start()}')
     assert not _alive(me, 'proc-lease@1')  # the same PID, started at another time
     assert _alive(me, 'proc-lease')  # no start time recorded: the PID decides
+
+
+def test_a_zombie_is_not_the_lease_holder():
+    """A killed worker whose master was killed too is reparented to PID 1; where
+    PID 1 does not reap (a CI container), it stays a zombie with its PID and start
+    time. It holds nothing: the restarted server must resume its sessions."""
+    import subprocess
+    import sys
+
+    from oci_ref.storage.sqlite import _alive, _process_stat
+
+    child = subprocess.Popen([sys.executable, '-c', 'pass'])
+    try:
+        # Wait for the exit without reaping it: the child stays a zombie.
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        state, start = _process_stat(child.pid)
+        assert state == 'Z' and start
+        assert not _alive(child.pid, f'proc-lease@{start}')
+    finally:
+        child.wait()
