@@ -184,3 +184,33 @@ def test_the_oci_conformance_entry_comes_from_the_all_run(tmp_path: Path, suite:
     readme = (entry / 'README.md').read_text()
     assert 'export OCI_DATA_SPARSE="true"' in readme and '--sparse-manifests' in readme
     assert 'type: distribution' in (entry / 'PRODUCT.yaml').read_text()
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize('blobs', ['s3', 'fs'])
+def test_replicas_runs_each_suite_through_replicas_behind_haproxy(
+        tmp_path: Path, suite: Path, blobs: str) -> None:
+    """--replicas 2 (make conformance REPLICAS=2): the stand-in's POST and PUT go
+    round-robin to both replicas, on PostgreSQL (+ S3), and the run says so."""
+    import json
+
+    from tests.engines import missing
+    from tests.replicas import EngineMissing, check_engines
+
+    try:
+        check_engines(blobs)  # else a skip, or a failure under CI=true
+    except EngineMissing as ex:
+        missing(str(ex))
+    done = run(tmp_path, '--runs', '1.1', '--replicas', '2', '--blobs', blobs,
+               CONFORMANCE_BIN=str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    where = 'S3 (moto)' if blobs == 's3' else 'a shared filesystem'
+    target = f'2 replicas on PostgreSQL + {where} behind haproxy'
+    assert f'each run through {target}' in done.stdout
+    assert summary(tmp_path, '1.1') == '1.1: PASS 3 passed, 0 failed, 0 errors, 0 ' \
+                                       'skipped of 3'
+    meta = json.loads((tmp_path / 'results' / '1.1' / 'run.json').read_text())
+    assert meta['target'] == target and meta['what'].endswith(f'; through {target}')
+    for i in range(2):
+        log = (tmp_path / 'results' / '1.1' / f'server-{i}.log').read_text()
+        assert ' /v2/conformance/org/repo1/blobs/uploads/' in log, (i, log)
