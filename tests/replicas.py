@@ -50,6 +50,7 @@ class Replicas:
                  each: Sequence[dict[str, Any]] = (), **settings: Any):
         # By environment, not flag: the URL may carry a password (never in argv).
         env = {**(env or {}), 'OCI_REF_METADATA_STORE': url}
+        self.env, self.settings = env, settings
         extra = [dict(each[i]) if i < len(each) else {} for i in range(count)]
         roots = [Path(e.pop('root', root)) for e in extra]
         with ThreadPoolExecutor(count) as pool:
@@ -82,6 +83,16 @@ class Replicas:
             self.lb.close()
         for s in self.servers:
             s.stop()
+
+    def stores_env(self) -> dict[str, str]:
+        """The environment for an `oci-ref` command on these shared stores (fsck,
+        gc): the metadata URL, the blob store's settings and its credentials."""
+        env = dict(self.env)
+        for key, value in self.settings.items():
+            if key == 'blob_store' or key.startswith('s3_'):
+                env[f'OCI_REF_{key.upper()}'] = (
+                    ('1' if value else '0') if isinstance(value, bool) else str(value))
+        return env
 
     def requests_seen(self, method: str, path_part: str) -> list[int]:
         """How many ``method`` requests whose path has ``path_part`` each replica
