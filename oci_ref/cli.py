@@ -207,7 +207,10 @@ def gc(args: argparse.Namespace) -> int:
         report = asyncio.run(collect(registry, untagged=args.untagged, grace=grace,
                                      dry_run=args.dry_run, progress=_progress))
     if report is None:
-        print('oci-ref gc: another collection is running; try again', file=sys.stderr)
+        # The pass gives up rather than wait on the GC lock (gc.collect): held
+        # exclusively by another pass, or shared by a blob commit for a moment.
+        print('oci-ref gc: another collection is running, or a blob commit holds the '
+              'GC lock for a moment; try again', file=sys.stderr)
         return 1
     for repo, digest in report.manifests:
         print(f'manifest {repo}@{digest}')

@@ -4,9 +4,10 @@
   answers what needs S3 with a 503 naming the store (not haproxy's own 503: both
   replicas stay up, /healthz touches no store), and everything works again once S3
   is back, the upload session that was open included.
-- Online GC runs on one replica while pushes arrive on the other: it collects what
-  the pushes left untagged, and everything acknowledged that a tag still reaches is
-  intact; fsck of the shared stores is clean.
+- GC runs (online in one replica, or `oci-ref gc` from outside) while pushes arrive
+  on another replica: it collects what the pushes left untagged, and everything
+  acknowledged that a tag still reaches is intact; fsck of the shared stores is
+  clean.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,13 +90,42 @@ def test_s3_stalled_gives_503_naming_the_store_on_every_replica_then_recovers(
         assert c.get(f'/v2/faults/s3/blobs/{digest(more)}').content == more
 
 
-def fsck(replicas: Replicas) -> subprocess.CompletedProcess[str]:
-    """`oci-ref fsck` on the shared stores, as an operator would run it anywhere."""
+def oci_ref(replicas: Replicas, *args: str) -> subprocess.CompletedProcess[str]:
+    """`oci-ref <args>` (fsck, gc) on the shared stores, as an operator would run it
+    on any machine that reaches them (replica 0's root for what is local)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith('OCI_REF_')}
     env.update(replicas.stores_env())
     return subprocess.run(
-        [sys.executable, '-m', 'oci_ref', 'fsck', '--root', str(replicas.roots[0])],
+        [sys.executable, '-m', 'oci_ref', *args, '--root', str(replicas.roots[0])],
         env=env, capture_output=True, text=True, timeout=300)
+
+
+class CommandLoop:
+    """``oci-ref gc`` over and over in a thread until stopped: an operator's
+    collection from outside the replicas. A pass either succeeds or refuses with
+    exit 1 because a commit held the GC lock at that moment (it gives up rather than
+    wait, gc.collect); anything else is a failure."""
+
+    def __init__(self, replicas: Replicas):
+        self.replicas = replicas
+        self.stopped = threading.Event()
+        self.failed: list[str] = []
+        self.passes = 0
+        self.thread = threading.Thread(target=self._loop)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            done = oci_ref(self.replicas, 'gc', '--grace', '1', '--untagged')
+            self.passes += 1
+            busy = done.returncode == 1 and done.stdout == '' and (
+                'blob commit holds the GC lock' in done.stderr)
+            if done.returncode != 0 and not busy:
+                self.failed.append(f'exit {done.returncode}: {done.stdout}{done.stderr}')
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def push_image(c: httpx.Client, repo: str, config: bytes, layer: bytes,
@@ -117,17 +148,21 @@ def push_image(c: httpx.Client, repo: str, config: bytes, layer: bytes,
     pytest.fail(f'{tags}: refused five times')
 
 
-def test_online_gc_on_one_replica_while_pushes_arrive_on_the_other(
-        stores: ReplicaSets, tmp_path: Path) -> None:
-    """Replica 0 collects every second (grace 1 s, untagged manifests too) while a
-    client pushes through replica 1: one image per round, always re-tagging
-    `latest` (so the one before becomes untagged: GC's work) and keeping every
-    fifth under a tag of its own. Pushing goes on until GC is seen collecting
-    untagged manifests in two passes. Then every acknowledged manifest a tag reaches is
-    served whole through both replicas, and fsck is clean."""
-    gc = {'gc_interval': 1, 'gc_grace': 1, 'gc_untagged': True}
+@pytest.mark.parametrize('collector', ['online', 'command'])
+def test_gc_while_pushes_arrive_on_another_replica(
+        stores: ReplicaSets, tmp_path: Path, collector: str) -> None:
+    """GC every second (grace 1 s, untagged manifests too): online in replica 0, or
+    `oci-ref gc` in a loop from outside, while a client pushes through replica 1:
+    one image per round, always re-tagging `latest` (so the one before becomes
+    untagged: GC's work) and keeping every fifth under a tag of its own. Pushing
+    goes on until GC is seen collecting untagged manifests in two passes. Then every
+    acknowledged manifest a tag reaches is served whole by both replicas, and fsck
+    of the shared stores is clean."""
+    gc = ({'gc_interval': 1, 'gc_grace': 1, 'gc_untagged': True}
+          if collector == 'online' else {})
     with stores.serve(tmp_path / 'data', each=[
             {'root': tmp_path / 'r0', **gc}, {'root': tmp_path / 'r1'}]) as replicas:
+        loop = CommandLoop(replicas) if collector == 'command' else None
         pusher = replicas.servers[1]
         kept: dict[str, str] = {}  # tag -> digest, acknowledged (201)
         overwritten: list[str] = []  # acknowledged, then untagged by the next push
@@ -152,7 +187,10 @@ def test_online_gc_on_one_replica_while_pushes_arrive_on_the_other(
                 if passes >= 2:  # two passes overlapped the pushes
                     break
             else:
-                pytest.fail('online GC on the other replica never collected')
+                pytest.fail(f'GC ({collector}) never collected')
+        if loop is not None:
+            loop.stop()
+            assert not loop.failed, loop.failed
         assert i >= 2
         for server in replicas.servers:  # each replica serves the same survivors
             with httpx.Client(base_url=server.url, timeout=60) as c:
@@ -167,6 +205,6 @@ def test_online_gc_on_one_replica_while_pushes_arrive_on_the_other(
                         b = c.get(f'/v2/gc/churn/blobs/{desc["digest"]}')
                         assert b.status_code == 200, (tag, desc, b.text)
                         assert digest(b.content) == desc['digest']
-        done = fsck(replicas)
+        done = oci_ref(replicas, 'fsck')
         assert done.returncode == 0, done.stdout + done.stderr
         assert '0 problems' in done.stdout, done.stdout
