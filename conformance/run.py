@@ -114,6 +114,8 @@ RUNS = {r.name: r for r in (
             {'sparse_manifests': True, 'auth': 'token'}),
 )}
 DEFAULT_RUNS = tuple(RUNS)
+# What a run goes to, without --replicas (run.json's target).
+ONE_TARGET = 'one oci-ref on SQLite + filesystem'
 # The oci-conformance entry (distribution-spec/v1.1/<implementation>) comes from this run.
 SUBMISSION_RUN = 'all'
 HOW_TO_GET = """\
@@ -376,8 +378,14 @@ def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
         htpasswd.write_text(f'{USER}:{hashed}\n')
         settings['htpasswd'] = str(htpasswd)
     started = time.monotonic()
-    with open(out / 'suite.log', 'wb') as log, \
-            serve(out / 'server' / 'data', **settings) as registry:
+    with open(out / 'suite.log', 'wb') as log, contextlib.ExitStack() as stack:
+        try:
+            registry = stack.enter_context(serve(out / 'server' / 'data', **settings))
+        except RuntimeError as ex:  # NotReady, or an engine of the replicas failed
+            log.write(f'the registry did not start: {ex}\n'.encode())
+            return Outcome(spec.name, True, errors=1, seconds=time.monotonic() - started,
+                           note=f'the registry did not start ({str(ex).splitlines()[0]}); '
+                                f'see {out / "suite.log"}')
         env = run_env(spec, registry, out, password)
         runner = 'binary'
         try:
@@ -422,8 +430,7 @@ def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
         outcome.note = f'suite exited {done.returncode}'
     (out / 'run.json').write_text(json.dumps({
         'run': spec.name, 'suite': spec.suite, 'mode': spec.mode,
-        'what': spec.what + (f'; through {target}' if target else ''),
-        'target': target or 'one oci-ref',
+        'what': spec.what, 'target': target or ONE_TARGET,
         'suite_commit': (LEGACY_SUITE if spec.suite == 'legacy'
                          else f'distribution-spec {suite_commit(junits[0])}'),
         'runner': runner, 'server_settings': spec.server,

@@ -47,14 +47,18 @@ class Replicas:
 
     def __init__(self, root: Path, url: str, load_balancer: LoadBalancer = HAProxy,
                  count: int = 2, env: dict[str, str] | None = None,
-                 each: Sequence[dict[str, Any]] = (), **settings: Any):
+                 each: Sequence[dict[str, Any]] = (), ready_timeout: float = 90.0,
+                 **settings: Any):
         # By environment, not flag: the URL may carry a password (never in argv).
         env = {**(env or {}), 'OCI_REF_METADATA_STORE': url}
         self.env, self.settings = env, settings
         extra = [dict(each[i]) if i < len(each) else {} for i in range(count)]
         roots = [Path(e.pop('root', root)) for e in extra]
         with ThreadPoolExecutor(count) as pool:
-            futures = [pool.submit(OCIRegistry, roots[i], env=env, **settings, **extra[i])
+            # Generous: replicas start together, often beside other runs, and the
+            # first migrates the database while the others wait for its lock.
+            futures = [pool.submit(OCIRegistry, roots[i], env=env,
+                                   ready_timeout=ready_timeout, **settings, **extra[i])
                        for i in range(count)]
         self.servers = [f.result() for f in futures if f.exception() is None]
         self.lb: HAProxy | None = None
