@@ -90,6 +90,36 @@ def test_s3_stalled_gives_503_naming_the_store_on_every_replica_then_recovers(
         assert c.get(f'/v2/faults/s3/blobs/{digest(more)}').content == more
 
 
+def test_an_upload_whose_closing_put_met_a_stalled_s3_completes_when_retried(
+        replicas: Replicas, s3_server: MotoServer) -> None:
+    """A chunked upload over both replicas (PATCHes above and below S3's 5 MiB part
+    minimum); S3 stalls at the closing PUT: 503 naming the store, and the same PUT
+    through the load balancer (so on the other replica too) commits once S3 is
+    back, with the whole blob verified."""
+    data = os.urandom(7 * MiB + 12345)
+    d = digest(data)
+    with httpx.Client(base_url=replicas.url, timeout=60) as c:
+        location = c.post('/v2/faults/put/blobs/uploads/').headers['location']
+        for start, end in ((0, 6 * MiB), (6 * MiB, len(data))):
+            r = c.patch(location, content=data[start:end], headers={
+                'Content-Type': 'application/octet-stream',
+                'Content-Range': f'{start}-{end - 1}'})
+            assert r.status_code == 202, r.text
+            location = r.headers['location']
+        s3_server.pause()
+        try:
+            assert_names_s3(c.put(location, params={'digest': d}))
+        finally:
+            s3_server.resume()
+        answers = [c.put(location, params={'digest': d}) for _ in range(2)]
+        assert answers[0].status_code == 201, answers[0].text
+        # The session is gone once committed, whichever replica is asked.
+        assert answers[1].status_code == 404, answers[1].text
+        for _ in range(2):
+            r = c.get(f'/v2/faults/put/blobs/{d}')
+            assert r.status_code == 200 and digest(r.content) == d
+
+
 def oci_ref(replicas: Replicas, *args: str) -> subprocess.CompletedProcess[str]:
     """`oci-ref <args>` (fsck, gc) on the shared stores, as an operator would run it
     on any machine that reaches them (replica 0's root for what is local)."""
