@@ -8,6 +8,8 @@
   on another replica: it collects what the pushes left untagged, and everything
   acknowledged that a tag still reaches is intact; fsck of the shared stores is
   clean.
+- A real client meets the stall: crane's push fails with the store named in its
+  error, and succeeds once S3 is back.
 """
 
 from __future__ import annotations
@@ -118,6 +120,37 @@ def test_an_upload_whose_closing_put_met_a_stalled_s3_completes_when_retried(
         for _ in range(2):
             r = c.get(f'/v2/faults/put/blobs/{d}')
             assert r.status_code == 200 and digest(r.content) == d
+
+
+@pytest.mark.crane
+def test_crane_push_while_s3_stalls_fails_naming_the_store_then_succeeds(
+        replicas: Replicas, s3_server: MotoServer, tmp_path: Path) -> None:
+    """What a user sees: crane, through the load balancer, gives up (after its own
+    retries of the 503s) with the store named in its error, and the same push
+    succeeds once S3 is back."""
+    from tests.interop.conftest import find_client
+    from tests.interop.layout import write_docker_archive
+
+    crane = find_client('crane')
+    write_docker_archive(tmp_path / 'img.tar', 'faults/crane:v1', seed=str(tmp_path))
+    push = [crane, 'push', '--insecure', str(tmp_path / 'img.tar'),
+            f'{replicas.host}/faults/crane:v1']
+    s3_server.pause()
+    try:
+        refused = subprocess.run(push, capture_output=True, text=True, timeout=300)
+    finally:
+        s3_server.resume()
+    assert refused.returncode != 0, refused.stdout
+    assert 'UNAVAILABLE' in refused.stderr and 'blobs (s3)' in refused.stderr, \
+        refused.stderr
+    done = subprocess.run(push, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    digest_ = done.stdout.strip().rsplit('@', 1)[-1]
+    with httpx.Client(base_url=replicas.url, timeout=60) as c:
+        for _ in range(2):  # each replica
+            r = c.get('/v2/faults/crane/manifests/v1', headers={
+                'Accept': 'application/vnd.docker.distribution.manifest.v2+json'})
+            assert r.status_code == 200 and digest(r.content) == digest_, r.text
 
 
 def oci_ref(replicas: Replicas, *args: str) -> subprocess.CompletedProcess[str]:
