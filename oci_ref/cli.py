@@ -334,10 +334,14 @@ def _migration_configs(args: argparse.Namespace) -> tuple[Config, Config]:
     target = Config.load({n: getattr(args, f'to_{n}') for n in TARGET_SETTINGS},
                          {k: v for k, v in os.environ.items() if k != 'OCI_REF_CONFIG'},
                          args.to_config)
-    same_root = target.root.resolve() == source.root.resolve()
-    if same_root and target.metadata_store == 'sqlite' and target.blob_store == 'fs':
-        raise ConfigError('migrate: the target is the source (give --to-config, '
-                          '--metadata-store / --blob-store, or --to-root)')
+    if target.metadata_store == 'sqlite' and target.blob_store == 'fs':
+        if args.to_root is None and args.to_config is None:
+            raise ConfigError(
+                'migrate: the target is a single node too: name the scale-out stores '
+                '(--to-config, --metadata-store / --blob-store or OCI_REF_*), or '
+                '--to-root for another single node')
+        if target.root.resolve() == source.root.resolve():
+            raise ConfigError('migrate: the target is the source')
     from oci_ref.storage.sqlite import DB_FILE
 
     if not (source.root / DB_FILE).is_file():
