@@ -317,7 +317,10 @@ def _migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             m.add_argument(flag, dest=f'to_{name}', default=None, help=helptext,
                            action=argparse.BooleanOptionalAction)
         else:
-            m.add_argument(flag, dest=f'to_{name}', default=None, help=helptext)
+            m.add_argument(flag, dest=f'to_{name}', default=None, help=helptext,
+                           metavar=name.upper())
+    m.add_argument('--jobs', type=int, default=4,
+                   help='blobs copied at once (default 4)')
     m.add_argument('--overwrite-tags', action='store_true',
                    help='a tag the target points elsewhere takes the source\'s digest '
                         '(default: kept, reported, exit 1)')
@@ -372,7 +375,8 @@ def migrate(args: argparse.Namespace) -> int:
         print(f'oci-ref migrate: target: {ex}', file=sys.stderr)
         return 1
     migration = Migration(source, target, dating, overwrite_tags=args.overwrite_tags,
-                          verify_existing=args.verify_existing, progress=Progress())
+                          verify_existing=args.verify_existing, jobs=args.jobs,
+                          progress=Progress())
     try:
         report = asyncio.run(migration.run())
     except StoreUnavailable as ex:

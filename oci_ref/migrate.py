@@ -20,8 +20,9 @@ Safe to run again, and after a run killed at any point: what the target already
 holds is skipped (a blob by digest and size, a link, a manifest by digest, a tag
 pointing at the same digest). Each blob goes through a spool named after its digest,
 discarded first, so a spool a killed run left behind is cleaned up, not leaked.
-Blob commits and links take the GC lock shared, as pushes do, so an online GC on the
-target never sweeps a blob between its commit and its link. A tag the target already
+The run holds the target's GC lock shared, as a push does while it commits: an
+online GC there waits, and never sweeps a blob linked before the manifest that
+references it is in (the blobs phase may take hours). A tag the target already
 points elsewhere is a conflict: kept as the target has it and reported, unless
 ``overwrite_tags`` (the source wins, e.g. a last pass after the source stopped).
 Two migrations into one target are refused (an exclusive ``migrate`` lock).
@@ -157,10 +158,11 @@ class _Parsed:
 class Migration:
     def __init__(self, source: Stores, target: Stores, dating: Dating, *,
                  overwrite_tags: bool = False, verify_existing: bool = False,
-                 progress: Reporter | None = None):
+                 jobs: int = 4, progress: Reporter | None = None):
         self.source, self.target, self.dating = source, target, dating
         self.overwrite_tags = overwrite_tags
         self.verify_existing = verify_existing
+        self.jobs = max(1, jobs)
         self.progress = progress or Silent()
         self.report = MigrationReport()
         self._repos: set[str] = set()
@@ -168,13 +170,18 @@ class Migration:
 
     async def run(self) -> MigrationReport | None:
         """The report; None when another migration into the target is running."""
-        async with self.target.meta.lock(MIGRATE_LOCK, exclusive=True,
-                                         wait=False) as lease:
+        meta = self.target.meta
+        async with meta.lock(MIGRATE_LOCK, exclusive=True, wait=False) as lease:
             if lease is None:
                 return None
-            self.report.upload_sessions = (await self.source.meta.stats()).upload_sessions
-            await self._blobs()
-            await self._manifests()
+            # The GC lock, shared (as a push holds it while it commits), for the
+            # whole run: a GC on the target waits until the manifests that
+            # reference the blobs linked first are in, however long that takes.
+            async with meta.lock(GC_LOCK, exclusive=False, wait=True):
+                stats = await self.source.meta.stats()
+                self.report.upload_sessions = stats.upload_sessions
+                await self._blobs()
+                await self._manifests()
             self.report.repositories = len(self._repos)
             return self.report
 
@@ -187,14 +194,26 @@ class Migration:
         sizes = await self.source.meta.blob_sizes()
         present = {b.digest: b.size async for b in self.target.blobs.scan()}
         self.progress.start('blobs', len(sizes), sum(sizes.values()))
-        for digest, size in sorted(sizes.items()):
-            repos = await self.source.meta.blob_repos(digest)
-            # A blob no repository links is GC's to remove from the source: not
-            # copied (the target would hold a file nothing accounts for).
-            if repos:
-                self._repos.update(repos)
-                await self._blob(digest, size, present.get(digest), repos)
-            self.progress.advance(1, size)
+        work = iter(sorted(sizes.items()))
+
+        async def copier() -> None:
+            for digest, size in work:  # one iterator: each blob taken by one copier
+                repos = await self.source.meta.blob_repos(digest)
+                # A blob no repository links is GC's to remove from the source: not
+                # copied (the target would hold a file nothing accounts for).
+                if repos:
+                    self._repos.update(repos)
+                    await self._blob(digest, size, present.get(digest), repos)
+                self.progress.advance(1, size)
+
+        # Several blobs in flight: a remote store's latency per call, not its
+        # bandwidth, bounds one copier. A failure cancels the others.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self.jobs):
+                    group.create_task(copier())
+        except ExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None  # e.g. StoreUnavailable
         self.progress.finish()
 
     async def _blob(self, digest: str, size: int, there: int | None,
@@ -231,18 +250,12 @@ class Migration:
                 self._fail(f'blob {digest}: {written} bytes in the source, its metadata '
                            f'says {size}; not copied')
                 return
-            # As a push commits: under the GC lock (shared) until linked, so an
-            # online GC on the target never sweeps it in between.
-            async with self.target.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
-                await self.target.blobs.commit(spool, d)
-                await self.target.meta.link_blob(repos[0], digest, size,
-                                                 release=[] if gc is None else [gc])
+            await self.target.blobs.commit(spool, d)
         finally:
             await self.target.blobs.discard(spool)
         self.report.blobs_copied += 1
         self.report.bytes_copied += size
-        self.report.links_made += 1
-        await self._links(digest, size, repos[1:])
+        await self._links(digest, size, repos)
 
     async def _check_present(self, d: Digest, size: int, there: int) -> bool:
         if there != size:
@@ -264,9 +277,7 @@ class Migration:
             if await self.target.meta.blob_size(repo, digest) == size:
                 self.report.links_present += 1
                 continue
-            async with self.target.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
-                await self.target.meta.link_blob(repo, digest, size,
-                                                 release=[] if gc is None else [gc])
+            await self.target.meta.link_blob(repo, digest, size)
             self.report.links_made += 1
 
     # -- manifests and tags ------------------------------------------------------

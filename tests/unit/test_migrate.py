@@ -16,13 +16,13 @@ import pytest
 
 from oci_ref.app import create_app
 from oci_ref.config import Config
-from oci_ref.gc import fsck
+from oci_ref.gc import collect, fsck
 from oci_ref.migrate import MIGRATE_LOCK, Dating, Migration, MigrationReport
 from oci_ref.progress import Progress
 from oci_ref.reference import Digest
 from oci_ref.registry import Policy, Registry
 from oci_ref.storage import open_stores
-from oci_ref.storage.interfaces import Stores
+from oci_ref.storage.interfaces import Stores, StoreUnavailable
 from tests.backends import Backend
 from tests.migration_content import Sample, push_sample, view
 from tests.support import InProcess, digest, image_manifest, push_blob
@@ -220,6 +220,65 @@ def test_open_upload_sessions_are_counted_not_migrated(source, target, dating):
     assert report.upload_sessions == 1
     assert 'upload sessions in progress: 1 not migrated' in '\n'.join(report.summary())
     assert asyncio.run(target.stores.meta.upload_ids()) == set()
+
+
+class Stalled:
+    """A store whose ``method`` waits at its first call until ``go`` is set
+    (``reached`` says it got there); everything else passes through."""
+
+    def __init__(self, inner: Any, method: str):
+        self.inner, self.method = inner, method
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        async def stalled(*args: Any, **kw: Any) -> Any:
+            self.reached.set()
+            await self.go.wait()
+            return await attr(*args, **kw)
+
+        return stalled
+
+
+def test_a_gc_on_the_target_waits_for_the_migration(source, sample, target, dating):
+    """Blobs are linked long before the manifests that reference them arrive; a GC
+    with no grace at all, in between, must not sweep them."""
+    async def run() -> tuple[Any, MigrationReport | None]:
+        meta = Stalled(source.stores.meta, 'get_manifest')
+        migration = Migration(Stores(source.stores.blobs, meta), target.stores, dating)
+        task = asyncio.create_task(migration.run())
+        await meta.reached.wait()  # blobs in and linked, no manifest yet
+        during = await collect(target.registry, untagged=True, grace=0)
+        meta.go.set()
+        return during, await task
+
+    during, report = asyncio.run(run())
+    assert during is None  # "another collection is running": it did not sweep
+    assert report is not None and report.ok
+    assert view(target.c, sample) == view(source.c, sample)
+
+
+def test_a_store_failing_mid_copy_ends_the_run_with_its_error(source, sample, target,
+                                                              dating):
+    class Failing:
+        name = 'blobs (filesystem)'
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(source.stores.blobs, name)
+
+        async def reader(self, digest: Digest, *a: Any) -> Any:
+            raise StoreUnavailable(self.name, 'disk on fire')
+
+    migration = Migration(Stores(Failing(), source.stores.meta),  # type: ignore[arg-type]
+                          target.stores, dating, jobs=3)
+    with pytest.raises(StoreUnavailable, match='disk on fire'):
+        asyncio.run(migration.run())
+    # Nothing half-done: the next run, on a working store, completes.
+    assert migrate(source, target, dating).ok
+    assert view(target.c, sample) == view(source.c, sample)
 
 
 @pytest.mark.parametrize('tty', [False, True])
