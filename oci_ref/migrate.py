@@ -239,7 +239,9 @@ class Migration:
             try:
                 body = await self.source.blobs.reader(d)
             except BlobMissing:
-                self._fail(f'blob {digest}: missing in the source; not copied')
+                # Unless a GC of the source (still serving) removed it meanwhile.
+                if await self.source.meta.blob_repos(digest):
+                    self._fail(f'blob {digest}: missing in the source; not copied')
                 return
             written = await self.target.blobs.append(spool, 0, body, [hasher])
             if hasher.hexdigest() != d.encoded:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,15 @@ from oci_ref.storage import open_stores
 from oci_ref.storage.interfaces import Stores, StoreUnavailable
 from tests.backends import Backend
 from tests.migration_content import Sample, push_sample, view
-from tests.support import InProcess, digest, image_manifest, push_blob
+from tests.support import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    InProcess,
+    descriptor,
+    digest,
+    image_manifest,
+    push_blob,
+)
 
 
 class Side:
@@ -144,6 +153,20 @@ def test_a_corrupt_source_blob_is_reported_and_not_copied(tmp_path, source, samp
     assert asyncio.run(fsck(target.registry)) == []
 
 
+def test_a_missing_source_blob_is_reported_an_unlinked_one_skipped(tmp_path, source,
+                                                                   sample, target,
+                                                                   dating):
+    gone = sample.blobs['lib/only-blobs'][0]
+    d = Digest.parse(gone)
+    (tmp_path / 'source' / 'blobs' / 'sha256' / d.encoded[:2] / d.encoded).unlink()
+    report = migrate(source, target, dating)
+    assert report.failures == [f'blob {gone}: missing in the source; not copied']
+    # Unlinked through the API (GC's to remove from the source): not copied, and
+    # nothing to report.
+    assert source.c.delete(f'/v2/lib/only-blobs/blobs/{gone}').status_code == 202
+    assert migrate(source, target, dating).ok
+
+
 def test_a_tag_the_target_points_elsewhere_is_kept_unless_told(source, sample, target,
                                                                dating):
     other = image_manifest(b'{"other": 1}', [b'other layer'])
@@ -220,6 +243,47 @@ def test_open_upload_sessions_are_counted_not_migrated(source, target, dating):
     assert report.upload_sessions == 1
     assert 'upload sessions in progress: 1 not migrated' in '\n'.join(report.summary())
     assert asyncio.run(target.stores.meta.upload_ids()) == set()
+
+
+def test_manifests_the_source_holds_without_their_content_stay_so(tmp_path, target,
+                                                                    dating):
+    """A sparse index (sparse_manifests, or the pull-through cache's), a manifest the
+    validator refuses (cached as an upstream sent it), a manifest whose bytes no
+    longer match its digest (reported)."""
+    source = Side(Config(root=tmp_path / 'sparse', fsync=False, sparse_manifests=True))
+    try:
+        child = image_manifest(b'{"absent": 1}', [b'absent layer'])
+        index = json.dumps({'schemaVersion': 2, 'mediaType': OCI_INDEX,
+                            'manifests': [descriptor(OCI_MANIFEST, child)]}).encode()
+        r = source.c.put('/v2/cache/app/manifests/v1', content=index,
+                         headers={'Content-Type': OCI_INDEX})
+        assert r.status_code == 201, r.content
+        odd = b'{"schemaVersion": 1, "name": "cache/app"}'
+        bad = b'{"bytes": "that do not hash to their digest"}'
+
+        async def plant() -> None:
+            for content, d in ((odd, digest(odd)), (bad, digest(b'other'))):
+                assert await source.stores.meta.put_manifest(
+                    'cache/app', d, 'application/vnd.example.v1+json', content,
+                    subject=None, artifact_type=None, annotations=None, blobs=[],
+                    children=[], tags=[], sparse=True) == []
+
+        asyncio.run(plant())
+        report = migrate(source, target, dating)
+        assert report.failures == [
+            f'manifest cache/app@{digest(b"other")}: corrupt in the source (its '
+            f'content hashes to {digest(bad)}); not copied']
+        assert (report.manifests_copied, report.manifests_sparse, report.tags_set) == \
+            (2, 1, 1)
+        assert target.c.get('/v2/cache/app/manifests/v1').content == index
+        r = target.c.get(f'/v2/cache/app/manifests/{digest(odd)}',
+                         headers={'Accept': '*/*'})
+        assert (r.status_code, r.content) == (200, odd)
+        assert r.headers['content-type'] == 'application/vnd.example.v1+json'
+        assert target.c.get(f'/v2/cache/app/manifests/{digest(b"other")}'
+                            ).status_code == 404
+    finally:
+        source.close()
 
 
 class Stalled:
