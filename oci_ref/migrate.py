@@ -166,7 +166,6 @@ class Migration:
         self.progress = progress or Silent()
         self.report = MigrationReport()
         self._repos: set[str] = set()
-        self._failed_blobs: set[str] = set()
 
     async def run(self) -> MigrationReport | None:
         """The report; None when another migration into the target is running."""

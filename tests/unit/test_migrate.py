@@ -167,6 +167,20 @@ def test_a_missing_source_blob_is_reported_an_unlinked_one_skipped(tmp_path, sou
     assert migrate(source, target, dating).ok
 
 
+def test_verify_existing_finds_a_corrupt_copy_in_the_target(backend, source, sample,
+                                                             target, dating):
+    assert migrate(source, target, dating).ok
+    layer = sample.blobs['lib/db'][1]
+    path = backend.blob_path(layer)
+    path.write_bytes(b'Y' * len(path.read_bytes()))
+    assert migrate(source, target, dating).ok  # skipped by digest and size
+    report = migrate(source, target, dating, verify_existing=True)
+    assert len(report.failures) == 1
+    assert report.failures[0].startswith(f'blob {layer}: corrupt in the target')
+    blobs = {d for ds in sample.blobs.values() for d in ds}
+    assert report.blobs_present == len(blobs) - 1  # the others: re-hashed, good
+
+
 def test_a_tag_the_target_points_elsewhere_is_kept_unless_told(source, sample, target,
                                                                dating):
     other = image_manifest(b'{"other": 1}', [b'other layer'])
