@@ -14,7 +14,8 @@ view's order and GC's grace periods carry over.
 
 What is not: upload sessions in progress (their clients start them again; the count
 is reported), pull-through cache validation times (a cached tag is revalidated
-upstream on its first pull), and deletions (the target is never pruned).
+upstream on its first pull), the token signing key and failed-login counts (tokens
+live minutes), and deletions (the target is never pruned).
 
 Safe to run again, and after a run killed at any point: what the target already
 holds is skipped (a blob by digest and size, a link, a manifest by digest, a tag
