@@ -333,7 +333,12 @@ class Migration:
     async def _parse(self, repo: str, record: ManifestRecord) -> _Parsed | None:
         """Verify the content against its digest and parse it; None (reported) when
         it does not match."""
-        d = Digest.parse(record.digest)
+        try:
+            d = Digest.parse(record.digest)
+        except RegistryError:
+            self._fail(f'manifest {repo}@{record.digest}: not a valid digest in the '
+                       'source; not copied')
+            return None
         actual = await asyncio.to_thread(Digest.of, record.content, d.algorithm)
         if actual != d:
             self._fail(f'manifest {repo}@{record.digest}: corrupt in the source (its '
