@@ -130,6 +130,30 @@ def test_a_single_node_moves_onto_postgresql_and_s3(source, target):
         'tags: 0 set, 5 already there, 0 conflicts']
 
 
+def test_a_cut_over_copies_while_serving_then_what_changed(tmp_path, target):
+    """The README's cut-over: a first pass while the single node serves, pushes and a
+    moved tag meanwhile, then a last pass after it stopped."""
+    root = tmp_path / 'source'
+    with OCIRegistry(root) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        sample = push_sample(c)
+        first = migrate(Source(root, sample, {}), target)
+        assert first.returncode == 0, first.stdout + first.stderr
+        sample.image(c, 'app/web', 'latest', 'pushed during the first pass')
+        sample.image(c, 'app/new', 'v1', 'a new repository')
+        seen = view(c, sample)
+    source = Source(root, sample, seen)
+    r = migrate(source, target)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'oci-ref migrate: tag app/web:latest: the target points it at' in r.stderr
+    r = migrate(source, target, '--overwrite-tags')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[2] == ('manifests: 0 copied, 8 already there '
+                                        '(1 referrers, 0 sparse)')
+    assert r.stdout.splitlines()[3] == 'tags: 1 set, 5 already there, 0 conflicts'
+    assert served_view(target, sample) == seen
+    fsck_clean(target)
+
+
 def test_a_run_killed_with_sigkill_is_finished_by_the_next(tmp_path, target):
     # Many blobs, so the kill lands with some copied and some not.
     root = tmp_path / 'source'
