@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -201,10 +201,11 @@ class Migration:
                 repos = await self.source.meta.blob_repos(digest)
                 # A blob no repository links is GC's to remove from the source: not
                 # copied (the target would hold a file nothing accounts for).
+                streamed = 0
                 if repos:
                     self._repos.update(repos)
-                    await self._blob(digest, size, present.get(digest), repos)
-                self.progress.advance(1, size)
+                    streamed = await self._blob(digest, size, present.get(digest), repos)
+                self.progress.advance(1, max(0, size - streamed))
 
         # Several blobs in flight: a remote store's latency per call, not its
         # bandwidth, bounds one copier. A failure cancels the others.
@@ -217,18 +218,28 @@ class Migration:
         self.progress.finish()
 
     async def _blob(self, digest: str, size: int, there: int | None,
-                    repos: list[str]) -> None:
-        """Make the blob present and linked in the target, or report why not."""
+                    repos: list[str]) -> int:
+        """Make the blob present and linked in the target, or report why not; the
+        bytes counted in the progress on the way."""
         try:
             d = Digest.parse(digest)
         except RegistryError:
             self._fail(f'blob {digest}: not a valid digest in the source; not copied')
-            return
+            return 0
         if there is not None:
             if await self._check_present(d, size, there):
                 self.report.blobs_present += 1
                 await self._links(digest, size, repos)
-            return
+            return 0
+        streamed = 0
+
+        async def counted(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            # A large blob moves the bar while it streams, not only at its end.
+            nonlocal streamed
+            async for chunk in body:
+                streamed += len(chunk)
+                self.progress.advance(0, len(chunk))
+                yield chunk
         spool = f'tmp-migrate-{d.algorithm}-{d.encoded[:48]}'
         # A spool a killed run left under this name goes first (for S3, its
         # multipart upload is aborted).
@@ -242,22 +253,23 @@ class Migration:
                 # Unless a GC of the source (still serving) removed it meanwhile.
                 if await self.source.meta.blob_repos(digest):
                     self._fail(f'blob {digest}: missing in the source; not copied')
-                return
-            written = await self.target.blobs.append(spool, 0, body, [hasher])
+                return 0
+            written = await self.target.blobs.append(spool, 0, counted(body), [hasher])
             if hasher.hexdigest() != d.encoded:
                 self._fail(f'blob {digest}: corrupt in the source (its content hashes '
                            f'to {d.algorithm}:{hasher.hexdigest()}); not copied')
-                return
+                return streamed
             if written != size:
                 self._fail(f'blob {digest}: {written} bytes in the source, its metadata '
                            f'says {size}; not copied')
-                return
+                return streamed
             await self.target.blobs.commit(spool, d)
         finally:
             await self.target.blobs.discard(spool)
         self.report.blobs_copied += 1
         self.report.bytes_copied += size
         await self._links(digest, size, repos)
+        return streamed
 
     async def _check_present(self, d: Digest, size: int, there: int) -> bool:
         if there != size:

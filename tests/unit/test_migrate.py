@@ -300,6 +300,35 @@ def test_manifests_the_source_holds_without_their_content_stay_so(tmp_path, targ
         source.close()
 
 
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def start(self, phase: str, total: int, total_bytes: int = 0) -> None:
+        self.calls.append(('start', phase, total, total_bytes))
+
+    def advance(self, items: int = 1, nbytes: int = 0) -> None:
+        self.calls.append(('advance', items, nbytes))
+
+    def finish(self) -> None:
+        self.calls.append(('finish',))
+
+
+def test_progress_counts_every_item_and_byte_as_it_streams(source, sample, target,
+                                                           dating):
+    recorder = Recorder()
+    migrate(source, target, dating, progress=recorder)
+    starts = [c for c in recorder.calls if c[0] == 'start']
+    assert [c[1] for c in starts] == ['blobs', 'manifests']
+    blobs_end = recorder.calls.index(('finish',))
+    blob_steps = [c for c in recorder.calls[:blobs_end] if c[0] == 'advance']
+    assert sum(c[1] for c in blob_steps) == starts[0][2]
+    assert sum(c[2] for c in blob_steps) == starts[0][3]
+    assert any(c[1] == 0 and c[2] > 0 for c in blob_steps)  # bytes before the item
+    manifest_steps = [c for c in recorder.calls[blobs_end:] if c[0] == 'advance']
+    assert sum(c[1] for c in manifest_steps) == starts[1][2] == 6
+
+
 class Stalled:
     """A store whose ``method`` waits at its first call until ``go`` is set
     (``reached`` says it got there); everything else passes through."""
