@@ -1,0 +1,136 @@
+"""One upstream request per manifest, tag and blob across `--workers 2` (issue 13:
+"20 clients pulling the same uncached image cause exactly one upstream GET per blob
+and manifest (counted at the upstream), and all 20 get correct bytes").
+
+The upstream is tests/e2e/upstreams.py's Stub, because the test must hold the first
+manifest request at the upstream until a second worker is provably asking for the
+same manifest: the stub counts every request, and the mirror's
+``oci_ref_upstream_fetch_waits`` gauge says a worker waits for another one's fetch.
+Without the cross-worker single flight the second worker would ask the upstream
+itself (the stub sees it at once and the test fails)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.upstreams import Stub, answer
+from tests.support import OCI_MANIFEST, Server, digest
+
+pytestmark = pytest.mark.e2e
+CONFIG = json.dumps({'architecture': 'amd64', 'os': 'linux',
+                     'rootfs': {'type': 'layers', 'diff_ids': []}}).encode()
+LAYERS = [hashlib.sha256(b'workers-%d' % i).digest() * (n // 32)
+          for i, n in enumerate((1024 * 1024, 64 * 1024))]
+MANIFEST = json.dumps({
+    'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
+    'config': {'mediaType': 'application/vnd.oci.image.config.v1+json',
+               'digest': digest(CONFIG), 'size': len(CONFIG)},
+    'layers': [{'mediaType': 'application/vnd.oci.image.layer.v1.tar',
+                'digest': digest(b), 'size': len(b)} for b in LAYERS]}).encode()
+M = digest(MANIFEST)
+CLIENTS = 20
+WAITS = re.compile(r'^oci_ref_upstream_fetch_waits\{upstream="stub.test"\} ([0-9.]+)$',
+                   re.M)
+
+
+def held_once(stub: Stub, inner: Callable[[http.server.BaseHTTPRequestHandler], None],
+              first: threading.Event, again: threading.Event
+              ) -> Callable[[http.server.BaseHTTPRequestHandler], None]:
+    """The first request waits for ``stub.release``; a later one sets ``again``."""
+    lock = threading.Lock()
+    seen = [0]
+
+    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
+        with lock:
+            seen[0] += 1
+            n = seen[0]
+        if n == 1:
+            first.set()
+            stub.release.wait(60)
+        else:
+            again.set()
+        inner(h)
+    return handle
+
+
+@pytest.mark.parametrize('by', ['tag', 'digest'])
+def test_twenty_clients_two_workers_one_upstream_request_each(
+        tmp_path: Path, by: str) -> None:
+    stub = Stub()
+    first, again = threading.Event(), threading.Event()
+    manifest = answer(200, MANIFEST, Content_Type=OCI_MANIFEST,
+                      Docker_Content_Digest=M)
+    reference = 'v1' if by == 'tag' else M
+    held = f'/v2/lib/app/manifests/{reference}'
+    stub.routes[held] = held_once(stub, manifest, first, again)
+    if by == 'tag':
+        stub.routes[f'/v2/lib/app/manifests/{M}'] = manifest
+    for blob in (CONFIG, *LAYERS):
+        stub.routes[f'/v2/lib/app/blobs/{digest(blob)}'] = answer(200, blob)
+    config = tmp_path / 'mirror.toml'
+    config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n'
+                      'read_timeout = 90\n')
+    results: list[bool] = []
+
+    def pull() -> None:
+        """A whole image: the manifest, then its config and layers, each verified."""
+        ok = False
+        try:
+            with httpx.Client(base_url=f'{m.url}/v2/stub.test/lib/app', timeout=90,
+                              limits=httpx.Limits(max_keepalive_connections=0)) as c:
+                r = c.get(f'/manifests/{reference}', headers={'Accept': OCI_MANIFEST})
+                ok = r.status_code == 200 and r.content == MANIFEST and \
+                    r.headers['docker-content-digest'] == M
+                doc = json.loads(r.content) if ok else {'layers': [], 'config': {}}
+                for d in [doc['config'], *doc['layers']]:
+                    b = c.get(f'/blobs/{d["digest"]}')
+                    ok = ok and b.status_code == 200 and digest(b.content) == d['digest']
+        finally:
+            results.append(ok)
+
+    def waiting(c: httpx.Client) -> float:
+        found = WAITS.search(c.get('/metrics').text)
+        return float(found.group(1)) if found else 0.0
+
+    m = Server(tmp_path / 'data', '--workers', '2', '--config', str(config))
+    threads: list[threading.Thread] = []
+    try:
+        with m.client() as c:
+            def start() -> None:
+                threads.append(threading.Thread(target=pull, daemon=True))
+                threads[-1].start()
+
+            for _ in range(CLIENTS):
+                start()
+            deadline = time.monotonic() + 60
+            # Polling the upstream and the gauge for what happened, not a sleep to
+            # let it happen; more clients only while every one landed on one worker.
+            while not again.is_set() and not (first.is_set() and waiting(c) >= 1):
+                assert time.monotonic() < deadline, 'no request reached both workers'
+                if len(threads) < 3 * CLIENTS:
+                    start()
+                time.sleep(0.05)
+            assert not again.is_set(), 'a second worker asked the upstream itself'
+        stub.release.set()
+        for t in threads:
+            t.join(120)
+    finally:
+        stub.release.set()
+        m.stop()
+        stub.stop()
+    assert len(results) == len(threads) >= CLIENTS and all(results), results
+    asked = [(meth, p) for meth, p, _ in stub.requests]
+    want = [('HEAD', held)] if by == 'tag' else [('GET', held)]
+    want += [('GET', f'/v2/lib/app/manifests/{M}')] if by == 'tag' else []
+    want += [('GET', f'/v2/lib/app/blobs/{digest(b)}') for b in (CONFIG, *LAYERS)]
+    assert sorted(asked) == sorted(want)
