@@ -2,15 +2,17 @@
 "20 clients pulling the same uncached image cause exactly one upstream GET per blob
 and manifest (counted at the upstream), and all 20 get correct bytes").
 
-The upstream is tests/e2e/upstreams.py's Stub, because the test must hold the first
+First against tests/e2e/upstreams.py's Stub, because that test must hold the first
 manifest request at the upstream until a second worker is provably asking for the
 same manifest: the stub counts every request, and the mirror's
 ``oci_ref_upstream_fetch_waits`` gauge says a worker waits for another one's fetch.
 Without the cross-worker single flight the second worker would ask the upstream
-itself (the stub sees it at once and the test fails)."""
+itself (the stub sees it at once and the test fails). Then against a real oci-ref
+upstream in token mode, counted in its access log, with nothing held."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import http.server
 import json
@@ -23,8 +25,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.upstreams import Stub, answer
-from tests.support import OCI_MANIFEST, Server, digest
+from tests.e2e._helpers import write_bytes
+from tests.e2e.faults import worker_pids
+from tests.e2e.test_pull_through import ENV, mirror_config, upstream_requests
+from tests.e2e.upstreams import Stub, answer, pusher, token_upstream
+from tests.support import OCI_MANIFEST, Server, digest, image_manifest, push_blob
 
 pytestmark = pytest.mark.e2e
 CONFIG = json.dumps({'architecture': 'amd64', 'os': 'linux',
@@ -98,6 +103,17 @@ def test_twenty_clients_two_workers_one_upstream_request_each(
         finally:
             results.append(ok)
 
+    def both_workers_answer(c: httpx.Client) -> None:
+        """Until each worker has answered a request (its wchar grew): a worker
+        still starting on a loaded machine would leave every client to the other."""
+        workers = worker_pids(m, 2)
+        assert len(workers) == 2, workers
+        before = {w: write_bytes(w) for w in workers}
+        deadline = time.monotonic() + 120
+        while any(write_bytes(w) == before[w] for w in workers):
+            assert time.monotonic() < deadline, 'a worker never answered'
+            c.get('/healthz', headers={'Connection': 'close'})
+
     def waiting(c: httpx.Client) -> float:
         found = WAITS.search(c.get('/metrics').text)
         return float(found.group(1)) if found else 0.0
@@ -106,6 +122,8 @@ def test_twenty_clients_two_workers_one_upstream_request_each(
     threads: list[threading.Thread] = []
     try:
         with m.client() as c:
+            both_workers_answer(c)
+
             def start() -> None:
                 threads.append(threading.Thread(target=pull, daemon=True))
                 threads[-1].start()
@@ -134,3 +152,41 @@ def test_twenty_clients_two_workers_one_upstream_request_each(
     want += [('GET', f'/v2/lib/app/manifests/{M}')] if by == 'tag' else []
     want += [('GET', f'/v2/lib/app/blobs/{digest(b)}') for b in (CONFIG, *LAYERS)]
     assert sorted(asked) == sorted(want)
+
+
+def test_twenty_clients_two_workers_real_upstream(tmp_path: Path) -> None:
+    up = token_upstream(tmp_path / 'up')
+    m: Server | None = None
+    try:
+        with pusher(up) as u:
+            for b in (CONFIG, *LAYERS):
+                push_blob(u, 'mirrored/workers', b)
+            body = image_manifest(CONFIG, LAYERS)
+            r = u.put('/v2/mirrored/workers/manifests/v1', content=body,
+                      headers={'Content-Type': OCI_MANIFEST})
+            assert r.status_code == 201, r.content
+        m = Server(tmp_path / 'mirror', '--workers', '2', '--config',
+                   str(mirror_config(tmp_path / 'm.toml', up.url)), env=ENV)
+        base = f'{m.url}/v2/up.test/mirrored/workers'
+
+        def pull(_: int) -> bool:
+            with httpx.Client(base_url=base, timeout=90, limits=httpx.Limits(
+                    max_keepalive_connections=0)) as c:
+                r = c.get('/manifests/v1', headers={'Accept': OCI_MANIFEST})
+                if r.status_code != 200 or r.content != body:
+                    return False
+                return all(digest(c.get(f'/blobs/{digest(b)}').content) == digest(b)
+                           for b in (CONFIG, *LAYERS))
+
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+            assert all(pool.map(pull, range(CLIENTS)))
+    finally:
+        if m is not None:
+            m.stop()
+        up.stop()
+    assert upstream_requests(up, 'HEAD', '/v2/mirrored/workers/manifests/v1') == 1
+    assert upstream_requests(up, 'GET', '/v2/mirrored/workers/manifests/v1') == 0
+    assert upstream_requests(
+        up, 'GET', f'/v2/mirrored/workers/manifests/{digest(body)}') == 1
+    for b in (CONFIG, *LAYERS):
+        assert upstream_requests(up, 'GET', f'/v2/mirrored/workers/blobs/{digest(b)}') == 1
