@@ -159,14 +159,17 @@ class PullThrough:
         return await self._single(('tag', cache, reference),
                                   lambda: self._revalidate_once(route, reference, known))
 
-    async def _manifest_once(self, route: Route, digest: str) -> ManifestRecord:
+    async def _manifest_once(self, route: Route, digest: str,
+                             tags: tuple[str, ...] = ()) -> ManifestRecord:
+        """Fetch ``digest`` (tagged ``tags``) unless another worker did while we
+        waited. Pulls by tag and by digest share it (one key, one lock)."""
         cache, upstream = cache_name_of(route), upstream_of(route)
         async with self._flight(f'cache-manifest:{cache}@{digest}', upstream) as waited:
             record = await self.meta.get_manifest(cache, digest) if waited else None
             if record is not None:
                 EVENTS.labels(upstream, 'hit').inc()
                 return record
-            return await self._fetch_manifest(route, digest, ())
+            return await self._fetch_manifest(route, digest, tags)
 
     async def _revalidate_once(self, route: Route, tag: str, seen: CacheTag | None
                                ) -> Served:
@@ -193,7 +196,13 @@ class PullThrough:
             head = await client.head_manifest(route.repository, tag)
             record = await self.meta.get_manifest(cache, head.digest)
             if record is None:
-                record = await self._fetch_manifest(route, head.digest, (tag,))
+                record = await self._single(
+                    ('manifest', cache, head.digest),
+                    lambda: self._manifest_once(route, head.digest, (tag,)))
+                if tag not in {t for t, _ in await self.meta.tags_of(cache, head.digest)}:
+                    # The fetch we joined was for a pull by digest (or another tag).
+                    await self._store(cache, Manifest(record.content, record.media_type,
+                                                      record.digest), (tag,))
             elif known is None or known.digest != head.digest:
                 await self._store(cache, Manifest(record.content, record.media_type,
                                                   record.digest), (tag,))

@@ -68,18 +68,29 @@ def held_once(stub: Stub, inner: Callable[[http.server.BaseHTTPRequestHandler], 
     return handle
 
 
-@pytest.mark.parametrize('by', ['tag', 'digest'])
+@pytest.mark.parametrize('by', ['tag', 'digest', 'mixed'])
 def test_twenty_clients_two_workers_one_upstream_request_each(
         tmp_path: Path, by: str) -> None:
+    """``tag``: the tag's HEAD is held; ``digest``: the manifest's GET; ``mixed``:
+    half the clients pull by tag, half by digest, and the manifest's GET is held
+    until the tag's HEAD was answered (pulls by tag join the fetch by digest)."""
     stub = Stub()
-    first, again = threading.Event(), threading.Event()
+    first, again, head_answered = threading.Event(), threading.Event(), \
+        threading.Event()
     manifest = answer(200, MANIFEST, Content_Type=OCI_MANIFEST,
                       Docker_Content_Digest=M)
-    reference = 'v1' if by == 'tag' else M
-    held = f'/v2/lib/app/manifests/{reference}'
+    by_tag, by_digest = '/v2/lib/app/manifests/v1', f'/v2/lib/app/manifests/{M}'
+
+    def answered(h: http.server.BaseHTTPRequestHandler) -> None:
+        manifest(h)
+        head_answered.set()
+
+    held = by_tag if by == 'tag' else by_digest
+    stub.routes[by_tag] = answered
     stub.routes[held] = held_once(stub, manifest, first, again)
-    if by == 'tag':
-        stub.routes[f'/v2/lib/app/manifests/{M}'] = manifest
+    if held != by_digest:
+        stub.routes[by_digest] = manifest
+    references = {'tag': ['v1'], 'digest': [M], 'mixed': ['v1', M]}[by]
     for blob in (CONFIG, *LAYERS):
         stub.routes[f'/v2/lib/app/blobs/{digest(blob)}'] = answer(200, blob)
     config = tmp_path / 'mirror.toml'
@@ -87,7 +98,7 @@ def test_twenty_clients_two_workers_one_upstream_request_each(
                       'read_timeout = 90\n')
     results: list[bool] = []
 
-    def pull() -> None:
+    def pull(reference: str) -> None:
         """A whole image: the manifest, then its config and layers, each verified."""
         ok = False
         try:
@@ -125,7 +136,9 @@ def test_twenty_clients_two_workers_one_upstream_request_each(
             both_workers_answer(c)
 
             def start() -> None:
-                threads.append(threading.Thread(target=pull, daemon=True))
+                reference = references[len(threads) % len(references)]
+                threads.append(threading.Thread(target=pull, args=(reference,),
+                                                daemon=True))
                 threads[-1].start()
 
             for _ in range(CLIENTS):
@@ -133,7 +146,9 @@ def test_twenty_clients_two_workers_one_upstream_request_each(
             deadline = time.monotonic() + 60
             # Polling the upstream and the gauge for what happened, not a sleep to
             # let it happen; more clients only while every one landed on one worker.
-            while not again.is_set() and not (first.is_set() and waiting(c) >= 1):
+            while not again.is_set() and not (
+                    first.is_set() and waiting(c) >= 1
+                    and (by != 'mixed' or head_answered.is_set())):
                 assert time.monotonic() < deadline, 'no request reached both workers'
                 if len(threads) < 3 * CLIENTS:
                     start()
@@ -148,8 +163,8 @@ def test_twenty_clients_two_workers_one_upstream_request_each(
         stub.stop()
     assert len(results) == len(threads) >= CLIENTS and all(results), results
     asked = [(meth, p) for meth, p, _ in stub.requests]
-    want = [('HEAD', held)] if by == 'tag' else [('GET', held)]
-    want += [('GET', f'/v2/lib/app/manifests/{M}')] if by == 'tag' else []
+    want = [('HEAD', by_tag)] if by != 'digest' else []
+    want += [('GET', by_digest)]
     want += [('GET', f'/v2/lib/app/blobs/{digest(b)}') for b in (CONFIG, *LAYERS)]
     assert sorted(asked) == sorted(want)
 
