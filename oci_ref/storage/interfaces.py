@@ -371,7 +371,9 @@ class MetadataStore(Protocol):
                           stale_before: float) -> FetchClaim:
         """Take the download of ``key`` for ``owner`` unless another owner holds it
         with a heartbeat at or after ``stale_before``; the claim as it stands after
-        (``owner`` tells who won). One transaction."""
+        (``owner`` tells who won). One transaction. A store that can tell an owner's
+        process is gone (one host: SQLite) reports that claim's heartbeat as 0, so
+        a crash does not hold the next download back for CLAIM_STALE."""
         ...
     async def get_fetch(self, key: str) -> FetchClaim | None: ...
     async def update_fetch(self, key: str, owner: str, written: int, size: int | None,

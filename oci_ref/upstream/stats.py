@@ -13,3 +13,7 @@ FETCHED = Counter('oci_ref_upstream_fetched_bytes', 'Blob bytes fetched from ups
                   ['upstream'])
 IN_FLIGHT = Gauge('oci_ref_upstream_fetches_in_flight', 'Blob downloads in progress',
                   ['upstream'], multiprocess_mode='livesum')
+WAITING = Gauge('oci_ref_upstream_fetch_waits',
+                'Manifest fetches and tag validations waiting for another worker '
+                'doing the same upstream request', ['upstream'],
+                multiprocess_mode='livesum')
