@@ -109,7 +109,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         cache = PullThrough(registry, Upstreams(
             config.upstream, manifest_max_bytes=config.manifest_max_bytes))
         # Before access control: it checks a proxied name by its cache name.
-        mirror = [UpstreamRouting(cache)]
+        mirror = [UpstreamRouting(cache, config.purge_interval)]
     # Names are validated before access is checked: both run per request, and a 400
     # for a name that can never exist reveals nothing. With auth off, access control
     # has nothing to check: it is left out of the chain, which Falcon would
