@@ -188,3 +188,29 @@ def test_a_blob_a_kept_manifest_references_elsewhere_is_not_deleted(
 
 async def _one(data: bytes):  # type: ignore[no-untyped-def]
     yield data
+
+
+def test_gc_counts_cached_content_apart(backend: Backend) -> None:
+    """A GC pass removing an untagged cached manifest and an untagged pushed one
+    says how many were cached."""
+    from oci_ref.gc import collect
+
+    registry = backend.registry(clock=True)
+
+    async def run() -> None:
+        for repo in ('up/x', 'mine/x'):
+            body = repo.encode()
+            await registry.meta.put_manifest(
+                repo, str(Digest.of(body)), 'application/json', body, subject=None,
+                artifact_type=None, annotations=None, blobs=[], children=[], tags=[],
+                sparse=True)
+        backend.clock.advance(10)
+        report = await collect(registry, untagged=True, grace=1,
+                               cached=lambda r: r.startswith('up/'))
+        assert report is not None
+        assert sorted(r for r, _ in report.manifests) == ['mine/x', 'up/x']
+        assert report.cached_manifests == 1
+        assert report.summary().startswith('removed 2 manifests (1 cached), 0 blob links')
+
+    asyncio.run(run())
+    registry.close()

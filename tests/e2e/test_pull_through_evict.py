@@ -1,0 +1,215 @@
+"""Eviction of the pull-through cache end to end (issue 13): a real `oci-ref serve`
+with ``cache_max_bytes`` mirroring a second `oci-ref serve` in token-auth mode and
+CNCF distribution. Filled over its cap, it evicts the least recently used image;
+what it removed is fetched again (counted in the upstream's access log), pushed
+content and blobs a kept image shares stay, and fsck is clean."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.test_pull_through import upstream_requests
+from tests.e2e.upstreams import USERS, DistributionUpstream, pusher, token_upstream
+from tests.interop.auth import AuthServer
+from tests.support import (
+    OCI_MANIFEST,
+    Server,
+    counted,
+    digest,
+    image_manifest,
+    push_blob,
+)
+
+pytestmark = pytest.mark.e2e
+LAYER = 100_000
+BASE = hashlib.sha256(b'evict: base').digest() * (50_000 // 32)  # shared by every image
+# Two images fit (base once, two layers, configs, manifests); a third does not.
+CAP = 300_000
+ENV = {'OCI_REF_UPSTREAM_UP_TEST_USERNAME': 'mirror',
+       'OCI_REF_UPSTREAM_UP_TEST_PASSWORD': USERS['mirror']}
+
+
+def layer(name: str) -> bytes:
+    return hashlib.sha256(f'evict: {name}'.encode()).digest() * (LAYER // 32)
+
+
+def config_of(name: str) -> bytes:
+    return json.dumps({'architecture': 'amd64', 'os': 'linux', 'name': name,
+                       'rootfs': {'type': 'layers', 'diff_ids': []}}).encode()
+
+
+def push(c: httpx.Client, repo: str, name: str) -> dict[str, str]:
+    """An image of a config, BASE and its own layer, tagged v1; its digests."""
+    for blob in (config_of(name), BASE, layer(name)):
+        push_blob(c, repo, blob)
+    body = image_manifest(config_of(name), [BASE, layer(name)])
+    r = c.put(f'/v2/{repo}/manifests/v1', content=body,
+              headers={'Content-Type': OCI_MANIFEST})
+    assert r.status_code == 201, r.content
+    return {'manifest': digest(body), 'config': digest(config_of(name)),
+            'layer': digest(layer(name)), 'base': digest(BASE)}
+
+
+def config_file(path: Path, url: str) -> Path:
+    path.write_text(f'''
+[[upstream]]
+name = "up.test"
+url = "{url}"
+tag_ttl = 3600
+cache_max_bytes = {CAP}
+cache_touch_interval = 0
+''')
+    return path
+
+
+def pull(c: httpx.Client, repo: str, image: dict[str, str]) -> None:
+    """What a client does: the manifest by tag, then every blob."""
+    r = c.get(f'/v2/up.test/{repo}/manifests/v1', headers={'Accept': OCI_MANIFEST})
+    assert r.status_code == 200, r.content
+    assert r.headers['docker-content-digest'] == image['manifest']
+    for key in ('config', 'base', 'layer'):
+        r = c.get(f'/v2/up.test/{repo}/blobs/{image[key]}')
+        assert r.status_code == 200 and digest(r.content) == image[key], key
+
+
+def evicted(mirror: Server, manifests: int) -> str:
+    """Wait (on the metric) until ``manifests`` cached manifests were evicted."""
+    return counted(mirror, r'^oci_ref_upstream_evicted_total\{kind="manifest",'
+                           rf'upstream="up\.test"\}} {manifests}\.0$', timeout=60)
+
+
+def fsck(mirror: Server, config: Path) -> dict[str, object]:
+    done = subprocess.run([sys.executable, '-m', 'oci_ref', 'fsck', '--root',
+                           str(mirror.root), '--config', str(config), '--json'],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    assert (summary['problems'], summary['notices']) == (0, 0), done.stdout
+    return summary
+
+
+@pytest.fixture(scope='module')
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    server = token_upstream(tmp_path_factory.mktemp('upstream'))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_full_cache_evicts_the_least_recently_used_image(
+        tmp_path: Path, upstream: AuthServer) -> None:
+    repos = {n: f'mirrored/evict-{n}' for n in 'abc'}
+    with pusher(upstream) as u:
+        images = {n: push(u, repo, n) for n, repo in repos.items()}
+    config = config_file(tmp_path / 'mirror.toml', upstream.url)
+    mirror = Server(tmp_path / 'data', '--config', str(config), env=ENV)
+    try:
+        with mirror.client() as c:
+            # Pushed content sharing b's own layer: eviction must never touch it.
+            for blob in (config_of('mine'), BASE, layer('b')):
+                push_blob(c, 'mine/app', blob)
+            own = image_manifest(config_of('mine'), [BASE, layer('b')])
+            r = c.put('/v2/mine/app/manifests/v1', content=own,
+                      headers={'Content-Type': OCI_MANIFEST})
+            assert r.status_code == 201, r.content
+            pull(c, repos['a'], images['a'])
+            pull(c, repos['b'], images['b'])
+            # a used again after b: b is now the least recently used.
+            assert c.get(f'/v2/up.test/{repos["a"]}/manifests/v1').status_code == 200
+            pull(c, repos['c'], images['c'])
+            evicted(mirror, 1)
+            summary = fsck(mirror, config)
+            # Cached blobs: those only the cache holds (a's and c's config and
+            # layer); BASE is pushed too.
+            assert summary['cached'] == {'manifests': 2, 'blobs': 4}, summary
+            assert summary['pushed'] == {'manifests': 1, 'blobs': 3}, summary
+
+            def fetched(n: str, key: str) -> int:
+                kind = 'manifests' if key == 'manifest' else 'blobs'
+                return upstream_requests(upstream, 'GET',
+                                         f'/v2/{repos[n]}/{kind}/{images[n][key]}')
+
+            before = {(n, k): fetched(n, k) for n in 'abc'
+                      for k in ('manifest', 'config', 'layer', 'base')}
+            assert set(before.values()) == {1}, before
+            # a and c were kept: served without asking the upstream.
+            for n in 'ac':
+                for key in ('config', 'base', 'layer'):
+                    r = c.get(f'/v2/up.test/{repos[n]}/blobs/{images[n][key]}')
+                    assert r.status_code == 200 and digest(r.content) == images[n][key]
+            assert c.get(f'/v2/up.test/{repos["a"]}/manifests/v1').status_code == 200
+            # Pushed content is whole, b's layer included (shared with b).
+            for blob in (config_of('mine'), BASE, layer('b')):
+                r = c.get(f'/v2/mine/app/blobs/{digest(blob)}')
+                assert r.status_code == 200 and r.content == blob
+            assert c.get('/v2/mine/app/manifests/v1').content == own
+            # b was evicted: pulling it again fetches it again (and now c, the
+            # least recently used, goes).
+            pull(c, repos['b'], images['b'])
+            evicted(mirror, 2)
+            after = {(n, k): fetched(n, k) for n in 'abc'
+                     for k in ('manifest', 'config', 'layer', 'base')}
+            assert {k: v - before[k] for k, v in after.items() if v != before[k]} == {
+                ('b', 'manifest'): 1, ('b', 'config'): 1, ('b', 'layer'): 1,
+                ('b', 'base'): 1}
+            text = counted(mirror, r'^oci_ref_upstream_evicted_bytes_total')
+            m = re.search(r'^oci_ref_upstream_evicted_bytes_total\{upstream="up\.test"\}'
+                          r' (\S+)$', text, re.M)
+            assert m is not None and float(m[1]) >= 2 * LAYER
+            # c went: a re-pull of it asks the upstream again; a, used once more
+            # before, stays and b (used before a) goes.
+            assert c.get(f'/v2/up.test/{repos["a"]}/manifests/v1').status_code == 200
+            pull(c, repos['c'], images['c'])
+            assert fetched('c', 'manifest') == 2 and fetched('c', 'layer') == 2
+            evicted(mirror, 3)
+            pull(c, repos['a'], images['a'])
+            assert {k: fetched('a', k) for k in ('manifest', 'config', 'layer', 'base')
+                    } == dict.fromkeys(('manifest', 'config', 'layer', 'base'), 1)
+        fsck(mirror, config)
+    finally:
+        mirror.stop()
+
+
+def test_eviction_with_distribution_as_the_upstream(tmp_path: Path) -> None:
+    """The same against CNCF distribution (Basic auth): an evicted image is
+    fetched again, a kept one is not."""
+    dist = DistributionUpstream(tmp_path / 'dist')
+    try:
+        auth = httpx.BasicAuth('pusher', USERS['pusher'])
+        with httpx.Client(base_url=dist.url, timeout=60, auth=auth) as u:
+            images = {n: push(u, f'mirrored/dist-{n}', n) for n in 'abc'}
+        config = config_file(tmp_path / 'mirror.toml', dist.url)
+        mirror = Server(tmp_path / 'data', '--config', str(config), env=ENV)
+        try:
+            with mirror.client() as c:
+                for n in 'abc':
+                    pull(c, f'mirrored/dist-{n}', images[n])
+                evicted(mirror, 1)  # a: the least recently used
+
+                def asked(n: str) -> int:
+                    # (distribution logs each attempt, the 401 before the token too)
+                    return upstream_requests(
+                        dist, 'GET',
+                        f'/v2/mirrored/dist-{n}/manifests/{images[n]["manifest"]}')
+
+                before = {n: asked(n) for n in 'ac'}
+                assert before['a'] > 0
+                pull(c, 'mirrored/dist-c', images['c'])  # kept: the upstream is not asked
+                assert asked('c') == before['c']
+                pull(c, 'mirrored/dist-a', images['a'])  # evicted: fetched again
+                assert asked('a') > before['a']
+            fsck(mirror, config)
+        finally:
+            mirror.stop()
+    finally:
+        dist.stop()
