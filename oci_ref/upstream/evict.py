@@ -17,6 +17,9 @@
   linked), in the background, once per upstream at a time; and on each purge
   round (so a lowered cap applies without new pulls). The check is one read;
   only a cache over its cap takes the write lock.
+- Nothing used or fetched in the last ``cache_min_age`` seconds goes (the cap
+  may be exceeded meanwhile): a client between a blob's size and its bytes, or
+  tailing a download that just committed, finds the file where it was.
 - Safety: the removal is one transaction (a concurrent pull sees the manifest,
   its tags and links, or none of them, and fetches again); blob content is
   deleted after the commit under the GC lock held exclusively, which blob
@@ -27,6 +30,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -49,10 +53,12 @@ log = logging.getLogger('oci_ref.cache')
 TOUCH_MEMORY = 100_000
 
 
-def choose(manifests: Sequence[CachedManifest], links: Sequence[CachedLink], cap: int
-           ) -> EvictionPlan:
+def choose(manifests: Sequence[CachedManifest], links: Sequence[CachedLink], cap: int,
+           young_after: float = float('inf')) -> EvictionPlan:
     """What to remove from one upstream's cache to bring it to ``cap`` bytes or
-    under (see the module's docstring); nothing when it is under already."""
+    under (see the module's docstring); nothing when it is under already. Nothing
+    used or linked at or after ``young_after`` goes: the cache stays over its cap
+    until it is older."""
     sizes = {link.digest: link.size for link in links}
     holders = Counter(link.digest for link in links)  # links per digest, in range
     usage = sum(m.size for m in manifests) + sum(sizes.values())
@@ -66,8 +72,12 @@ def choose(manifests: Sequence[CachedManifest], links: Sequence[CachedLink], cap
     left = usage
     gone_links: list[tuple[str, str]] = []
 
+    young = {(link.repo, link.digest) for link in links if link.linked_at >= young_after}
+
     def drop(repo: str, digest: str) -> None:
         nonlocal left
+        if (repo, digest) in young:
+            return
         linked.discard((repo, digest))
         gone_links.append((repo, digest))
         holders[digest] -= 1
@@ -75,13 +85,13 @@ def choose(manifests: Sequence[CachedManifest], links: Sequence[CachedLink], cap
             left -= sizes[digest]
 
     for link in sorted(links, key=lambda x: (x.linked_at, x.repo, x.digest)):
-        if left <= cap:
+        if left <= cap or link.linked_at >= young_after:
             break
         if not refs.get(link.repo, Counter())[link.digest]:
             drop(link.repo, link.digest)
     gone: list[tuple[str, str]] = []
     for m in sorted(manifests, key=lambda x: (x.used_at, x.repo, x.digest)):
-        if left <= cap:
+        if left <= cap or m.used_at >= young_after:
             break
         gone.append((m.repo, m.digest))
         left -= m.size
@@ -161,8 +171,10 @@ class Evictor:
         cap = upstream.cache_max_bytes
         if not cap or await self.meta.cache_usage(upstream.name) <= cap:
             return None
+        young_after = self.clock() - upstream.cache_min_age
         async with self.meta.lock(GC_LOCK, exclusive=True, wait=True):
-            evicted = await self.meta.evict_cached(upstream.name, cap, choose)
+            evicted = await self.meta.evict_cached(
+                upstream.name, cap, functools.partial(choose, young_after=young_after))
             for digest, _ in evicted.blobs:
                 await self.registry.blobs.delete(Digest.parse(digest))
         if evicted.manifests or evicted.links:

@@ -85,6 +85,19 @@ def test_an_index_keeps_its_child_manifest_reference_but_not_its_links() -> None
     assert plan.manifests == ((A, d('i')),) and plan.links == ()
 
 
+def test_nothing_used_or_linked_recently_goes_even_over_the_cap() -> None:
+    manifests = [m(A, '1', 10, 1.0, 'x'), m(A, '2', 10, 50.0, 'y')]
+    links = [link(A, 'x', 100, at=1.0), link(A, 'y', 100, at=50.0),
+             link(A, 'new', 100, at=60.0)]
+    plan = choose(manifests, links, 0, young_after=40.0)
+    assert plan.manifests == ((A, d('1')),) and plan.links == ((A, d('x')),)
+    assert plan.usage - plan.freed == 210  # over the cap: the rest is young
+    # The old manifest's layer fetched a moment ago stays with it gone.
+    plan = choose([m(A, '1', 10, 1.0, 'x')], [link(A, 'x', 100, at=45.0)], 0,
+                  young_after=40.0)
+    assert plan.manifests == ((A, d('1')),) and plan.links == ()
+
+
 @pytest.fixture
 def backend(tmp_path: Path) -> Backend:
     return Backend(tmp_path / 'data')
@@ -96,7 +109,8 @@ def test_eviction_in_the_store_keeps_pushed_content_and_shared_blobs(
     older cached one; a cap that fits one cached image."""
     registry = backend.registry()
     meta, blobs = registry.meta, registry.blobs
-    upstream = Upstream(name='up', url='http://127.0.0.1:1', cache_max_bytes=1)
+    upstream = Upstream(name='up', url='http://127.0.0.1:1', cache_max_bytes=1,
+                        cache_min_age=0)
 
     async def blob(repo: str, data: bytes) -> str:
         digest = Digest.of(data)
@@ -133,7 +147,8 @@ def test_eviction_in_the_store_keeps_pushed_content_and_shared_blobs(
                           'cached_blob_links': 3, 'cached_blobs': 2, 'pushed_blobs': 1}
         evictor = Evictor(registry, [upstream])
         evicted = await evictor.evict(
-            Upstream(name='up', url='http://127.0.0.1:1', cache_max_bytes=before - 1))
+            Upstream(name='up', url='http://127.0.0.1:1', cache_max_bytes=before - 1,
+                     cache_min_age=0))
         assert evicted is not None
         assert evicted.manifests == [('up/old', old)]
         assert sorted(evicted.links) == sorted([('up/old', shared), ('up/old', only_old)])
@@ -150,8 +165,8 @@ def test_eviction_in_the_store_keeps_pushed_content_and_shared_blobs(
         assert 'up/old' not in await meta.repositories(None, 100)
         # Under the cap now: a second pass removes nothing.
         assert await evictor.evict(
-            Upstream(name='up', url='http://127.0.0.1:1', cache_max_bytes=before - 1)
-        ) is None
+            Upstream(name='up', url='http://127.0.0.1:1', cache_max_bytes=before - 1,
+                     cache_min_age=0)) is None
 
     asyncio.run(run())
     registry.close()
