@@ -168,7 +168,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
 def _ui_app(registry: Registry, control: AccessControl, config: Config) -> ASGIApp:
     from oci_ref.ui.app import ui_app
 
-    return ui_app(registry, control, config.root)
+    return ui_app(registry, control, config.root, config.upstream)
 
 
 def create_app_from_env() -> ASGIApp:

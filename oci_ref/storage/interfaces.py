@@ -412,6 +412,10 @@ class MetadataStore(Protocol):
                             validated_at: float) -> None:
         """Record (insert or replace) a validation of a cached tag."""
         ...
+    async def cache_tags_validated(self, repo: str, tags: list[str]
+                                   ) -> dict[str, float]:
+        """When each of ``tags`` (those the cache knows) was last validated (web view)."""
+        ...
     async def claim_fetch(self, key: str, owner: str, spool: str, now: float,
                           stale_before: float) -> FetchClaim:
         """Take the download of ``key`` for ``owner`` unless another owner holds it

@@ -90,7 +90,8 @@ class Repositories:
         n = _number(req, 'n', REPOS_PER_PAGE, PAGE_MAX)
         last = req.get_param('last') or None
         page = await self.ctx.model.repositories(viewer.may_pull, q, last, n)
-        _page(resp, req, 'repositories.html', page=page, q=q, n=n, last=last)
+        _page(resp, req, 'repositories.html', page=page, q=q, n=n, last=last,
+              caching=self.ctx.model.caching)
 
 
 class Login:
@@ -123,7 +124,8 @@ class Repository:
                                 page=_number(req, 'page', 1, 10**6), per_page=n)
         may_delete = viewer.may('delete', name) and model.deletes_enabled('tag')
         _page(resp, req, 'repository.html', name=name, tags=tags, sort=sort, order=order,
-              n=n, may_delete=may_delete, deleted=(req.get_param('deleted') or '')[:200])
+              n=n, may_delete=may_delete, deleted=(req.get_param('deleted') or '')[:200],
+              cached_from=model.cached_from(name))
 
 
 class Manifest:
