@@ -157,9 +157,11 @@ class Model:
 
     # -- switches --------------------------------------------------------------------
 
-    def deletes_enabled(self, reference: str) -> bool:
+    def deletes_enabled(self, reference: str, name: str = '') -> bool:
         policy = self.registry.policy
-        if policy.read_only:
+        if policy.read_only or self.cached_from(name) is not None:
+            # A cache's content is the upstream's: the API refuses writes there
+            # (405), and eviction, not a delete, frees its space.
             return False
         return (policy.delete_manifests if is_digest_reference(reference)
                 else policy.delete_tags)

@@ -321,8 +321,14 @@ def test_cached_repositories_are_marked_with_their_upstream(tmp_path: Path) -> N
     assert '<span class="kind cached" id="cached-from">cached from up.test</span>' in text
     assert re.findall(r'<td class="nowrap revalidated">([^<]*)</td>', text) == [
         '2023-11-14 22:13:20 UTC', 'unknown']  # v2: never revalidated
+    # Its content is the upstream's: no delete (the API refuses writes there too).
+    assert 'Delete tag' not in text
+    assert 'Delete' not in page(c, f'/ui/r/up.test/lib/app/-/m/{v1}')
+    assert 'pull-through cache of up.test' in page(
+        c, '/ui/r/up.test/lib/app/-/delete?reference=v1', status=405)
     own = page(c, '/ui/r/mine/app/')
     assert 'cached-from' not in own and 'Revalidated' not in own
+    assert 'Delete tag' in own
     # A registry without upstreams shows no source column at all.
     assert 'class="source"' not in page(app(root), '/ui/')
 
