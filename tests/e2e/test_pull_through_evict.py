@@ -232,15 +232,15 @@ def test_pulls_racing_evictions_get_whole_images(tmp_path: Path,
                                                  upstream: AuthServer) -> None:
     """A cap no image fits, and an eviction round every second (purge_interval)
     besides the one after each fetch, removing all that is older than
-    cache_min_age (1 s), while 6 clients pull three images over and over until
+    cache_min_age (2 s), while 6 clients pull three images over and over until
     the cache's images were evicted a dozen times: every answer is whole and
     correct (evicted content is fetched again), and fsck is clean after."""
     repos = {n: f'mirrored/race-{n}' for n in 'abc'}
     with pusher(upstream) as u:
         images = {n: push(u, repo, f'race {n}') for n, repo in repos.items()}
     # Uses are recorded once an hour: a manifest counts as used when fetched, so
-    # one second later it is old enough to go even while it is pulled.
-    config = config_file(tmp_path / 'mirror.toml', upstream.url, cap=1, min_age=1,
+    # two seconds later it is old enough to go even while it is pulled.
+    config = config_file(tmp_path / 'mirror.toml', upstream.url, cap=1, min_age=2,
                          touch=3600)
     mirror = Server(tmp_path / 'data', '--config', str(config), '--purge-interval', '1',
                     env=ENV)
@@ -265,6 +265,7 @@ def test_pulls_racing_evictions_get_whole_images(tmp_path: Path,
         text = counted(mirror, r'^oci_ref_upstream_evicted_total\{kind="blob",'
                                r'upstream="up\.test"\} [1-9]')
         assert 'oci_ref_upstream_evicted_bytes_total{upstream="up.test"}' in text
-        fsck(mirror, config)
     finally:
         mirror.stop()
+    # Stopped first: eviction rounds would otherwise go on under fsck's feet.
+    fsck(mirror, config)
