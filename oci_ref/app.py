@@ -81,7 +81,8 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
         ('/openapi.yaml', OpenAPIDocument(), None),
         ('/healthz', Health(), None),
         ('/readyz', Ready(registry, control.readiness_checks()), None),
-        ('/metrics', Metrics(registry), None),
+        ('/metrics', Metrics(registry, {u.name: u.cache_max_bytes for u in config.upstream
+                                          if u.cache_max_bytes}), None),
         ('/token', Token(control), None),
     ]
 

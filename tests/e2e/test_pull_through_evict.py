@@ -141,6 +141,12 @@ def test_a_full_cache_evicts_the_least_recently_used_image(
             assert c.get(f'/v2/up.test/{repos["a"]}/manifests/v1').status_code == 200
             pull(c, repos['c'], images['c'])
             evicted(mirror, 1)
+            text = c.get('/metrics').text
+            held = re.search(r'^oci_ref_upstream_cache_bytes\{upstream="up\.test"\} (\S+)$',
+                             text, re.M)
+            assert held is not None and 2 * LAYER < float(held[1]) <= CAP, held
+            assert f'oci_ref_upstream_cache_max_bytes{{upstream="up.test"}} {CAP:.1f}' \
+                in text
             summary = fsck(mirror, config)
             # Cached blobs: those only the cache holds (a's and c's config and
             # layer); BASE is pushed too.
