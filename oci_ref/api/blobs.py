@@ -61,8 +61,11 @@ class Blob:
             if (ex.code != ErrorCode.BLOB_UNKNOWN or self.cache is None or route is None
                     or not route.proxied):
                 raise
-        # A cached blob evicted between its size and its opening (evict.py): the
-        # cache fetches it again, as for any miss.
+        # A cached blob evicted between its size and its opening (evict.py), or its
+        # file lost: the cache's link goes (if eviction left it) and the blob is
+        # fetched again, as for any miss.
+        assert route.cache_name is not None
+        await self.registry.meta.unlink_blob(route.cache_name, str(d))
         _, _, fetch = await self.cache.blob_size(route, str(d))
         return await self.cache.read_blob(d, fetch, start, length)
 

@@ -275,3 +275,32 @@ def test_pulls_racing_evictions_get_whole_images(tmp_path: Path,
         mirror.stop()
     # Stopped first: eviction rounds would otherwise go on under fsck's feet.
     fsck(mirror, config)
+
+
+def test_a_cached_blob_gone_between_its_size_and_its_bytes_is_fetched_again(
+        tmp_path: Path, upstream: AuthServer) -> None:
+    """The window eviction leaves (its row read, then its file deleted before the
+    response opens it), made wide: the file is removed behind the server (a lost
+    file: its rows stay). The GET fetches the blob again from the upstream
+    instead of answering 404, and the cache holds it again."""
+    with pusher(upstream) as u:
+        image = push(u, 'mirrored/evict-window', 'window')
+    config = config_file(tmp_path / 'mirror.toml', upstream.url)
+    mirror = Server(tmp_path / 'data', '--config', str(config), env=ENV)
+    try:
+        with mirror.client() as c:
+            pull(c, 'mirrored/evict-window', image)
+            path = f'/v2/mirrored/evict-window/blobs/{image["layer"]}'
+            assert upstream_requests(upstream, 'GET', path) == 1
+            hex_ = image['layer'].removeprefix('sha256:')
+            (mirror.root / 'blobs' / 'sha256' / hex_[:2] / hex_).unlink()
+            r = c.get(f'/v2/up.test{path.removeprefix("/v2")}')
+            assert r.status_code == 200 and r.content == layer('window')
+            assert upstream_requests(upstream, 'GET', path) == 2
+            # Committed again: the next GET is served from the cache.
+            r = c.get(f'/v2/up.test{path.removeprefix("/v2")}')
+            assert r.status_code == 200 and r.content == layer('window')
+            assert upstream_requests(upstream, 'GET', path) == 2
+    finally:
+        mirror.stop()
+    fsck(mirror, config)
