@@ -229,3 +229,27 @@ def test_gc_counts_cached_content_apart(backend: Backend) -> None:
 
     asyncio.run(run())
     registry.close()
+
+
+def test_a_prefix_holds_only_its_own_repositories(backend: Backend) -> None:
+    """``up`` is the range 'up/' <= repo < 'up0': not 'up0/x', 'up.x/y' or 'upx'."""
+    registry = backend.registry()
+    meta = registry.meta
+
+    async def run() -> None:
+        for i, repo in enumerate(['up/a', 'up/b/c', 'up0/x', 'up.x/y', 'upx', 'u/p']):
+            body = f'manifest {i}'.encode()
+            await meta.put_manifest(repo, str(Digest.of(body)), 'application/json', body,
+                                    subject=None, artifact_type=None, annotations=None,
+                                    blobs=[], children=[], tags=[], sparse=True)
+        assert await meta.cache_usage('up') == 2 * len(b'manifest 0')
+        counts = await meta.cache_counts(['up'])
+        assert (counts['cached_manifests'], counts['pushed_manifests']) == (2, 4)
+        evicted = await meta.evict_cached('up', 0, choose)
+        assert sorted(r for r, _ in evicted.manifests) == ['up/a', 'up/b/c']
+        assert await meta.cache_counts(['up']) == {
+            'cached_manifests': 0, 'pushed_manifests': 4, 'cached_blob_links': 0,
+            'cached_blobs': 0, 'pushed_blobs': 0}
+
+    asyncio.run(run())
+    registry.close()
