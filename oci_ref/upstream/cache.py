@@ -83,7 +83,7 @@ class PullThrough:
 
     async def aclose(self) -> None:
         self.fetches.cancel()
-        self.evictor.cancel()
+        await self.evictor.aclose()
         await self.upstreams.aclose()
 
     # -- blobs (end-2): see fetches.py ----------------------------------------------------

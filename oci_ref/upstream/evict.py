@@ -186,9 +186,14 @@ class Evictor:
                      len(evicted.manifests), len(evicted.links), len(evicted.blobs))
         return evicted
 
-    def cancel(self) -> None:
-        for task in list(self._running.values()):
-            task.cancel()
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Let running checks finish (a cancelled one would leave the files of
+        blobs whose rows it removed for GC to find); cancel what overruns."""
+        tasks = list(self._running.values())
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
 
 
 __all__ = ['Evictor', 'choose']
