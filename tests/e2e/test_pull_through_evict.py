@@ -234,14 +234,16 @@ def test_eviction_with_distribution_as_the_upstream(tmp_path: Path) -> None:
         dist.stop()
 
 
-def test_pulls_racing_evictions_get_whole_images(tmp_path: Path,
-                                                 upstream: AuthServer) -> None:
+@pytest.mark.parametrize('workers', [1, 2])
+def test_pulls_racing_evictions_get_whole_images(tmp_path: Path, upstream: AuthServer,
+                                                 workers: int) -> None:
     """A cap no image fits, and an eviction round every second (purge_interval)
     besides the one after each fetch, removing all that is older than
     cache_min_age (2 s), while 6 clients pull three images over and over until
     the cache's images were evicted a dozen times: every answer is whole and
-    correct (evicted content is fetched again), and fsck is clean after."""
-    repos = {n: f'mirrored/race-{n}' for n in 'abc'}
+    correct (evicted content is fetched again), and fsck is clean after. With two
+    workers, evictions and downloads of both meet in one metadata store."""
+    repos = {n: f'mirrored/race{workers}-{n}' for n in 'abc'}
     with pusher(upstream) as u:
         images = {n: push(u, repo, f'race {n}') for n, repo in repos.items()}
     # Uses are recorded once an hour: a manifest counts as used when fetched, so
@@ -249,7 +251,7 @@ def test_pulls_racing_evictions_get_whole_images(tmp_path: Path,
     config = config_file(tmp_path / 'mirror.toml', upstream.url, cap=1, min_age=2,
                          touch=3600)
     mirror = Server(tmp_path / 'data', '--config', str(config), '--purge-interval', '1',
-                    env=ENV)
+                    '--workers', str(workers), env=ENV)
     stop = threading.Event()
     try:
         def pulls(worker: int) -> int:
