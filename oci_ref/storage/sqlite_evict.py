@@ -89,15 +89,21 @@ def evict_cached(conn: sqlite3.Connection, prefix: str, cap: int, choose: Choose
         conn.executemany('DELETE FROM repo_blobs WHERE repo = ? AND digest = ?',
                          plan.links)
         blobs: list[tuple[str, int]] = []
-        sizes = {link.digest: link.size for link in links}
-        for digest in dict.fromkeys(d for _, d in plan.links):
+        # Candidates: the blobs of the dropped links, and what the evicted
+        # manifests referenced (a blob kept earlier only by their reference).
+        children = {(m.repo, m.digest): m.children for m in manifests}
+        candidates = [d for _, d in plan.links] + [
+            c for key in plan.manifests for c in children.get(key, ())]
+        for digest in dict.fromkeys(candidates):
             kept = conn.execute(
                 'SELECT 1 FROM repo_blobs WHERE digest = ? UNION ALL '
                 'SELECT 1 FROM manifest_refs WHERE child = ? LIMIT 1',
                 [digest, digest]).fetchone()
-            if kept is None:
+            row = None if kept else conn.execute(
+                'SELECT size FROM blobs WHERE digest = ?', [digest]).fetchone()
+            if row is not None:
                 conn.execute('DELETE FROM blobs WHERE digest = ?', [digest])
-                blobs.append((digest, sizes[digest]))
+                blobs.append((digest, int(row[0])))
         lo, hi = _range(prefix)
         empty = [r[0] for r in conn.execute(
             'SELECT name FROM repositories r WHERE name >= ? AND name < ? AND '

@@ -196,6 +196,11 @@ def test_a_blob_a_kept_manifest_references_elsewhere_is_not_deleted(
         assert evicted.manifests == [('up/a', str(Digest.of(b'up/a')))]
         assert evicted.links == [('up/a', digest)] and evicted.blobs == []
         assert await blobs.exists(Digest.parse(digest))
+        # Once the manifest that kept it goes too, so does the blob's row.
+        evicted = await meta.evict_cached('up', 0, choose)
+        assert evicted.manifests == [('up/b', str(Digest.of(b'up/b')))]
+        assert evicted.links == [] and evicted.blobs == [(digest, len(data))]
+        assert digest not in await meta.blob_sizes()
 
     asyncio.run(run())
     registry.close()
