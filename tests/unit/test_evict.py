@@ -5,6 +5,7 @@ what goes, without a server, and its application to a real SQLite file
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -257,4 +258,35 @@ def test_a_prefix_holds_only_its_own_repositories(backend: Backend) -> None:
             'cached_blobs': 0, 'pushed_blobs': 0}
 
     asyncio.run(run())
+    registry.close()
+
+
+def test_uses_are_written_at_most_once_per_touch_interval(backend: Backend) -> None:
+    """Not a write per pull: within cache_touch_interval a use is remembered in
+    memory only; an uncapped upstream records none."""
+    registry = backend.registry()
+    now = [1000.0]
+    capped = Upstream(name='up', url='http://127.0.0.1:1', cache_max_bytes=10**9,
+                      cache_touch_interval=60)
+    free = Upstream(name='free', url='http://127.0.0.1:1')
+    evictor = Evictor(registry, [capped, free], clock=lambda: now[0])
+    db = sqlite3.connect(backend.root / 'oci-ref.db')
+
+    def used() -> dict[str, float]:
+        return dict(db.execute('SELECT repo, used_at FROM cache_used'))
+
+    async def run() -> None:
+        await evictor.touch(capped, 'up/a', d('1'))
+        assert used() == {'up/a': 1000.0}
+        now[0] = 1059.0
+        await evictor.touch(capped, 'up/a', d('1'))
+        assert used() == {'up/a': 1000.0}
+        now[0] = 1061.0
+        await evictor.touch(capped, 'up/a', d('1'))
+        assert used() == {'up/a': 1061.0}
+        await evictor.touch(free, 'free/a', d('1'))
+        assert 'free/a' not in used()
+
+    asyncio.run(run())
+    db.close()
     registry.close()
