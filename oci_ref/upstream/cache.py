@@ -15,6 +15,9 @@ resources treat both alike.
 - Blobs: one download per (cache name, digest), streamed to every response as it is
   written (oci_ref/upstream/fetches.py), run by a task the cache owns (a client
   hanging up does not stop it).
+- Size cap (``cache_max_bytes``): each served manifest's use is recorded
+  coarsely, and each fetch that commits asks for a check; least-recently-used
+  images go (oci_ref/upstream/evict.py).
 """
 
 from __future__ import annotations
