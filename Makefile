@@ -112,7 +112,8 @@ bench-tools:
 
 # The README's screenshots of the web view (docs/ui/), taken by its browser tests.
 screenshots: setup clients
-	OCI_REF_SCREENSHOTS=docs/ui $(PY) -m pytest -q tests/e2e/test_ui_browser.py
+	OCI_REF_SCREENSHOTS=docs/ui $(PY) -m pytest -q tests/e2e/test_ui_browser.py \
+		tests/e2e/test_ui_browser_cache.py
 
 # The web view's render time for a repository with 1,000 tags (bench/ui.py).
 bench-ui: setup

@@ -13,7 +13,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,19 +204,25 @@ def gc(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     grace = config.gc_grace if args.grace is None else args.grace
+    cached = _cached(config)
     with _registry(config) as registry:
         report = asyncio.run(collect(registry, untagged=args.untagged, grace=grace,
-                                     dry_run=args.dry_run, progress=_progress))
+                                     dry_run=args.dry_run, progress=_progress,
+                                     cached=cached))
     if report is None:
         # The pass gives up rather than wait on the GC lock (gc.collect): held
         # exclusively by another pass, or shared by a blob commit for a moment.
         print('oci-ref gc: another collection is running, or a blob commit holds the '
               'GC lock for a moment; try again', file=sys.stderr)
         return 1
+
+    def mark(repo: str) -> str:
+        return ' (cached)' if cached(repo) else ''
+
     for repo, digest in report.manifests:
-        print(f'manifest {repo}@{digest}')
+        print(f'manifest {repo}@{digest}{mark(repo)}')
     for repo, digest in report.links:
-        print(f'link     {repo} -> {digest}')
+        print(f'link     {repo} -> {digest}{mark(repo)}')
     for digest in report.blobs + report.orphan_files:
         print(f'blob     {digest}')
     for name in report.repositories:
@@ -228,20 +234,34 @@ def gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def fsck(args: argparse.Namespace) -> int:
-    from oci_ref.gc import fsck as check
-
-    config = _load(args)
-    if config is None:
-        return 2
+def _cached(config: Config) -> Callable[[str], bool]:
+    """Whether a repository is a pull-through cache's (under an upstream's prefix)."""
     from oci_ref.upstream.routing import reserved_by
 
     def cached(repo: str) -> bool:
         return reserved_by(repo, config.upstream) is not None
 
+    return cached
+
+
+def fsck(args: argparse.Namespace) -> int:
+    from oci_ref.gc import Problem, census
+    from oci_ref.gc import fsck as check
+
+    config = _load(args)
+    if config is None:
+        return 2
+
+    async def run(registry: Registry) -> tuple[list[Problem], dict[str, dict[str, int]]]:
+        problems = await check(registry, repair=args.repair, progress=_progress,
+                               cached=_cached(config))
+        # Pushed and cached content apart (issue 13), with upstreams configured.
+        counts = (await census(registry, [u.name for u in config.upstream])
+                  if config.upstream else {})
+        return problems, counts
+
     with _registry(config) as registry:
-        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress,
-                                     cached=cached))
+        problems, counts = asyncio.run(run(registry))
     serious = sum(p.serious for p in problems)
     notices = len(problems) - serious
     repaired = bool(args.repair and serious)
@@ -255,9 +275,14 @@ def fsck(args: argparse.Namespace) -> int:
         # Always last, clean or not: a consumer can tell "all clean" from "fsck
         # printed nothing because it died" only by this line.
         print(json.dumps({'kind': 'summary', 'problems': serious, 'notices': notices,
-                          'repaired': repaired}))
+                          'repaired': repaired, **counts}))
     else:
         done = ' (repaired: moved to quarantine/)' if repaired else ''
+        if counts:
+            print('checked: {} pushed manifests, {} pushed blobs; {} cached manifests, '
+                  '{} cached blobs'.format(
+                      counts['pushed']['manifests'], counts['pushed']['blobs'],
+                      counts['cached']['manifests'], counts['cached']['blobs']))
         print(f'{serious} problems, {notices} notices{done}')
     return 1 if serious else 0
 

@@ -19,6 +19,17 @@ def cache_tag(conn: sqlite3.Connection, repo: str, tag: str) -> CacheTag | None:
     return None if row is None else CacheTag(row[0], float(row[1]))
 
 
+def cache_tags_validated(conn: sqlite3.Connection, repo: str, tags: list[str]
+                         ) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for i in range(0, len(tags), 500):  # SQLite caps bound parameters
+        part = tags[i:i + 500]
+        found.update((t, float(v)) for t, v in conn.execute(
+            f'SELECT tag, validated_at FROM cache_tags WHERE repo = ? AND tag IN '
+            f'({",".join("?" * len(part))})', [repo, *part]))
+    return found
+
+
 def _in_tx(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
     conn.execute('BEGIN IMMEDIATE')
     try:
@@ -103,6 +114,11 @@ class CacheQueries:
     async def set_cache_tag(self, repo: str, tag: str, digest: str,
                             validated_at: float) -> None:
         await self._write(set_cache_tag, repo, tag, digest, validated_at)
+
+    async def cache_tags_validated(self, repo: str, tags: list[str]
+                                   ) -> dict[str, float]:
+        result: dict[str, float] = await self._read(cache_tags_validated, repo, tags)
+        return result
 
     async def claim_fetch(self, key: str, owner: str, spool: str, now: float,
                           stale_before: float) -> FetchClaim:

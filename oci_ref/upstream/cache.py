@@ -19,6 +19,9 @@ resources treat both alike.
   a worker concurrent askers share one task (``_single``); across workers the task
   runs under a metadata-store lock named after it, and a worker that waited for the
   lock first looks whether the holder already did the work (``_flight``).
+- Size cap (``cache_max_bytes``): each served manifest's use is recorded
+  coarsely, and each fetch that commits asks for a check; least-recently-used
+  images go (oci_ref/upstream/evict.py).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from oci_ref.registry import PARSE_INLINE_MAX, Registry
 from oci_ref.storage.interfaces import CacheTag, ManifestRecord
 from oci_ref.upstream.client import Manifest, Referrers, TagsPage
 from oci_ref.upstream.errors import FetchFailed, UpstreamError, UpstreamNotFound
+from oci_ref.upstream.evict import Evictor
 from oci_ref.upstream.fetches import (
     BlobFetches,
     Fetch,
@@ -80,10 +84,14 @@ class PullThrough:
         self.upstreams = upstreams
         self.clock = clock
         self.fetches = BlobFetches(registry, upstreams, clock)
+        # cache_max_bytes (evict.py): checked after each fetch commits.
+        self.evictor = Evictor(registry, upstreams.upstreams, clock)
+        self.fetches.on_commit = self.evictor.soon
         self._once: dict[Hashable, asyncio.Future[Any]] = {}
 
     async def aclose(self) -> None:
         self.fetches.cancel()
+        await self.evictor.aclose()
         await self.upstreams.aclose()
 
     # -- blobs (end-2): see fetches.py ----------------------------------------------------
@@ -142,6 +150,7 @@ class PullThrough:
             record = await self.meta.get_manifest(cache, reference)
             if record is not None:
                 EVENTS.labels(upstream, 'hit').inc()
+                await self._used(route, record)
                 return Served(record)
             return Served(await self._single(
                 ('manifest', cache, reference),
@@ -155,9 +164,12 @@ class PullThrough:
             record = await self.meta.get_manifest(cache, known.digest)
             if record is not None:
                 EVENTS.labels(upstream, 'hit').inc()
+                await self._used(route, record)
                 return Served(record)
-        return await self._single(('tag', cache, reference),
-                                  lambda: self._revalidate_once(route, reference, known))
+        served = await self._single(('tag', cache, reference),
+                                    lambda: self._revalidate_once(route, reference, known))
+        await self._used(route, served.record)
+        return served
 
     async def _manifest_once(self, route: Route, digest: str,
                              tags: tuple[str, ...] = ()) -> ManifestRecord:
@@ -185,6 +197,11 @@ class PullThrough:
                     EVENTS.labels(upstream, 'hit').inc()
                     return Served(record)
             return await self._revalidate(route, tag)
+
+    async def _used(self, route: Route, record: ManifestRecord) -> None:
+        """Eviction's least-recently-used order (coarse: see evict.py)."""
+        assert route.upstream is not None
+        await self.evictor.touch(route.upstream, cache_name_of(route), record.digest)
 
     async def _revalidate(self, route: Route, tag: str) -> Served:
         cache, upstream = cache_name_of(route), route.upstream
@@ -241,6 +258,8 @@ class PullThrough:
             raise ex.to_registry_error('manifest') from None
         EVENTS.labels(upstream, 'miss').inc()
         await self._store(cache_name_of(route), m, tags)
+        await self.evictor.touch(route.upstream, cache_name_of(route), m.digest)
+        self.evictor.soon(route.upstream)
         return ManifestRecord(m.digest, m.media_type, m.size, m.body)
 
     async def _store(self, cache: str, m: Manifest, tags: tuple[str, ...]) -> None:
