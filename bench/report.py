@@ -305,6 +305,9 @@ oci-ref / distribution: for throughput (MB/s, req/s) above 1 means oci-ref is fa
 for time, latency and memory below 1 does. MB/s is 10^6 bytes per second. A second
 table holds figures against ceilings measured in the same run (the push ceiling,
 loopback TCP, a bare Falcon app on the same uvicorn) as a share of the ceiling.
+Two more hold the scale-out replicas' column (2 replicas on PostgreSQL + S3 behind
+haproxy) beside the single node, and the pull-through cache against its upstream
+pulled directly.
 
 This page is generated from the newest full run in `bench/results/`; do not edit it
 by hand. `make bench` runs the full benchmark, `make bench BENCH_ARGS=--quick` a short
