@@ -289,7 +289,8 @@ def markdown(result: dict[str, Any]) -> str:
         text += (
             'Against the ceilings measured in the same run (bench/README.md: the push '
             "ceiling is the slower of sha256 on one core and fsync'd writes; pull, "
-            'loopback TCP; manifest requests, a bare Falcon app on the same uvicorn):'
+            'loopback TCP; manifest requests, a bare Falcon app on the same uvicorn; '
+            'a cold pull through the cache, the push ceiling):'
             f'\n\n{ceilings_table(ceilings)}\n\n'
         )
     return text + f'Machine limits, measured in the same run:\n\n{limits_table(result)}\n'

@@ -178,6 +178,9 @@ CEILINGS = (
     Ceiling('3_pull', 'loopback_tcp_MBps', ('share', '>=', 0.9)),
     Ceiling('6_head_rps_w1', 'falcon_bare_head_rps', ('share', '>=', 0.7)),
     Ceiling('6_get_rps_w1', 'falcon_bare_get_rps', ('share', '>=', 0.7)),
+    # A cold pull-through hashes and durably writes what it streams, as a push does:
+    # its ceiling is the push ceiling (no target of its own; issue 13's is 9a's ratio).
+    Ceiling('9a_cache_cold_pull', 'push_ceiling_MBps'),
 )
 
 

@@ -370,6 +370,18 @@ def test_ceiling_without_target_has_no_verdict() -> None:
     assert (rows[0]['met'], rows[0]['target']) == (None, '')
 
 
+def test_the_cold_pull_through_is_held_against_the_push_ceiling() -> None:
+    """A cold pull-through hashes and writes what it streams: a push's ceiling, for
+    the record (its target is the ratio to the direct pull)."""
+    cold = Figure('9a_cache_cold_pull', 'cold', 'MB/s', 'higher', ('ratio', '>=', 0.8),
+                  oci_label=CACHE, baseline=UPSTREAM)
+    cold.add(CACHE, 300.0)
+    cold.add(UPSTREAM, 1500.0)
+    (row,) = ceiling_rows([cold.summary()], {'push_ceiling_MBps': {'median': 600.0}})
+    assert row['oci_share'] == pytest.approx(0.5)
+    assert (row['distribution_share'], row['met'], row['target']) == (None, None, '')
+
+
 def test_every_ceiling_names_a_limit_the_bench_measures() -> None:
     measured = {
         'sha256_MBps',
