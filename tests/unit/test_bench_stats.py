@@ -228,7 +228,17 @@ def test_a_column_gets_the_figures_target_and_both_ratios() -> None:
     absent = Figure('4_rss', 'rss', 'MiB', 'lower', ('abs', '<', 150), columns=(SCALE,))
     absent.add(OCI, 60.0)
     assert absent.summary()['columns'][SCALE] == {
-        'value': None, 'vs_oci_ref': None, 'ratio': None, 'met': None}
+        'value': None, 'vs_oci_ref': None, 'ratio': None, 'met': None, 'noise': None}
+
+
+def test_a_columns_spread_stays_out_of_the_figures_noise() -> None:
+    f = Figure('3_pull', 'pull', 'MB/s', 'higher', columns=(SCALE,))
+    for oci, scale in ((100.0, 10.0), (110.0, 20.0), (90.0, 40.0)):
+        f.add(OCI, oci)
+        f.add(SCALE, scale)
+    s = f.summary()
+    assert s['noise'] == pytest.approx(0.1)  # oci-ref's alone
+    assert s['columns'][SCALE]['noise'] == pytest.approx(0.5)  # |10/20-1|, 0, |40/20-1|
 
 
 def test_figure_reads_its_own_oci_label() -> None:
