@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.metrics import descendants
-from bench.plan import OCI, SCALE
+from bench.plan import HTTP_TIMEOUT, OCI, SCALE
 from bench.servers import Server
 
 REPLICAS = 2
@@ -89,9 +89,12 @@ class Replicas:
             bucket = s3.bucket('oci-ref-bench')
             # The URL carries a password: by environment, never in argv.
             env = {**self.env, **bucket.env, 'OCI_REF_METADATA_STORE': url}
+            # moto joins a multipart upload's parts in Python when it completes: for
+            # 1 GiB that takes longer than the default 30 s a real S3 never needs.
             args = ('--blob-store', 's3', '--s3-bucket', bucket.bucket,
                     '--s3-endpoint-url', bucket.endpoint_url, '--s3-region',
-                    bucket.region, '--s3-path-style')
+                    bucket.region, '--s3-path-style', '--s3-timeout',
+                    str(int(HTTP_TIMEOUT)))
             for i in range(self.count):
                 r = Server(OCI, 1, self.workdir, self.exe, env, args=args,
                            name=f'{SCALE} r{i}')
