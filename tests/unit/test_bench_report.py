@@ -20,6 +20,7 @@ from bench.report import (
     newest_result,
     noise_of,
     render_doc,
+    signed,
 )
 from bench.stats import Figure, ceiling_rows, harness_noise, median
 
@@ -42,6 +43,16 @@ STORED = sorted(RESULTS.glob('*.json'))
 )
 def test_fmt(x: float | None, unit: str, want: str) -> None:
     assert fmt(x, unit) == want
+
+
+@pytest.mark.parametrize(
+    ('x', 'unit', 'want'),
+    [(2.25, 'ms', '+2.25'), (-1874.2, 'MB/s', '-1,874'), (0.0, 'ms', '+0.000'),
+     (None, 'ms', '—')],
+)
+def test_signed_shows_the_sign_of_a_difference(x: float | None, unit: str,
+                                               want: str) -> None:
+    assert signed(x, unit) == want
 
 
 def test_there_are_stored_results_to_render() -> None:
