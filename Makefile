@@ -99,8 +99,9 @@ soak: setup
 	  $(PY) -m pytest -s tests/e2e/test_crash_safety.py
 
 # oci-ref against CNCF distribution in one run (bench/README.md); BENCH_ARGS=--quick
-# for about a minute. distribution comes from `clients`, wrk and hey from `bench-tools`.
-bench: setup clients bench-tools
+# for about a minute. distribution comes from `clients`, wrk and hey from `bench-tools`,
+# PostgreSQL and haproxy (the replicas' column) from `engines`.
+bench: setup clients bench-tools engines
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 # The load generators of make bench (root + apt on Debian); without them the bench
