@@ -3,8 +3,9 @@
 Chunks pass on as they arrive, except the last one: it is held back until the
 digest and size check out, so a reader that counts bytes (a client with
 ``Content-Length``, the cache's spool) never sees a bad blob as complete.
-Hashing runs in a worker thread in batches (the event loop never hashes), and a
-stream that runs past the expected size fails at once, before the extra bytes go on.
+Hashing runs in a worker thread in batches (the event loop never hashes), one batch
+hashed while the next is received, and a stream that runs past the expected size
+fails at once, before the extra bytes go on.
 """
 
 from __future__ import annotations
@@ -58,23 +59,37 @@ class VerifyingStream:
         batch: list[bytes] = []
         batched = 0
         held: bytes | None = None
-        async for chunk in self.source:
-            if not chunk:
-                continue
-            self.received += len(chunk)
-            if self.size is not None and self.received > self.size:
-                raise self._bad(f'sent more than the {self.size} bytes announced for '
-                                f'{self.digest}')
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= HASH_BATCH:
+        # One batch in a thread while the next is received; in order, one at a time
+        # (a hash is sequential). Awaiting each batch stalled the download.
+        hashing: asyncio.Future[None] | None = None
+        try:
+            async for chunk in self.source:
+                if not chunk:
+                    continue
+                self.received += len(chunk)
+                if self.size is not None and self.received > self.size:
+                    raise self._bad(f'sent more than the {self.size} bytes announced '
+                                    f'for {self.digest}')
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= HASH_BATCH:
+                    if hashing is not None:
+                        await hashing
+                    hashing = asyncio.ensure_future(
+                        asyncio.to_thread(_update, self.hasher, batch))
+                    batch, batched = [], 0
+                if held is not None:
+                    yield held
+                held = chunk
+            if hashing is not None:
+                await hashing
+                hashing = None
+            if batch:
                 await asyncio.to_thread(_update, self.hasher, batch)
-                batch, batched = [], 0
-            if held is not None:
-                yield held
-            held = chunk
-        if batch:
-            await asyncio.to_thread(_update, self.hasher, batch)
+        finally:
+            if hashing is not None and not hashing.done():
+                # The hasher is not left to a thread the caller may outlive.
+                await asyncio.wait([hashing])
         if self.size is not None and self.received < self.size:
             raise self._bad(f'sent {self.received} of {self.size} bytes of '
                             f'{self.digest}')
