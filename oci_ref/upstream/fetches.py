@@ -1,17 +1,20 @@
 """Blob downloads of the pull-through cache (issue 13): one per (cache name, digest),
 shared by every response that wants the blob, across worker processes too.
 
-The owner of a download writes a spool as bytes arrive; every response tails the
-spool from its own offset and waits for more when it catches up (so ``Range`` works
-during a download). The upstream client's VerifyingStream holds the last chunk back
-until digest and size check out, and the last bytes are published only once the
-blob is committed (durably, then atomically) and linked, so no reader sees a bad
-blob as complete and a reader that has every byte finds the blob cached. On failure
-the spool goes and every reader raises FetchFailed, which cuts its response short.
+The owner of a download keeps the bytes it received last in memory (a bounded
+window) and writes them to a spool in large batches in a pool thread while it
+receives the next ones. Every response of its worker is served from that window as
+the bytes arrive; one that fell behind the window reads the spool from its own
+offset, and one that caught up waits for more (so ``Range`` works during a
+download). The upstream client's VerifyingStream holds the last chunk back until
+digest and size check out, and the last bytes are published only once the blob is
+committed (durably, then atomically) and linked, so no reader sees a bad blob as
+complete and a reader that has every byte finds the blob cached. On failure the
+spool goes and every reader raises FetchFailed, which cuts its response short.
 
 Across workers the download is claimed in the metadata store (``claim_fetch``): the
-owner reports its progress and a heartbeat there, the others poll it and tail the
-same spool, and a claim whose owner stopped is taken over.
+owner reports the bytes on its spool and a heartbeat there, the others poll it and
+tail the same spool, and a claim whose owner stopped is taken over.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import logging
 import os
 import uuid
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable
 
 from oci_ref.errors import ErrorCode, RegistryError, store_unavailable
@@ -35,9 +39,16 @@ from oci_ref.upstream.stats import EVENTS, FETCHED, IN_FLIGHT
 
 log = logging.getLogger('oci_ref.cache')
 
-# Bytes gathered before one spool write (one thread hop); the first chunk is
-# written at once so that time to first byte stays the upstream's.
-SPOOL_BATCH = 256 * 1024
+# One spool write (in a pool thread) takes everything received while the one
+# before it ran, so writes grow with the stream's speed; above this much waiting
+# for the disk the download stops receiving until the spool caught up.
+SPOOL_PENDING_MAX = 2 * 1024 * 1024
+# Received bytes kept in memory for the worker's readers, beyond those not yet on
+# the spool: a reader up to this far behind is served without reading the spool.
+# So a download holds at most about KEEP + 2 x SPOOL_PENDING_MAX in memory.
+KEEP = 4 * 1024 * 1024
+# The most one response send takes from the window (joined): fewer, larger sends.
+SEND_MAX = 1024 * 1024
 # Across worker processes: a download's owner reports progress this often, and a
 # claim whose heartbeat is older than CLAIM_STALE is taken over (its owner died).
 REPORT_EVERY = 0.05
@@ -53,7 +64,15 @@ class Fetch:
         self.digest = digest
         self.spool = f'tmp-cache-{uuid.uuid4()}'
         self.size: int | None = None
+        # Bytes readable from the spool (what other workers are told), and bytes
+        # readers may have (the held-back last bytes excepted); the owner's own
+        # readers take the latter from ``_chunks`` while they are in memory.
         self.written = 0
+        self.published = 0
+        self.spooled = 0
+        self._chunks: list[bytes] = []
+        self._offsets: list[int] = []
+        self._head = 0  # index of the first chunk still held
         self.committed = False
         self.error: BaseException | None = None
         self.ready = asyncio.Event()     # size known (or failed)
@@ -69,6 +88,55 @@ class Fetch:
     def notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    @property
+    def held_from(self) -> int | None:
+        """The offset of the first byte held in memory, None when none is."""
+        return self._offsets[self._head] if self._head < len(self._chunks) else None
+
+    def publish(self, chunk: bytes) -> None:
+        """Hand ``chunk`` (the next bytes) to the readers of this worker."""
+        self._offsets.append(self.published)
+        self._chunks.append(chunk)
+        self.published += len(chunk)
+        self.written = min(self.spooled, self.published)
+        self._trim()
+        self.notify()
+
+    def spooled_to(self, size: int) -> None:
+        self.spooled = size
+        self.written = min(self.spooled, self.published)
+        self._trim()
+
+    def _trim(self) -> None:
+        # Only bytes on the spool are dropped, so a reader behind the window
+        # finds them there (held_from <= written).
+        keep_from = min(self.written, self.published - KEEP)
+        head, chunks, offsets = self._head, self._chunks, self._offsets
+        while head < len(chunks) and offsets[head] + len(chunks[head]) <= keep_from:
+            chunks[head] = b''
+            head += 1
+        if head > 64 and head * 2 > len(chunks):
+            del chunks[:head], offsets[:head]
+            head = 0
+        self._head = head
+
+    def take(self, pos: int, end: int) -> bytes:
+        """Bytes ``pos`` .. at most ``end`` from memory (``held_from <= pos <
+        published``), joined up to SEND_MAX."""
+        i = bisect_right(self._offsets, pos, self._head) - 1
+        first = self._chunks[i]
+        skip = pos - self._offsets[i]
+        end = min(end, self.published, pos + SEND_MAX)
+        if skip == 0 and len(first) == end - pos:
+            return first
+        parts: list[bytes | memoryview] = []
+        while pos < end:
+            chunk = memoryview(self._chunks[i])[skip:skip + end - pos]
+            parts.append(chunk)
+            pos += len(chunk)
+            i, skip = i + 1, 0
+        return b''.join(parts)
 
 
 class BlobFetches:
@@ -161,13 +229,23 @@ class BlobFetches:
             changed = fetch._changed
             if fetch.error is not None:
                 raise FetchFailed(str(fetch.error))
+            held_from = fetch.held_from
+            if held_from is not None and held_from <= pos < fetch.published:
+                # As received: no spool read, no thread hop.
+                chunk = fetch.take(pos, end)
+                pos += len(chunk)
+                yield chunk
+                continue
             if fetch.committed:
                 async for chunk in await self.registry.read_blob(fetch.digest, pos,
                                                                  end - pos):
                     pos += len(chunk)
                     yield chunk
                 return
+            # Behind the window (or another worker's download): from the spool.
             available = min(fetch.written, end)
+            if held_from is not None:
+                available = min(available, held_from)
             if available > pos:
                 try:
                     async for chunk in await self.blobs.spool_reader(
@@ -244,32 +322,42 @@ class BlobFetches:
         assert route.upstream is not None and route.repository is not None
         client = self.upstreams.client(route.upstream)
         IN_FLIGHT.labels(fetch.upstream).inc()
-        created = False
+        loop = asyncio.get_running_loop()
+        # The spool is created while the upstream answers: not before the first byte.
+        creating = loop.create_task(self.blobs.create_spool(fetch.spool))
+        spooler = _Spooler(self, fetch)
+        committed = False
         try:
-            await self.blobs.create_spool(fetch.spool)
-            created = True
             async with client.blob(route.repository, str(fetch.digest)) as stream:
                 fetch.size = stream.size
                 fetch.ready.set()
-                batch: list[bytes] = []
-                batched = 0
+                await creating
+                held: bytes | None = None
+                received = 0
                 async for chunk in stream:
-                    if batch and (batched >= SPOOL_BATCH or fetch.written == 0):
-                        await self._spool(fetch, batch)
-                        batch, batched = [], 0
-                    batch.append(chunk)
-                    batched += len(chunk)
+                    received += len(chunk)
+                    if held is not None:
+                        fetch.publish(held)
+                        held = None
+                    if fetch.size is not None and received < fetch.size:
+                        fetch.publish(chunk)  # not the last: the readers have it now
+                    else:
+                        # Maybe the last: published once verified and committed.
+                        held = chunk
+                    await spooler.add(chunk)
                 # Verified: VerifyingStream raised otherwise, before the last chunk.
-                # The last bytes are published only once committed and linked: a
-                # client that has the whole blob finds it cached.
-                last = await self._spool(fetch, batch, publish=False) if batch else 0
-            size = fetch.written + last
+                await spooler.flush()
+            size = received
             async with self.meta.lock(GC_LOCK, exclusive=False, wait=True) as gc:
                 await self.blobs.commit(fetch.spool, fetch.digest)
-                created = False
+                committed = True
                 await self.meta.link_blob(fetch.cache_name, str(fetch.digest), size,
                                           release=[] if gc is None else [gc])
-            fetch.size = fetch.written = size
+            # The last bytes only now: a client that has the whole blob finds it
+            # cached.
+            if held is not None:
+                fetch.publish(held)
+            fetch.size = fetch.written = fetch.spooled = size
             fetch.committed = True
             if self.on_commit is not None:
                 self.on_commit(route.upstream)
@@ -282,7 +370,14 @@ class BlobFetches:
             elif not isinstance(ex, asyncio.CancelledError):
                 log.exception('pull-through of %s@%s failed', fetch.cache_name,
                               fetch.digest)
-            if created:
+            # No thread may still write the spool when it goes (_run waits too).
+            await spooler.stop()
+            if not creating.done():
+                await asyncio.wait([creating])
+            if not creating.cancelled():
+                creating.exception()  # retrieved: the first failure is the one raised
+            # A creation cancelled midway may have made the file: discard it too.
+            if not committed and (creating.cancelled() or creating.exception() is None):
                 try:
                     await self.blobs.discard(fetch.spool)
                 except Exception:
@@ -296,14 +391,57 @@ class BlobFetches:
             fetch.finished.set()
             fetch.notify()
 
-    async def _spool(self, fetch: Fetch, batch: list[bytes], *, publish: bool = True
-                     ) -> int:
-        n = await self.blobs.append(fetch.spool, fetch.written, _each(batch), [])
+    async def _spool(self, fetch: Fetch, batch: list[bytes]) -> None:
+        n = await self.blobs.append(fetch.spool, fetch.spooled, _each(batch), [])
         FETCHED.labels(fetch.upstream).inc(n)
-        if publish:
-            fetch.written += n
-            fetch.notify()
-        return n
+        fetch.spooled_to(fetch.spooled + n)
+
+
+class _Spooler:
+    """Writes a download's bytes to its spool in a pool thread while the loop
+    receives more: one write at a time, each taking all that arrived during the
+    one before, so that a stalled upstream leaves nothing unwritten (other workers
+    read the spool) and a fast one gets large writes."""
+
+    def __init__(self, fetches: BlobFetches, fetch: Fetch):
+        self.fetches = fetches
+        self.fetch = fetch
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def add(self, chunk: bytes) -> None:
+        self.pending.append(chunk)
+        self.pending_bytes += len(chunk)
+        if self.task is not None and self.task.done():
+            task, self.task = self.task, None
+            await task  # raises its failure
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+        elif self.pending_bytes >= SPOOL_PENDING_MAX:
+            # The disk is behind: receive no more until it caught up.
+            task, self.task = self.task, None
+            await task
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending, self.pending_bytes = self.pending, [], 0
+            await self.fetches._spool(self.fetch, batch)
+
+    async def flush(self) -> None:
+        if self.task is not None:
+            task, self.task = self.task, None
+            await task
+        await self._drain()
+
+    async def stop(self) -> None:
+        """After a failure: no thread may still write the spool when it goes
+        (FilesystemBlobStore._run waits for its thread even when cancelled)."""
+        if self.task is not None:
+            if not self.task.done():
+                await asyncio.wait([self.task])
+            if not self.task.cancelled():
+                self.task.exception()  # retrieved: the first failure is raised
 
 
 async def _each(batch: list[bytes]) -> AsyncIterator[bytes]:
