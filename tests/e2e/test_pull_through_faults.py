@@ -193,3 +193,47 @@ def worker_pids(m: Server) -> list[int]:
             return pids
         time.sleep(0.05)
     raise AssertionError('expected 2 workers')
+
+
+def test_readers_behind_and_inside_the_memory_window_midway(mirror: Server,
+                                                            stub: Stub) -> None:
+    """A blob well larger than what a download keeps in memory (fetches.KEEP), held
+    by the upstream after most of it: a Range from its start (long out of memory,
+    read from the spool) and one a little below what has arrived (in memory) are both
+    answered byte-exact before the rest comes, and the whole blob afterwards."""
+    big = hashlib.sha256(b'window').digest() * (24 * 1024 * 1024 // 32)  # 24 MiB
+    d = digest(big)
+    path = f'/v2/lib/app/blobs/{d}'
+    sent = 20 * 1024 * 1024
+    sent_most = threading.Event()
+
+    def held(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header('Content-Length', str(len(big)))
+        h.end_headers()
+        h.wfile.write(big[:sent])
+        h.wfile.flush()
+        sent_most.set()
+        stub.release.wait(30)
+        h.wfile.write(big[sent:])
+
+    stub.routes[path] = held
+    url = f'/v2/stub.test{path[3:]}'
+    with httpx.Client(base_url=mirror.url, timeout=30) as c, c.stream('GET', url) as first:
+        assert first.status_code == 200
+        got = bytearray()
+        chunks = first.iter_bytes()
+        while len(got) < sent - 1024 * 1024:
+            got += next(chunks)
+        assert sent_most.is_set() and not stub.release.is_set()
+        # The first client has these bytes: they are published (the last chunk
+        # before the pause is held back until the next comes, verify.py).
+        inside = sent - 2 * 1024 * 1024
+        for lo, hi in ((0, 65_535), (inside, inside + 200_000)):
+            r = c.get(url, headers={'Range': f'bytes={lo}-{hi}'})
+            assert r.status_code == 206 and r.content == big[lo:hi + 1]
+        stub.release.set()
+        for chunk in chunks:
+            got += chunk
+        assert bytes(got) == big
+    assert [m for m, p, _ in stub.requests if p == path] == ['GET']
