@@ -1,8 +1,9 @@
 """A stream that checks bytes against the digest and size they were fetched by.
 
 Chunks pass on as they arrive, except the last one: it is held back until the
-digest and size check out, so a reader that counts bytes (a client with
-``Content-Length``, the cache's spool) never sees a bad blob as complete.
+digest and size check out (with the size unknown, each chunk waits for the next),
+so a reader that counts bytes (a client with ``Content-Length``, the cache's spool)
+never sees a bad blob as complete.
 Hashing runs in a worker thread in batches (the event loop never hashes), one batch
 hashed while the next is received, and a stream that runs past the expected size
 fails at once, before the extra bytes go on.
@@ -80,7 +81,11 @@ class VerifyingStream:
                     batch, batched = [], 0
                 if held is not None:
                     yield held
-                held = chunk
+                    held = None
+                if self.size is not None and self.received < self.size:
+                    yield chunk  # not the last one: no need to wait for the next
+                else:
+                    held = chunk
             if hashing is not None:
                 await hashing
                 hashing = None

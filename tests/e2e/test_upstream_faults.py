@@ -104,7 +104,9 @@ def test_cut_off_mid_blob(stub: Stub) -> None:
     with pytest.raises(UpstreamBadResponse) as info:
         run(read_blob(stub_client(stub)))
     assert 'broke off' in info.value.reason
-    assert len(info.value.got) < 200000  # type: ignore[attr-defined]
+    # Short of the size announced (verify.py passes such chunks at once): what a
+    # reader got cannot look complete.
+    assert len(info.value.got) <= 200000 < len(BLOB)  # type: ignore[attr-defined]
     assert info.value.to_registry_error().status == 502
 
 

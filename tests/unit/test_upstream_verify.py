@@ -67,7 +67,40 @@ def test_cut_off() -> None:
     got, error = collect(s)
     assert isinstance(error, UpstreamBadContent)
     assert f'sent 100000 of {len(DATA)} bytes' in error.reason
-    assert len(b''.join(got)) < 100000
+    # Short of the size announced: what passed cannot look complete.
+    assert len(b''.join(got)) <= 100000
+
+
+@pytest.mark.parametrize('size', [None, len(DATA)])
+def test_a_chunk_waits_for_the_next_only_when_it_may_be_the_last(size: int | None
+                                                                 ) -> None:
+    """With the size known, a chunk short of it passes at once (the first byte is
+    not delayed by the second chunk); without, each waits for the next; the last
+    one always waits for the check."""
+    more = asyncio.Event()
+    seen: list[int] = []
+
+    async def paused() -> AsyncIterator[bytes]:
+        yield DATA[:1000]
+        await more.wait()
+        yield DATA[1000:]
+
+    async def run() -> None:
+        s = VerifyingStream(paused(), digest_of(DATA), size=size)
+        it = s.__aiter__()
+        reader = asyncio.ensure_future(it.__anext__())
+        done, _ = await asyncio.wait([reader], timeout=0.5)
+        seen.append(len(reader.result()) if done else 0)
+        more.set()
+        if not done:
+            seen.append(len(await reader))
+        async for chunk in it:
+            seen.append(len(chunk))
+        assert s.verified
+
+    asyncio.run(run())
+    assert sum(seen) == len(DATA)
+    assert seen[0] == (1000 if size is not None else 0)
 
 
 def test_overrun_stops_before_the_extra_bytes() -> None:
