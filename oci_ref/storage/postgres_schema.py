@@ -23,6 +23,10 @@ stores answer alike::
                                             is the taking process's presence key
     blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
                                             (S3 multipart upload, parts, hash); opaque
+    cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
+      validated_at) PK (repo, tag)          was last checked upstream (version 4)
+    cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
+      size, written, heartbeat)             a blob, shared by every replica
     oci_ref_schema(version PK, applied_at)  the migrations applied
 
 Every name, tag, digest and id column is ``COLLATE "C"``: byte order, as SQLite's
@@ -82,6 +86,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # hash): found again by id and by the purge, never by listing the bucket.
         f'CREATE TABLE blob_spools (id {_C} PRIMARY KEY, state bytea NOT NULL, '
         'updated_at double precision NOT NULL)',
+    ]),
+    # 3 is r3-shared's (token signing key, failed logins).
+    (4, [
+        # Pull-through cache (oci_ref/upstream/cache.py, fetches.py), as in SQLite's
+        # m004: every replica sees one cache, so a tag is validated and a blob
+        # downloaded once for all of them (issue 14: cache state in shared stores).
+        f'CREATE TABLE cache_tags (repo {_C} NOT NULL, tag {_C} NOT NULL, '
+        f'digest {_C} NOT NULL, validated_at double precision NOT NULL, '
+        'PRIMARY KEY (repo, tag))',
+        f'CREATE TABLE cache_fetches (key {_C} PRIMARY KEY, owner {_C} NOT NULL, '
+        f'spool {_C} NOT NULL, size bigint, written bigint NOT NULL, '
+        'heartbeat double precision NOT NULL)',
     ]),
 ]
 
