@@ -35,7 +35,9 @@ from oci_ref.upstream.stats import EVENTS, FETCHED, IN_FLIGHT
 log = logging.getLogger('oci_ref.cache')
 
 # Bytes gathered before one spool write (one thread hop); the first chunk is
-# written at once so that time to first byte stays the upstream's.
+# written at once so that time to first byte stays the upstream's. A store with a
+# chunk minimum (S3: 5 MiB) gets batches that large, so that its readable spool
+# joins them at commit by server-side copies (s3_spools.py).
 SPOOL_BATCH = 256 * 1024
 # Across worker processes: a download's owner reports progress this often, and a
 # claim whose heartbeat is older than CLAIM_STALE is taken over (its owner died).
@@ -243,15 +245,17 @@ class BlobFetches:
         IN_FLIGHT.labels(fetch.upstream).inc()
         created = False
         try:
-            await self.blobs.create_spool(fetch.spool)
+            # Readable: every response, on any worker or replica, tails it.
+            await self.blobs.create_spool(fetch.spool, readable=True)
             created = True
+            batch_size = max(SPOOL_BATCH, self.blobs.chunk_min_length)
             async with client.blob(route.repository, str(fetch.digest)) as stream:
                 fetch.size = stream.size
                 fetch.ready.set()
                 batch: list[bytes] = []
                 batched = 0
                 async for chunk in stream:
-                    if batch and (batched >= SPOOL_BATCH or fetch.written == 0):
+                    if batch and (batched >= batch_size or fetch.written == 0):
                         await self._spool(fetch, batch)
                         batch, batched = [], 0
                     batch.append(chunk)
