@@ -242,17 +242,6 @@ class Config:
             raise ConfigError(f'listen must be host:port, got {self.listen!r}')
         if self.workers < 1:
             raise ConfigError('workers must be at least 1')
-        if self.upstream and self.blob_store != 'fs':
-            # Issue 13: responses tail a download's spool, which the S3 blob store
-            # (multipart uploads) cannot read back yet.
-            raise ConfigError(f'upstream: the pull-through cache on blob_store = '
-                              f'{self.blob_store} is not built yet; use blob_store = fs')
-        if self.upstream and self.metadata_store != 'sqlite':
-            # Issue 13: the cache's records (cached tags, download claims) exist in
-            # the SQLite store only so far.
-            raise ConfigError('upstream: the pull-through cache on a PostgreSQL '
-                              'metadata store is not built yet; use metadata_store = '
-                              'sqlite')
         for u in self.upstream:
             if u.cache_max_bytes:
                 # Issue 13: eviction is not built yet; a cap that silently never
