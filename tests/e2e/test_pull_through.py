@@ -80,35 +80,10 @@ def failed(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     return dict(error['detail'])
 
 
-@pytest.fixture(scope='module', params=[
-    'sqlite+filesystem', pytest.param('postgresql+s3', marks=pytest.mark.engines)])
-def stores(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """The mirror's stores, as environment (for serve and fsck alike): the embedded
-    pair, and the scale-out pair, where the cache's state is in PostgreSQL and S3
-    (issue 14) on a fresh database and bucket of the session's engines."""
-    if request.param == 'sqlite+filesystem':
-        yield {}
-        return
-    pg = request.getfixturevalue('postgres_server')
-    s3 = request.getfixturevalue('s3_server')
-    s3.resume()
-    if not s3.running():
-        s3.restart()
-    name, url = pg.create_database()
-    bucket = s3.bucket()
-    try:
-        yield {**bucket.env, 'OCI_REF_METADATA_STORE': url, 'OCI_REF_BLOB_STORE': 's3',
-               'OCI_REF_S3_BUCKET': bucket.bucket,
-               'OCI_REF_S3_ENDPOINT_URL': bucket.endpoint_url,
-               'OCI_REF_S3_REGION': bucket.region, 'OCI_REF_S3_PATH_STYLE': 'true'}
-    finally:
-        pg.drop_database(name)
-
-
 @pytest.fixture(scope='module')
-def upstream(tmp_path_factory: pytest.TempPathFactory, stores: dict[str, str]
+def upstream(tmp_path_factory: pytest.TempPathFactory, module_stores: dict[str, str]
              ) -> Iterator[AuthServer]:
-    # Per store pair (through ``stores``): each counts its own upstream requests.
+    # Per store pair (through ``module_stores``): each counts its own requests.
     server = token_upstream(tmp_path_factory.mktemp('upstream'))
     try:
         yield server
@@ -118,11 +93,11 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, stores: dict[str, str]
 
 @pytest.fixture(scope='module')
 def mirror(tmp_path_factory: pytest.TempPathFactory, upstream: AuthServer,
-           stores: dict[str, str]) -> Iterator[Server]:
+           module_stores: dict[str, str]) -> Iterator[Server]:
     base = tmp_path_factory.mktemp('mirror')
     server = Server(base / 'data', '--config',
                     str(mirror_config(base / 'mirror.toml', upstream.url)),
-                    env={**ENV, **stores})
+                    env={**ENV, **module_stores})
     try:
         yield server
     finally:
@@ -344,7 +319,7 @@ def test_distribution_upstream_with_basic_auth(tmp_path: Path) -> None:
 
 def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServer,
                                               image: dict[str, str],
-                                              stores: dict[str, str]) -> None:
+                                              module_stores: dict[str, str]) -> None:
     with pusher(upstream) as u:
         push_image(u, 'mirrored/fsck', 'v1', seed='fsck: manifest only')
     with mirror.client() as c:
@@ -362,15 +337,15 @@ def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServ
     done = subprocess.run([sys.executable, '-m', 'oci_ref', 'fsck', '--root',
                            str(mirror.root), '--config', str(config), '--json'],
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **stores})
+                          env={**os.environ, **module_stores})
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary == {'kind': 'summary', 'problems': 0, 'notices': 0,
                        'repaired': False}
-    if stores:  # the scale-out pair: the cache lives in the shared stores
+    if module_stores:  # the scale-out pair: the cache lives in the shared stores
         import psycopg
 
-        with psycopg.connect(stores['OCI_REF_METADATA_STORE']) as db:
+        with psycopg.connect(module_stores['OCI_REF_METADATA_STORE']) as db:
             assert db.execute('SELECT count(*) FROM cache_tags').fetchone()[0] > 0
             assert db.execute("SELECT count(*) FROM repo_blobs WHERE repo = "
                               "'up.test/mirrored/app'").fetchone()[0] >= 3
