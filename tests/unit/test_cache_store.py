@@ -140,6 +140,27 @@ def test_fetch_claims_one_owner_progress_and_takeover(backend: Backend) -> None:
     registry.close()
 
 
+def test_concurrent_claims_agree_on_one_owner(backend: Backend) -> None:
+    # Replicas asking at once (on PostgreSQL: separate pooled connections, so
+    # really concurrent statements): exactly one wins, and everyone learns who.
+    registry = backend.registry()
+    meta = registry.meta
+    key = 'up.test/lib/app@sha256:' + 'e' * 64
+
+    async def run() -> None:
+        claims = await asyncio.gather(*[
+            meta.claim_fetch(key, f'w{i}', f'tmp-cache-{i}', 100.0, 70.0)
+            for i in range(8)])
+        owners = {(c.owner, c.spool) for c in claims}
+        assert len(owners) == 1, owners
+        (owner, spool), = owners
+        assert spool == f'tmp-cache-{owner[1:]}'
+        assert await meta.get_fetch(key) == FetchClaim(owner, spool, None, 0, 100.0)
+
+    asyncio.run(run())
+    registry.close()
+
+
 def test_the_cache_is_allowed_on_postgresql_and_s3(tmp_path: Path) -> None:
     config = Config.load({'root': tmp_path, 'blob_store': 's3', 's3_bucket': 'b',
                           'metadata_store': 'postgresql://u@127.0.0.1/db',
