@@ -83,6 +83,7 @@ class SpoolState:
     seq: int = 0
     undo: SpoolState | None = None
     readable: bool = False  # pieces only, never parts (see the module docstring)
+    composing: list[str] | None = None  # [key, upload id]: a readable spool's commit
 
     @property
     def in_parts(self) -> int:
@@ -101,6 +102,7 @@ class SpoolState:
                    parts=[(e, s) for e, s in d['parts']],
                    pending=[(k, s, t) for k, s, t in d['pending']],
                    hash=d['hash'], seq=d['seq'], readable=d.get('readable', False),
+                   composing=d.get('composing'),
                    undo=None if d.get('undo') is None else cls._from(d['undo']))
 
     def hashers(self) -> dict[str, ResumableHash]:
@@ -323,6 +325,9 @@ class S3Spools:
         bytes, so every part but the last has S3's minimum."""
         mpu = await self.s3.call('create_multipart_upload', Key=target)
         upload_id = mpu['UploadId']
+        # Tracked before any part is sent: a crash from here on leaves an upload
+        # the purge aborts (discard) with the spool.
+        await self._save(spool_id, replace(state, composing=[target, upload_id]))
         parts: list[dict[str, Any]] = []
 
         async def send(data: bytearray) -> None:
@@ -356,6 +361,7 @@ class S3Spools:
         except BaseException:
             await self._abort(target, upload_id)
             raise
+        await self._save(spool_id, state)  # nothing left to abort
 
     async def spool_reader(self, session_id: str, start: int, length: int
                            ) -> AsyncIterator[bytes]:
@@ -438,6 +444,8 @@ class S3Spools:
                 keys |= {k for k, _, _ in s.pending}
         if state.mpu is not None:
             await self._abort(self._spool_key(session_id, 'data'), state.mpu)
+        if state.composing is not None:
+            await self._abort(*state.composing)
         await self._delete_keys(keys)
         # Last: a crash before this leaves the state, and the purge tries again.
         await self.meta.delete_spool_state(session_id)
