@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +24,7 @@ import pytest
 
 from oci_ref.testing import OCIRegistry
 from tests.e2e.test_pull_through import ENV, mirror_config, upstream_requests
-from tests.e2e.upstreams import Stub, pusher, token_upstream
+from tests.e2e.upstreams import Stub, answer, pusher, token_upstream
 from tests.engines import HAProxy, S3Bucket
 from tests.interop.auth import AuthServer
 from tests.support import OCI_MANIFEST, digest, image_manifest, push_blob
@@ -195,6 +197,83 @@ def test_a_replica_streams_the_download_another_replica_is_making(
             r = httpx.get(f'{server.url}/v2/stub.test{path[3:]}', timeout=60)
             assert r.status_code == 200 and r.content == data
         assert [m for m, p, _ in stub.requests if p == path] == ['GET']
+    finally:
+        stub.stop()
+        for server in servers:
+            server.stop()
+
+
+def test_a_replica_killed_mid_download_leaves_no_blob_and_another_takes_over(
+        tmp_path: Path, postgres_url: str, s3_bucket: S3Bucket) -> None:
+    """Replica A is SIGKILLed while it downloads (the upstream holds the blob
+    midway) and replica B's client follows it: B's client never gets the blob as
+    complete, and once A's claim has gone stale (fetches.CLAIM_STALE) B downloads
+    it afresh, byte-exact. Nothing half-written is ever visible as the blob."""
+    import psycopg
+
+    from oci_ref.upstream.fetches import CLAIM_STALE
+
+    data = os.urandom(8 * 1024 * 1024)
+    d = f'sha256:{hashlib.sha256(data).hexdigest()}'
+    path = f'/v2/lib/app/blobs/{d}'
+    stub = Stub()
+    sent = threading.Event()
+
+    def held(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header('Content-Length', str(len(data)))
+        h.end_headers()
+        h.wfile.write(data[:6 * 1024 * 1024])
+        h.wfile.flush()
+        sent.set()
+        stub.release.wait(120)
+
+    stub.routes[path] = held
+    config = tmp_path / 'mirror.toml'
+    config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n'
+                      'read_timeout = 120\n')
+    servers: list[OCIRegistry] = []
+
+    def pull(server: OCIRegistry) -> tuple[int, bytes, bool]:
+        with httpx.Client(timeout=120) as c:
+            try:
+                with c.stream('GET', f'{server.url}/v2/stub.test{path[3:]}') as r:
+                    return r.status_code, r.read(), True
+            except httpx.HTTPError:
+                return 0, b'', False
+
+    try:
+        servers = start_replicas(tmp_path, config, postgres_url, s3_bucket)
+        a, b = servers
+        with ThreadPoolExecutor(2) as pool, psycopg.connect(postgres_url) as db:
+            pool.submit(pull, a)
+            assert sent.wait(60), 'replica A never fetched the blob'
+            claim = "SELECT count(*) FROM cache_fetches WHERE written > 0"
+            for _ in range(1500):  # until A's progress is in the shared store
+                if db.execute(claim).fetchone() == (1,):
+                    break
+                threading.Event().wait(0.02)
+            followed = pool.submit(pull, b)
+            a.process.send_signal(signal.SIGKILL)
+            a.process.wait()
+            status, body, complete = followed.result()
+            # Cut short or an error: never the blob as complete with other bytes.
+            assert not (status == 200 and complete and body != data)
+            assert status != 500
+        stub.routes[path] = answer(200, data)
+        got = b''
+        deadline = time.monotonic() + 4 * CLAIM_STALE
+        while time.monotonic() < deadline:  # until the dead claim went stale
+            status, got, complete = pull(b)
+            if status == 200 and complete:
+                break
+            assert status != 500
+            threading.Event().wait(0.5)
+        assert got == data
+        gets = [m for m, p, _ in stub.requests if p == path]
+        assert gets == ['GET', 'GET']  # A's, then B's takeover
+        r = httpx.get(f'{b.url}/v2/stub.test{path[3:]}', timeout=60)
+        assert r.status_code == 200 and r.content == data
     finally:
         stub.stop()
         for server in servers:
