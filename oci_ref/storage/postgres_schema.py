@@ -26,7 +26,8 @@ stores answer alike::
     cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
       validated_at) PK (repo, tag)          was last checked upstream (version 4)
     cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
-      size, written, heartbeat)             a blob, shared by every replica
+      size, written, heartbeat, holder)     a blob, shared by every replica; holder
+                                            is the owner's presence key, as in locks
     oci_ref_schema(version PK, applied_at)  the migrations applied
 
 Every name, tag, digest and id column is ``COLLATE "C"``: byte order, as SQLite's
@@ -97,7 +98,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         'PRIMARY KEY (repo, tag))',
         f'CREATE TABLE cache_fetches (key {_C} PRIMARY KEY, owner {_C} NOT NULL, '
         f'spool {_C} NOT NULL, size bigint, written bigint NOT NULL, '
-        'heartbeat double precision NOT NULL)',
+        'heartbeat double precision NOT NULL, holder bigint NOT NULL)',
     ]),
 ]
 

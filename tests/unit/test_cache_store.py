@@ -161,6 +161,34 @@ def test_concurrent_claims_agree_on_one_owner(backend: Backend) -> None:
     registry.close()
 
 
+@pytest.mark.parametrize('backend', ['postgresql+filesystem'], indirect=True)
+def test_a_claim_whose_process_died_is_taken_over_at_once(backend: Backend) -> None:
+    # PostgreSQL: a claim records its owner's presence key, as leases do; holder 0
+    # is held by no process (a replica killed mid-download), so its fresh
+    # heartbeat does not protect it.
+    registry = backend.registry()
+    meta = registry.meta
+    key = 'up.test/lib/app@sha256:' + 'f' * 64
+    with backend.db() as db:
+        db.execute('INSERT INTO cache_fetches (key, owner, spool, size, written, '
+                   "heartbeat, holder) VALUES (?, 'dead', 'tmp-cache-dead', 10, 5, "
+                   '9e99, 0)', [key])
+
+    async def run() -> None:
+        # Its followers learn it is dead (heartbeat 0: stale however fresh it was).
+        assert await meta.get_fetch(key) == FetchClaim('dead', 'tmp-cache-dead', 10,
+                                                       5, 0.0)
+        taken = await meta.claim_fetch(key, 'b', 'tmp-cache-b', 100.0, 70.0)
+        assert taken == FetchClaim('b', 'tmp-cache-b', None, 0, 100.0)
+        # A live owner (this process) keeps it against the next asker.
+        kept = await meta.claim_fetch(key, 'c', 'tmp-cache-c', 101.0, 71.0)
+        assert kept.owner == 'b'
+        assert await meta.get_fetch(key) == taken
+
+    asyncio.run(run())
+    registry.close()
+
+
 def test_the_cache_is_allowed_on_postgresql_and_s3(tmp_path: Path) -> None:
     config = Config.load({'root': tmp_path, 'blob_store': 's3', 's3_bucket': 'b',
                           'metadata_store': 'postgresql://u@127.0.0.1/db',
