@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from oci_ref.storage.interfaces import CacheTag, FetchClaim, StoreUnavailable
+from oci_ref.storage.interfaces import (
+    CachedLink,
+    CachedManifest,
+    CacheTag,
+    Evicted,
+    EvictionPlan,
+    FetchClaim,
+    StoreUnavailable,
+)
 from oci_ref.storage.postgres_locks import alive
 
 _COLS = 'owner, spool, size, written, heartbeat'
@@ -37,6 +45,12 @@ _CLAIM = (
 CLAIM_ATTEMPTS = 5
 
 
+def _range(prefix: str) -> tuple[str, str]:
+    # An upstream's cached repositories, ``<name>/…``, as a range of the keys ('0'
+    # follows '/'; the columns sort bytewise, COLLATE "C"), as sqlite_evict.py.
+    return f'{prefix}/', f'{prefix}0'
+
+
 def _claim(row: Any) -> FetchClaim:
     return FetchClaim(row[0], row[1], None if row[2] is None else int(row[2]),
                       int(row[3]), float(row[4]))
@@ -49,6 +63,7 @@ class PostgresCacheQueries:
     name: str
     _presence_key: int
     _one: Callable[..., Awaitable[Any]]
+    _all: Callable[..., Awaitable[list[Any]]]
 
     async def cache_tag(self, repo: str, tag: str) -> CacheTag | None:
         row = await self._one('SELECT digest, validated_at FROM cache_tags '
@@ -90,3 +105,53 @@ class PostgresCacheQueries:
     async def end_fetch(self, key: str, owner: str) -> None:
         await self._one('DELETE FROM cache_fetches WHERE key = %s AND owner = %s '
                         'RETURNING 1', [key, owner])
+
+    async def cache_tags_validated(self, repo: str, tags: list[str]
+                                   ) -> dict[str, float]:
+        rows = await self._all('SELECT tag, validated_at FROM cache_tags WHERE '
+                               'repo = %s AND tag = ANY(%s::text[])', [repo, list(tags)])
+        return {t: float(v) for t, v in rows}
+
+    # -- eviction's bookkeeping (oci_ref/upstream/evict.py; sqlite_evict.py)
+
+    async def touch_cached(self, repo: str, digest: str, now: float) -> None:
+        await self._one('INSERT INTO cache_used (repo, digest, used_at) '
+                        'VALUES (%s, %s, %s) ON CONFLICT (repo, digest) DO UPDATE SET '
+                        'used_at = greatest(cache_used.used_at, excluded.used_at) '
+                        'RETURNING 1', [repo, digest, now])
+
+    async def cache_usage(self, prefix: str) -> int:
+        lo, hi = _range(prefix)
+        row = await self._one(
+            'SELECT (SELECT COALESCE(sum(size), 0) FROM manifests WHERE repo >= %(lo)s '
+            'AND repo < %(hi)s) + (SELECT COALESCE(sum(size), 0) FROM blobs WHERE '
+            'digest IN (SELECT digest FROM repo_blobs WHERE repo >= %(lo)s AND '
+            'repo < %(hi)s))', {'lo': lo, 'hi': hi})
+        return int(row[0])
+
+    async def cache_counts(self, prefixes: list[str]) -> dict[str, int]:
+        """As sqlite_evict.cache_counts: a blob both cached and pushed is pushed."""
+        bounds = [_range(p) for p in prefixes]
+        params = {'lo': [b[0] for b in bounds], 'hi': [b[1] for b in bounds]}
+        cached = ('EXISTS (SELECT 1 FROM unnest(%(lo)s::text[], %(hi)s::text[]) '
+                  'AS r(lo, hi) WHERE {col} >= r.lo AND {col} < r.hi)')
+        m, lk = cached.format(col='m.repo'), cached.format(col='l.repo')
+        row = await self._one(
+            f'SELECT (SELECT count(*) FROM manifests m WHERE {m}), '
+            f'(SELECT count(*) FROM manifests m WHERE NOT {m}), '
+            f'(SELECT count(*) FROM repo_blobs l WHERE {lk}), '
+            f'(SELECT count(DISTINCT l.digest) FROM repo_blobs l WHERE {lk} AND '
+            f'l.digest NOT IN (SELECT l.digest FROM repo_blobs l WHERE NOT {lk})), '
+            f'(SELECT count(DISTINCT l.digest) FROM repo_blobs l WHERE NOT {lk})',
+            params)
+        keys = ('cached_manifests', 'pushed_manifests', 'cached_blob_links',
+                'cached_blobs', 'pushed_blobs')
+        return dict(zip(keys, (int(v) for v in row), strict=True))
+
+    async def evict_cached(self, prefix: str, cap: int,
+                           choose: Callable[[list[CachedManifest], list[CachedLink],
+                                             int], EvictionPlan]) -> Evicted:
+        """Not built on PostgreSQL: Config refuses cache_max_bytes with a PostgreSQL
+        metadata store, so the evictor (which runs for capped upstreams only) never
+        calls this."""
+        raise StoreUnavailable(self.name, 'cache eviction is not built on PostgreSQL')

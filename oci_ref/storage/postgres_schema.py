@@ -28,6 +28,8 @@ stores answer alike::
     cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
       size, written, heartbeat, holder)     a blob, shared by every replica; holder
                                             is the owner's presence key, as in locks
+    cache_used(repo, digest, used_at)       pull-through cache: when a cached manifest
+      PK (repo, digest)                     was last served (eviction's LRU order)
     oci_ref_schema(version PK, applied_at)  the migrations applied
 
 Every name, tag, digest and id column is ``COLLATE "C"``: byte order, as SQLite's
@@ -99,6 +101,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         f'CREATE TABLE cache_fetches (key {_C} PRIMARY KEY, owner {_C} NOT NULL, '
         f'spool {_C} NOT NULL, size bigint, written bigint NOT NULL, '
         'heartbeat double precision NOT NULL, holder bigint NOT NULL)',
+        f'CREATE TABLE cache_used (repo {_C} NOT NULL, digest {_C} NOT NULL, '
+        'used_at double precision NOT NULL, PRIMARY KEY (repo, digest))',
     ]),
 ]
 

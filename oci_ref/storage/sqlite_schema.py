@@ -26,6 +26,8 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       validated_at) PK (repo, tag)          was last checked at its upstream
     cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
       size, written, heartbeat)             a blob every worker's clients tail
+    cache_used(repo, digest, used_at)       pull-through cache: when a cached manifest
+      PK (repo, digest)                     was last served (coarse: eviction's LRU)
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
 start; each store applies what is missing when it opens the file): :func:`migrate`.
@@ -182,7 +184,18 @@ def m004_cache_tags(db: Database) -> None:
     )
 
 
-MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools, m004_cache_tags)
+def m006_cache_used(db: Database) -> None:
+    # Eviction (oci_ref/upstream/evict.py) is least-recently-used: when a cached
+    # manifest was last served, written at most once a cache_touch_interval. A
+    # manifest without a row counts as used when it was fetched (created_at).
+    db.table('cache_used').create(
+        {'repo': str, 'digest': str, 'used_at': float},
+        pk=('repo', 'digest'), not_null={'used_at'},
+    )
+
+
+MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools, m004_cache_tags,
+              m006_cache_used)
 
 # What MIGRATIONS build on an empty database, as sqlite_utils writes it (tests/unit/
 # test_startup.py checks they agree). A new migration changes both.
@@ -220,6 +233,8 @@ CURRENT_SCHEMA = (
     'CREATE TABLE "cache_fetches" ("key" TEXT PRIMARY KEY, "owner" TEXT NOT NULL,'
     ' "spool" TEXT NOT NULL, "size" INTEGER, "written" INTEGER NOT NULL,'
     ' "heartbeat" REAL NOT NULL)',
+    'CREATE TABLE "cache_used" ("repo" TEXT, "digest" TEXT, "used_at" REAL NOT NULL,'
+    ' PRIMARY KEY ("repo", "digest"))',
 )
 
 __all__ = ['CURRENT_SCHEMA', 'DB_FILE', 'MIGRATIONS', 'migrate']

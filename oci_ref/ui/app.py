@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
@@ -36,6 +37,9 @@ from oci_ref.ui.resources import (
     Static,
 )
 from oci_ref.ui.viewer import viewer_of
+
+if TYPE_CHECKING:
+    from oci_ref.upstream.config import Upstream
 
 log = logging.getLogger('oci_ref')
 _PLACEHOLDER = 'n'
@@ -110,9 +114,19 @@ async def _error_page(req: falcon.asgi.Request, resp: falcon.asgi.Response,
                        status=status, title=title, detail=detail)
 
 
-def ui_app(registry: Registry, control: AccessControl, root: Path) -> falcon.asgi.App:
-    """The web view; its CSRF key lives in ``root`` (the server's data folder)."""
-    ctx = Context(Model(registry), Csrf.for_root(root))
+def ui_app(registry: Registry, control: AccessControl, root: Path,
+           upstreams: Sequence[Upstream] = ()) -> falcon.asgi.App:
+    """The web view; its CSRF key lives in ``root`` (the server's data folder).
+    Repositories under an upstream's prefix are marked as its cache."""
+    cached_by = None
+    if upstreams:
+        from oci_ref.upstream.routing import reserved_by
+
+        def cached_by(name: str) -> str | None:
+            upstream = reserved_by(name, upstreams)
+            return upstream.name if upstream is not None else None
+
+    ctx = Context(Model(registry, cached_by), Csrf.for_root(root))
     app = falcon.asgi.App(router=UIRouter(), middleware=[Pages(control)],
                           cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -111,6 +112,33 @@ def test_a_readable_spool_in_cache_sized_batches_commits_byte_exact(
     registry.close()
 
 
+@pytest.mark.parametrize('backend', ['sqlite+filesystem', 'sqlite+s3'], indirect=True)
+def test_a_dead_owners_fetch_claim_is_taken_over_at_once(backend: Backend) -> None:
+    """After a crash (SIGKILL) the claim's heartbeat is fresh but its owner's PID is
+    gone: the claim reads stale, so a restarted server downloads at once instead of
+    tailing a spool nobody writes (tests/e2e/test_pull_through_crash.py)."""
+    registry = backend.registry()
+    meta = registry.meta
+    key = 'up.test/lib/app@sha256:' + 'e' * 64
+    gone = subprocess.Popen(['true'])
+    gone.wait()  # reaped: its PID names no process now
+    dead, alive = f'{gone.pid}-0a1b2c', f'{os.getpid()}-3d4e5f'
+
+    async def run() -> None:
+        await meta.claim_fetch(key, alive, 'tmp-cache-alive', 100.0, 70.0)
+        assert (await meta.claim_fetch(key, dead, 'tmp-cache-dead', 101.0, 71.0)
+                ).owner == alive  # a live owner keeps its fresh claim
+        await meta.end_fetch(key, alive)
+        await meta.claim_fetch(key, dead, 'tmp-cache-dead', 100.0, 70.0)
+        assert await meta.get_fetch(key) == FetchClaim(dead, 'tmp-cache-dead', None, 0,
+                                                       0.0)
+        taken = await meta.claim_fetch(key, alive, 'tmp-cache-alive', 101.0, 71.0)
+        assert taken == FetchClaim(alive, 'tmp-cache-alive', None, 0, 101.0)
+
+    asyncio.run(run())
+    registry.close()
+
+
 def test_fetch_claims_one_owner_progress_and_takeover(backend: Backend) -> None:
     registry = backend.registry()
     meta = registry.meta
@@ -186,6 +214,39 @@ def test_a_claim_whose_process_died_is_taken_over_at_once(backend: Backend) -> N
         assert await meta.get_fetch(key) == taken
 
     asyncio.run(run())
+    registry.close()
+
+
+def test_cached_content_is_counted_apart_and_its_tags_listed(backend: Backend) -> None:
+    # What fsck, /metrics and the web view ask about the cache (up/...: cached;
+    # own/...: pushed; a blob in both counts as pushed, eviction leaves it).
+    registry = backend.registry()
+    meta = registry.meta
+    x, y = 'sha256:' + '1' * 64, 'sha256:' + '2' * 64
+    content = b'{"schemaVersion":2}'
+    m = Digest.of(content)
+
+    async def run() -> None:
+        await meta.link_blob('up/lib/a', x, 100)
+        await meta.link_blob('up/lib/a', y, 50)
+        await meta.link_blob('own/b', y, 50)
+        assert await meta.put_manifest(
+            'up/lib/a', str(m), 'application/vnd.oci.image.manifest.v1+json', content,
+            subject=None, artifact_type=None, annotations=None, blobs=[x, y],
+            children=[x, y], tags=['v1']) == []
+        await meta.touch_cached('up/lib/a', str(m), 500.0)
+        await meta.touch_cached('up/lib/a', str(m), 400.0)  # never moves back
+        assert await meta.cache_counts(['up', 'other']) == {
+            'cached_manifests': 1, 'pushed_manifests': 0, 'cached_blob_links': 2,
+            'cached_blobs': 1, 'pushed_blobs': 1}
+        assert await meta.cache_usage('up') == len(content) + 150
+        assert await meta.cache_usage('u') == 0  # a prefix is a whole name
+        await meta.set_cache_tag('up/lib/a', 'v1', str(m), 12.5)
+        assert await meta.cache_tags_validated('up/lib/a', ['v1', 'v2']) == {'v1': 12.5}
+
+    asyncio.run(run())
+    with backend.db() as db:
+        assert db.execute('SELECT used_at FROM cache_used').fetchone()[0] == 500.0
     registry.close()
 
 
