@@ -23,6 +23,10 @@ stores answer alike::
                                             is the taking process's presence key
     blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
                                             (S3 multipart upload, parts, hash); opaque
+    signing_keys(name PK, key, created_at)  secrets every replica signs with (the
+                                            token key: 'token'), made once
+    login_failures(client, at)              failed logins in the last minute, per
+      INDEX (client, at), INDEX (at)        client address: one budget, all replicas
     oci_ref_schema(version PK, applied_at)  the migrations applied
 
 Every name, tag, digest and id column is ``COLLATE "C"``: byte order, as SQLite's
@@ -82,6 +86,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # hash): found again by id and by the purge, never by listing the bucket.
         f'CREATE TABLE blob_spools (id {_C} PRIMARY KEY, state bytea NOT NULL, '
         'updated_at double precision NOT NULL)',
+    ]),
+    (3, [
+        # What every replica must agree on (issue 14): the token signing key (was
+        # <root>/.token-key on each replica) and the failed-login budget (was per
+        # process: N replicas let N times the attempts through).
+        f'CREATE TABLE signing_keys (name {_C} PRIMARY KEY, key bytea NOT NULL, '
+        'created_at double precision NOT NULL)',
+        f'CREATE TABLE login_failures (client {_C} NOT NULL, '
+        'at double precision NOT NULL)',
+        'CREATE INDEX login_failures_client ON login_failures (client, at)',
+        'CREATE INDEX login_failures_at ON login_failures (at)',
     ]),
 ]
 
