@@ -161,7 +161,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served: ASGIApp = (Mount(app, lambda: _ui_app(registry, control, config))
+    served: ASGIApp = (Mount(app, lambda: _ui_app(registry, control))
                        if config.ui else app)
     if cache is not None:
         served = CutOff(served)
@@ -179,10 +179,10 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     return lint.wrap(observed, config, lint_store)
 
 
-def _ui_app(registry: Registry, control: AccessControl, config: Config) -> ASGIApp:
+def _ui_app(registry: Registry, control: AccessControl) -> ASGIApp:
     from oci_ref.ui.app import ui_app
 
-    return ui_app(registry, control, config.root)
+    return ui_app(registry, control)
 
 
 def create_app_from_env() -> ASGIApp:

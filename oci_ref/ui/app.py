@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import falcon
@@ -110,9 +109,10 @@ async def _error_page(req: falcon.asgi.Request, resp: falcon.asgi.Response,
                        status=status, title=title, detail=detail)
 
 
-def ui_app(registry: Registry, control: AccessControl, root: Path) -> falcon.asgi.App:
-    """The web view; its CSRF key lives in ``root`` (the server's data folder)."""
-    ctx = Context(Model(registry), Csrf.for_root(root))
+def ui_app(registry: Registry, control: AccessControl) -> falcon.asgi.App:
+    """The web view; its CSRF key lives in the metadata store (blocking: built in a
+    thread)."""
+    ctx = Context(Model(registry), Csrf.from_store(registry.meta))
     app = falcon.asgi.App(router=UIRouter(), middleware=[Pages(control)],
                           cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False
