@@ -38,19 +38,20 @@ LoadBalancer = Callable[[Sequence[str]], HAProxy]
 
 class Replicas:
     """``count`` replicas over ``url`` (metadata) and ``root`` (blobs) behind haproxy;
-    ``url``/``host`` are the load balancer's (what conformance/run.py reads). With
-    ``own_roots`` each replica has a root of its own under ``root`` (r0, r1, ...:
-    nothing shared on disk; blobs then belong in S3)."""
+    ``url``/``host`` are the load balancer's (what conformance/run.py reads). ``each``
+    adds settings per replica (``each[i]`` for replica ``i``; ``root`` there gives
+    that replica a root of its own)."""
 
     def __init__(self, root: Path, url: str, load_balancer: LoadBalancer,
-                 count: int = 2, env: dict[str, str] | None = None, *,
-                 own_roots: bool = False, **settings: Any):
+                 count: int = 2, env: dict[str, str] | None = None,
+                 each: Sequence[dict[str, Any]] = (), **settings: Any):
         # By environment, not flag: the URL may carry a password (never in argv).
         env = {**(env or {}), 'OCI_REF_METADATA_STORE': url}
-        roots = [root / f'r{i}' / 'data' if own_roots else root for i in range(count)]
+        extra = [dict(each[i]) if i < len(each) else {} for i in range(count)]
+        roots = [Path(e.pop('root', root)) for e in extra]
         with ThreadPoolExecutor(count) as pool:
-            futures = [pool.submit(OCIRegistry, where, env=env, **settings)
-                       for where in roots]
+            futures = [pool.submit(OCIRegistry, roots[i], env=env, **settings, **extra[i])
+                       for i in range(count)]
         self.servers = [f.result() for f in futures if f.exception() is None]
         if len(self.servers) < count:
             self.stop()
@@ -126,11 +127,17 @@ def test_a_chunked_push_whose_patches_land_on_different_replicas_completes(
         assert r.status_code == 200 and r.content == data
 
 
-def s3_settings(bucket: S3Bucket) -> dict[str, Any]:
-    """The ``serve`` settings of blobs in ``bucket`` (moto)."""
-    return {'blob_store': 's3', 's3_bucket': bucket.bucket,
-            's3_endpoint_url': bucket.endpoint_url, 's3_region': bucket.region,
-            's3_path_style': True}
+def s3_settings(bucket: S3Bucket) -> tuple[dict[str, str], dict[str, Any]]:
+    """(environment, `oci-ref serve` settings) for blobs in ``bucket``; credentials
+    by environment, as AWS_* (never in argv)."""
+    return bucket.env, {'blob_store': 's3', 's3_bucket': bucket.bucket,
+                        's3_endpoint_url': bucket.endpoint_url,
+                        's3_region': bucket.region, 's3_path_style': True}
+
+
+def own_roots(parent: Path, count: int) -> list[dict[str, Any]]:
+    """``each`` for replicas that share nothing on disk."""
+    return [{'root': parent / f'r{i}' / 'data'} for i in range(count)]
 
 
 @pytest.mark.parametrize('count', [2, 3])
@@ -143,8 +150,9 @@ def test_replicas_on_postgresql_and_s3_continue_each_others_chunked_push(
     data = bytes(range(256)) * 4096 * 12  # 12 MiB: three 4 MiB chunks
     digest = f'sha256:{hashlib.sha256(data).hexdigest()}'
     step = 4 * 1024 * 1024
-    with Replicas(tmp_path, postgres_url, load_balancer, count, env=s3_bucket.env,
-                  own_roots=True, **s3_settings(s3_bucket)) as replicas:
+    env, settings = s3_settings(s3_bucket)
+    with Replicas(tmp_path, postgres_url, load_balancer, count, env=env,
+                  each=own_roots(tmp_path, count), **settings) as replicas:
         with httpx.Client(base_url=replicas.url, timeout=60) as c:
             r = c.post('/v2/scale/s3/blobs/uploads/')
             assert r.status_code == 202, r.text
@@ -327,7 +335,9 @@ def test_conformance_through_the_load_balancer(
     if blobs == 's3':
         bucket: S3Bucket = request.getfixturevalue('s3_bucket')
         env = bucket.env
-        more = s3_settings(bucket)
+        more = {'blob_store': 's3', 's3_bucket': bucket.bucket,
+                's3_endpoint_url': bucket.endpoint_url, 's3_region': bucket.region,
+                's3_path_style': True}
 
     @contextlib.contextmanager
     def serve(data: Path, **settings: Any) -> Iterator[Replicas]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_replicas import LoadBalancer, Replicas, s3_settings
+from tests.e2e.test_replicas import LoadBalancer, Replicas, own_roots, s3_settings
 from tests.engines import S3Bucket
 from tests.interop.auth import RegistryAuth, basic_header, write_htpasswd
 from tests.support import push_image, stored_token_key
@@ -33,9 +33,10 @@ COUNT = 3
 def token_replicas(tmp_path: Path, postgres_url: str, s3_bucket: S3Bucket,
                    load_balancer: LoadBalancer) -> Iterator[Replicas]:
     htpasswd = write_htpasswd(tmp_path / 'htpasswd', USERS)
-    with Replicas(tmp_path, postgres_url, load_balancer, COUNT, env=s3_bucket.env,
-                  own_roots=True, auth='token', htpasswd=htpasswd,
-                  login_failures=LIMIT, **s3_settings(s3_bucket)) as replicas:
+    env, settings = s3_settings(s3_bucket)
+    with Replicas(tmp_path, postgres_url, load_balancer, COUNT, env=env,
+                  each=own_roots(tmp_path, COUNT), auth='token', htpasswd=htpasswd,
+                  login_failures=LIMIT, **settings) as replicas:
         replicas.metadata_url = postgres_url  # type: ignore[attr-defined]
         yield replicas
 
