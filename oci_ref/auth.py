@@ -389,6 +389,8 @@ async def stored_signing_key(store: MetadataStore, root: Path) -> bytes:
         path = root / KEY_FILE
         legacy = await asyncio.to_thread(_legacy_key, path)
         key = await store.signing_key(TOKEN_KEY, legacy or _new_key())
+        if key is None:  # a key was stored: only a broken store reads none back
+            raise StoreUnavailable(store.name, 'the token signing key it stored is gone')
         if legacy is not None and key == legacy:
             await asyncio.to_thread(_retire, path)
             log.info('the token signing key of %s is now kept in the %s store',
