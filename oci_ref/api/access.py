@@ -352,7 +352,7 @@ class Token:
         return Principal(creds[0], self.control.access.groups_of(creds[0]))
 
     async def _answer(self, resp: falcon.asgi.Response, principal: Principal,
-                scopes: list[str], *, refresh: bool) -> None:
+                      scopes: list[str], *, refresh: bool) -> None:
         issuer = self._issuer()
         access = self.control.access
         granted: list[dict[str, Any]] = []
