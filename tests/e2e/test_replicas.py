@@ -174,10 +174,11 @@ def test_replicas_on_postgresql_and_s3_continue_each_others_chunked_push(
             assert r.status_code == 200 and r.content == data
 
 
+@pytest.mark.parametrize('replicas', [2, 3], indirect=True)
 def test_a_replica_killed_mid_patch_leaves_a_session_another_continues(
         replicas: Replicas, postgres_url: str) -> None:
     """SIGKILL the replica a PATCH streams into while it holds the session's claim:
-    the client's retry through the load balancer is served by the other replica at
+    the client's retry through the load balancer is served by another replica at
     once (the dead one's lease is not waited out: its presence died with it), the
     push completes, and fsck on the shared stores is clean."""
     import psycopg
@@ -257,11 +258,12 @@ def test_a_tag_pushed_through_one_replica_is_listed_by_the_other(
         assert c.get('/v2/a/b/manifests/v1').content == manifest
 
 
+@pytest.mark.parametrize('replicas', [2, 3], indirect=True)
 def test_concurrent_pushes_of_one_image_through_both_replicas_agree(
         replicas: Replicas) -> None:
     """Eight clients push the same blobs, manifest and tag at once, through the load
-    balancer (so onto both replicas): every push succeeds and both replicas then
-    answer alike."""
+    balancer (so onto every replica): every push succeeds and every replica then
+    answers alike."""
     config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers",' \
              b'"diff_ids":[]}}'
     layer = b'shared layer ' * 50000
