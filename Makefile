@@ -99,8 +99,9 @@ soak: setup
 	  $(PY) -m pytest -s tests/e2e/test_crash_safety.py
 
 # oci-ref against CNCF distribution in one run (bench/README.md); BENCH_ARGS=--quick
-# for about a minute. distribution comes from `clients`, wrk and hey from `bench-tools`.
-bench: setup clients bench-tools
+# for about a minute. distribution comes from `clients`, wrk and hey from `bench-tools`,
+# PostgreSQL and haproxy (the replicas' column) from `engines`.
+bench: setup clients bench-tools engines
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 # The load generators of make bench (root + apt on Debian); without them the bench
@@ -112,7 +113,8 @@ bench-tools:
 
 # The README's screenshots of the web view (docs/ui/), taken by its browser tests.
 screenshots: setup clients
-	OCI_REF_SCREENSHOTS=docs/ui $(PY) -m pytest -q tests/e2e/test_ui_browser.py
+	OCI_REF_SCREENSHOTS=docs/ui $(PY) -m pytest -q tests/e2e/test_ui_browser.py \
+		tests/e2e/test_ui_browser_cache.py
 
 # The web view's render time for a repository with 1,000 tags (bench/ui.py).
 bench-ui: setup
@@ -125,19 +127,35 @@ bench-ui: setup
 # scratch from the binaries. RUNS selects runs. Also writes the oci-conformance entry
 # (distribution-spec/v1.1/oci-ref) under conformance/results/oci-conformance/.
 # `make test` runs the same runs (tests/e2e/test_conformance.py).
+# REPLICAS=N runs every suite through N replicas on PostgreSQL with blobs in S3 (moto;
+# REPLICA_BLOBS=fs: a shared root) behind haproxy, each run on a fresh database and
+# bucket (tests/replicas.py starts them; the engines come from `make engines`); the
+# results then go to conformance/results/replicas-N, without an oci-conformance entry.
 RUNS ?= legacy,legacy-alt,1.1,dev,all,basic,token
+REPLICAS ?= 0
+REPLICA_BLOBS ?= s3
+ifeq ($(REPLICAS),0)
 CONFORMANCE_RESULTS ?= conformance/results
+CONFORMANCE_DOC ?= docs/conformance.md
+CONFORMANCE_NEEDS := setup
+else
+CONFORMANCE_RESULTS ?= conformance/results/replicas-$(REPLICAS)
+CONFORMANCE_DOC ?= docs/conformance-replicas.md
+CONFORMANCE_NEEDS := setup engines
+endif
 export CONFORMANCE_DIR CONFORMANCE_LEGACY_BIN CONFORMANCE_BIN CONFORMANCE_ENGINE
 export CONFORMANCE_ENGINE_ARGS CONFORMANCE_LEGACY_IMAGE CONFORMANCE_IMAGE
-conformance: setup
+conformance: $(CONFORMANCE_NEEDS)
 	$(PY) conformance/run.py --results $(CONFORMANCE_RESULTS) --runs $(RUNS) \
+	  --replicas $(REPLICAS) --blobs $(REPLICA_BLOBS) $(CONFORMANCE_ARGS) \
 	  --submission $(CONFORMANCE_RESULTS)/oci-conformance
 
-# docs/conformance.md from the JUnit files of a fresh `make conformance` (the report
-# is written even when a run fails, and then make fails).
+# docs/conformance.md (with REPLICAS=N: docs/conformance-replicas.md) from the JUnit
+# files of a fresh `make conformance` (the report is written even when a run fails,
+# and then make fails).
 conformance-report: setup
 	$(MAKE) conformance; rc=$$?; \
-	$(PY) scripts/conformance-report.py $(CONFORMANCE_RESULTS) -o docs/conformance.md \
+	$(PY) scripts/conformance-report.py $(CONFORMANCE_RESULTS) -o $(CONFORMANCE_DOC) \
 	  || exit 1; exit $$rc
 
 lint: setup

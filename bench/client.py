@@ -32,6 +32,8 @@ class Resp:
     status: int
     headers: http.client.HTTPMessage
     body: bytes
+    # Client.pull: time.perf_counter() when the first body byte was read.
+    first_byte: float | None = None
 
     def expect(self, *status: int, what: str = '') -> Resp:
         if self.status not in status:
@@ -147,8 +149,14 @@ class Client:
             resp = conn.getresponse()
             total = 0
             body = b''
+            first = None
             if resp.status == 200:
                 buf = memoryview(bytearray(MiB))
+                # The first read takes what has arrived: its end is the first byte.
+                if n := resp.readinto(buf[:1]):
+                    first = time.perf_counter()
+                    os.write(sink, buf[:n])
+                    total += n
                 while n := resp.readinto(buf):
                     os.write(sink, buf[:n])
                     total += n
@@ -156,7 +164,7 @@ class Client:
                 body = resp.read()
             if resp.will_close:
                 self.close()
-            return Resp(resp.status, resp.headers, body), total
+            return Resp(resp.status, resp.headers, body, first), total
         except (OSError, http.client.HTTPException):
             self.close()
             raise

@@ -28,8 +28,8 @@ from bench.client import (
     unique,
 )
 from bench.load import measure_rate
-from bench.metrics import Probe
-from bench.plan import ACCEPT, BARE, DIST, MB, OCI, MiB, log, size_text
+from bench.metrics import Measured, Probe
+from bench.plan import ACCEPT, BARE, DIST, MB, OCI, SCALE, MiB, log, size_text
 from bench.servers import Server
 from bench.stats import Figure, pct
 
@@ -108,12 +108,16 @@ def transfers(b: Bench) -> None:
     assert b.source is not None
     big = size_text(p.big)
     part = size_text(p.big // p.chunks)
+    # The scale-out replicas (issue 14), when measured: one more column of each.
+    kinds = b.kinds + ([SCALE] if b.scaleout else [])
+    cols = (SCALE,) if b.scaleout else ()
     mono = b.fig(
         '2a_push_mono',
         f'{big} monolithic push (POST + PUT)',
         'MB/s',
         'higher',
         ('ratio', '>=', 1.0),
+        columns=cols,
     )
     chunk = b.fig(
         '2b_push_chunked',
@@ -121,20 +125,24 @@ def transfers(b: Bench) -> None:
         'MB/s',
         'higher',
         ('ratio', '>=', 1.0),
+        columns=cols,
     )
     pull = b.fig(
-        '3_pull', f'{big} pull to /dev/null', 'MB/s', 'higher', ('ratio', '>=', 1.0)
+        '3_pull', f'{big} pull to /dev/null', 'MB/s', 'higher', ('ratio', '>=', 1.0),
+        columns=cols,
     )
     rss = b.fig(
         '4_rss',
-        f'peak RSS of the server during 2 and 3 ({big})',
+        f'peak RSS of the server during 2 and 3 ({big}'
+        + ('; replicas: the largest one)' if cols else ')'),
         'MiB',
         'lower',
         ('abs', '<', 150),
+        columns=cols,
     )
     for rep in range(p.transfer_reps):
-        for kind in b.order(b.kinds, rep):
-            s = b.servers[kind]
+        for kind in b.order(kinds, rep):
+            s = b.server(kind)
             c = Client(s.port)
             peaks = []
             try:
@@ -327,11 +335,15 @@ def request_rates(b: Bench) -> None:
     p = b.plan
     labels = [k for k in b.servers if k != DIST]
     variants = labels + ([DIST] if DIST in b.servers else [])
+    # The scale-out replicas (issue 14): manifest GET, a column of the one-worker
+    # figures (each replica runs one worker).
+    scaled = [SCALE] if b.scaleout else []
     figs: dict[tuple[str, str], tuple[Figure, Figure]] = {}
     for method in ('HEAD', 'GET'):
         tool = b.loadgens[method]
         for label in labels:
             w = b.servers[label].workers
+            cols = tuple(scaled) if method == 'GET' and w == 1 else ()
             figs[(method, label)] = (
                 b.fig(
                     f'6_{method.lower()}_rps_w{w}',
@@ -341,6 +353,7 @@ def request_rates(b: Bench) -> None:
                     'higher',
                     ('ratio', '>=', 1.0),
                     oci_label=label,
+                    columns=cols,
                 ),
                 b.fig(
                     f'6_{method.lower()}_p99_w{w}',
@@ -348,6 +361,7 @@ def request_rates(b: Bench) -> None:
                     'ms',
                     'lower',
                     oci_label=label,
+                    columns=cols,
                 ),
             )
     path = '/v2/bench/wrk/manifests/latest'
@@ -355,9 +369,11 @@ def request_rates(b: Bench) -> None:
     # app on the same uvicorn, one worker, answering the same path with 1 KiB.
     bare = b.new_server(BARE)
     bare.start()
-    servers = {**b.servers, BARE: bare}
+    servers: dict[str, Any] = {**b.servers, BARE: bare}
+    if b.scaleout:
+        servers[SCALE] = b.scaleout
     try:
-        for label in [*variants, BARE]:  # seed, then warm up
+        for label in [*variants, *scaled, BARE]:  # seed, then warm up
             c = Client(servers[label].port)
             try:
                 if label != BARE:
@@ -370,16 +386,18 @@ def request_rates(b: Bench) -> None:
                 c.close()
         for rep in range(p.rate_reps):
             for method in ('HEAD', 'GET'):
-                for label in b.order([*variants, BARE], rep):
+                extra = scaled if method == 'GET' else []
+                for label in b.order([*variants, *extra, BARE], rep):
                     r = rate_once(b, servers[label], label, method, path, rep)
                     if label == BARE:
                         b.bare_rates.setdefault(method, []).append(r['rps'])
                         continue
-                    targets = (
-                        [figs[(method, label)]]
-                        if label != DIST
-                        else [v for (m, _), v in figs.items() if m == method]
-                    )
+                    if label == DIST:
+                        targets = [v for (m, _), v in figs.items() if m == method]
+                    elif label == SCALE:
+                        targets = [figs[(method, f'{OCI} w1')]]
+                    else:
+                        targets = [figs[(method, label)]]
                     for rps_f, p99_f in targets:
                         rps_f.add(label, r['rps'])
                         p99_f.add(label, r['p99_ms'])
@@ -389,7 +407,7 @@ def request_rates(b: Bench) -> None:
 
 
 def rate_once(
-    b: Bench, s: Server, label: str, method: str, path: str, rep: int
+    b: Bench, s: Measured, label: str, method: str, path: str, rep: int
 ) -> dict[str, Any]:
     """One load run against one server, noted in the raw results and logged."""
     p = b.plan

@@ -81,15 +81,28 @@ def own_cpu() -> float:
 
 
 class Measured(Protocol):
+    """A server measured on its loopback port: one process tree, or replicas."""
+
+    port: int
+
     def pids(self) -> list[int]: ...
+
+    def pid_groups(self) -> list[list[int]]: ...
+
+
+def peak_rss(groups: list[list[int]]) -> int:
+    """The largest summed VmRSS of one group (one server's process tree; of several
+    replicas, the largest replica's)."""
+    return max((sum(vm_rss(p) for p in g) for g in groups), default=0)
 
 
 class Probe:
     """Around one measurement: peak summed VmRSS of the server's process tree
-    (sampled every 20 ms in a thread), the server's CPU seconds, how busy the whole
-    machine was, and how many cores went to neither the server nor the bench and
-    its load generators (``other_cores``: someone else's load, i.e. noise;
-    approximate, as softirq work is not always charged to a process)."""
+    (sampled every 20 ms in a thread; of replicas, the largest replica's), the
+    server's CPU seconds, how busy the whole machine was, and how many cores went to
+    neither the server nor the bench and its load generators (``other_cores``:
+    someone else's load, i.e. noise; approximate, as softirq work is not always
+    charged to a process)."""
 
     def __init__(self, server: Measured, interval: float = SAMPLE_INTERVAL):
         self.server = server
@@ -102,11 +115,11 @@ class Probe:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        pids, refreshed = self.server.pids(), time.monotonic()
+        groups, refreshed = self.server.pid_groups(), time.monotonic()
         while True:
             if time.monotonic() - refreshed > 0.5:
-                pids, refreshed = self.server.pids(), time.monotonic()
-            self.peak = max(self.peak, sum(vm_rss(p) for p in pids))
+                groups, refreshed = self.server.pid_groups(), time.monotonic()
+            self.peak = max(self.peak, peak_rss(groups))
             if self._stop.wait(self.interval):
                 return
 

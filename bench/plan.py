@@ -18,6 +18,16 @@ MB = 1_000_000  # throughput is reported in MB/s (10^6 bytes per second)
 OCI = 'oci-ref'
 DIST = 'distribution'
 BARE = 'falcon-bare'  # a bare Falcon app on the same uvicorn: the framework's ceiling
+# Issue 14: two oci-ref replicas, metadata in PostgreSQL, blobs in S3 (moto), behind
+# haproxy round-robin.
+SCALE = 'oci-ref x2 pg+s3'
+# Issue 13: oci-ref as a pull-through cache of another oci-ref (the upstream), and
+# that upstream pulled directly (the baseline of the cache's figures).
+CACHE = 'oci-ref cache'
+UPSTREAM = 'upstream direct'
+# Figure groups --only can pick (all by default).
+GROUPS = ('startup', 'listings', 'transfers', 'small', 'rates', 'concurrent', 'scaleout',
+          'cache')
 MANIFEST_TYPE = 'application/vnd.oci.image.manifest.v1+json'
 CONFIG_TYPE = 'application/vnd.oci.image.config.v1+json'
 LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar'
@@ -57,17 +67,23 @@ class Plan:
     wrk_threads: int = 2
     concurrent_n: int = 8
     extra_workers: tuple[int, ...] = (2,)
+    cache_reps: int = 3
 
-    def space_needed(self, servers: int) -> int:
+    def space_needed(self, servers: int, scaleout: bool = False, cache: bool = False
+                     ) -> int:
         """Bytes the work directory needs: the source file, and per server what its
         pushes store (two big blobs per transfer repetition, one more, the
-        concurrent pushes), plus 2 GiB to spare."""
+        concurrent pushes), plus 2 GiB to spare. The replicas' S3 server keeps two
+        big blobs per transfer repetition; the cache and its upstream one each per
+        cache repetition."""
         per_server = (
             self.transfer_reps * 2 * self.big
             + self.big
             + self.concurrent_reps * self.concurrent_n * self.concurrent_size
         )
-        return self.big + per_server * servers + 2 * GiB
+        extra = (self.transfer_reps * 2 * self.big if scaleout else 0) + (
+            self.cache_reps * 2 * self.big if cache else 0)
+        return self.big + per_server * servers + extra + 2 * GiB
 
 
 FULL = Plan(
@@ -106,6 +122,7 @@ QUICK = Plan(
     tag_count=200,
     repo_count=200,
     concurrent_size=16 * MiB,
+    cache_reps=1,
 )
 
 T0 = time.monotonic()

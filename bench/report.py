@@ -29,15 +29,23 @@ def fmt(x: float | None, unit: str = '') -> str:
     return f'{x:.3f}'
 
 
+MET = {True: 'yes', False: '**no**', None: ''}
+
+
+def against_distribution(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The figures compared with distribution (the others name their baseline)."""
+    return [f for f in result['figures'] if 'baseline' not in f]
+
+
 def table(result: dict[str, Any]) -> str:
     rows = [
         '| # | figure | unit | oci-ref | distribution | oci-ref / distribution '
         '| target | met? |',
         '|---|---|---|---:|---:|---:|---|---|',
     ]
-    for f in result['figures']:
+    for f in against_distribution(result):
         num = f['key'].split('_', 1)[0]
-        met = {True: 'yes', False: '**no**', None: ''}[f['met']]
+        met = MET[f['met']]
         ratio = '—' if f['ratio'] is None else f'{f["ratio"]:.2f}'
         rows.append(
             f'| {num} | {f["figure"]} | {f["unit"]} '
@@ -150,7 +158,8 @@ def header(result: dict[str, Any]) -> str:
             f'startup {p["startup_reps"]}, transfers {p["transfer_reps"]}, small objects '
             f'{p["small_reps"]}, listings {p["list_reps"]} x {p["list_requests"]} '
             f'requests, request rates {p["rate_reps"]}, concurrent pushes '
-            f'{p["concurrent_reps"]}',
+            f'{p["concurrent_reps"]}'
+            + (f', pull-through cache {p["cache_reps"]}' if 'cache_reps' in p else ''),
         ]
     )
 
@@ -175,10 +184,80 @@ def other_load(result: dict[str, Any]) -> str:
     )
 
 
+def signed(x: float | None, unit: str = '') -> str:
+    """A difference, its sign always shown."""
+    return '—' if x is None else ('+' if x >= 0 else '-') + fmt(abs(x), unit)
+
+
+def ratio_text(x: float | None) -> str:
+    return '—' if x is None else f'{x:.2f}'
+
+
+def column_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(column label, figure, the column's summary) for every extra column."""
+    return [(label, f, col) for f in result['figures']
+            for label, col in f.get('columns', {}).items()]
+
+
+def columns_table(result: dict[str, Any]) -> str:
+    """The extra oci-ref columns (issue 14's replicas) beside the single node, with
+    the figure's target applied to them."""
+    rows = [
+        '| # | figure | unit | column | value | oci-ref (one node) | column / one node '
+        '| distribution | column / distribution | target | met? |',
+        '|---|---|---|---|---:|---:|---:|---:|---:|---|---|',
+    ]
+    for label, f, col in column_rows(result):
+        num = f['key'].split('_', 1)[0]
+        u = f['unit']
+        rows.append(
+            f'| {num} | {f["figure"]} | {u} | {label} | {fmt(col["value"], u)} '
+            f'| {fmt(f["oci_ref"], u)} | {ratio_text(col["vs_oci_ref"])} '
+            f'| {fmt(f["distribution"], u)} | {ratio_text(col["ratio"])} '
+            f'| {f["target"]} | {MET[col["met"]]} |'
+        )
+    return '\n'.join(rows)
+
+
+def baseline_figures(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in result['figures'] if 'baseline' in f]
+
+
+def baseline_table(result: dict[str, Any]) -> str:
+    """Figures held against another oci-ref figure of the same run (the pull-through
+    cache against its upstream pulled directly): the ratio, or for a 'difference'
+    target the difference."""
+    rows = [
+        '| # | figure | unit | measured | value | baseline | value '
+        '| ratio | difference | target | met? |',
+        '|---|---|---|---|---:|---|---:|---:|---:|---|---|',
+    ]
+    for f in baseline_figures(result):
+        num = f['key'].split('_', 1)[0]
+        u = f['unit']
+        diff = f.get('difference')
+        rows.append(
+            f'| {num} | {f["figure"]} | {u} | {f["oci_server"]} | {fmt(f["oci_ref"], u)} '
+            f'| {f["baseline"]} | {fmt(f.get("baseline_value"), u)} '
+            f'| {ratio_text(f["ratio"])} | {signed(diff, u)} '
+            f'| {f["target"]} | {MET[f["met"]]} |'
+        )
+    return '\n'.join(rows)
+
+
+def missed_targets(result: dict[str, Any]) -> list[str]:
+    """Every target a run missed: figures, extra columns, ceilings."""
+    missed = [f['figure'] for f in result['figures'] if f['met'] is False]
+    missed += [f'{f["figure"]}, {label}' for label, f, col in column_rows(result)
+               if col['met'] is False]
+    missed += [f'{r["figure"]} ({r["target"]})' for r in ceilings_of(result)
+               if r['met'] is False]
+    return missed
+
+
 def markdown(result: dict[str, Any]) -> str:
     ceilings = ceilings_of(result)
-    missed = [f['figure'] for f in result['figures'] if f['met'] is False]
-    missed += [f'{r["figure"]} ({r["target"]})' for r in ceilings if r['met'] is False]
+    missed = missed_targets(result)
     summary = (
         'Every target is met.'
         if not missed
@@ -193,11 +272,25 @@ def markdown(result: dict[str, Any]) -> str:
         if extra:
             summary += '\n\n' + extra
     text = f'{header(result)}\n\n{table(result)}\n\n{summary}\n\n'
+    if column_rows(result):
+        text += (
+            'Scale-out (issue 14), in the same run: 2 oci-ref replicas (one worker '
+            'each), metadata in PostgreSQL, blobs in S3 (moto), behind haproxy '
+            'round-robin; the target is the figure\'s (bench/README.md):'
+            f'\n\n{columns_table(result)}\n\n'
+        )
+    if baseline_figures(result):
+        text += (
+            'Pull-through cache (issue 13), in the same run: oci-ref caching another '
+            'oci-ref on loopback, against that upstream pulled directly '
+            f'(bench/README.md):\n\n{baseline_table(result)}\n\n'
+        )
     if ceilings:
         text += (
             'Against the ceilings measured in the same run (bench/README.md: the push '
             "ceiling is the slower of sha256 on one core and fsync'd writes; pull, "
-            'loopback TCP; manifest requests, a bare Falcon app on the same uvicorn):'
+            'loopback TCP; manifest requests, a bare Falcon app on the same uvicorn; '
+            'a cold pull through the cache, the push ceiling):'
             f'\n\n{ceilings_table(ceilings)}\n\n'
         )
     return text + f'Machine limits, measured in the same run:\n\n{limits_table(result)}\n'
@@ -213,6 +306,9 @@ oci-ref / distribution: for throughput (MB/s, req/s) above 1 means oci-ref is fa
 for time, latency and memory below 1 does. MB/s is 10^6 bytes per second. A second
 table holds figures against ceilings measured in the same run (the push ceiling,
 loopback TCP, a bare Falcon app on the same uvicorn) as a share of the ceiling.
+Two more hold the scale-out replicas' column (2 replicas on PostgreSQL + S3 behind
+haproxy) beside the single node, and the pull-through cache against its upstream
+pulled directly.
 
 This page is generated from the newest full run in `bench/results/`; do not edit it
 by hand. `make bench` runs the full benchmark, `make bench BENCH_ARGS=--quick` a short
@@ -230,7 +326,9 @@ def render_doc(result: dict[str, Any], source: Path) -> str:
 
 
 def newest_result(results: Path) -> Path | None:
-    files = sorted(results.glob('*.json'))
+    """The newest full run; without one, the newest quick run. A partial run
+    (``--only``) never: it lacks figures."""
+    files = [f for f in sorted(results.glob('*.json')) if not f.stem.endswith('-partial')]
     full = [f for f in files if not f.stem.endswith('-quick')]
     chosen = full or files
     return chosen[-1] if chosen else None

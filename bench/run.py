@@ -36,7 +36,7 @@ if __package__ in (None, ''):
     _repo = str(Path(__file__).resolve().parent.parent)
     sys.path[0:1] = [_repo]
 
-from bench.plan import DOC, FULL, QUICK, REPO, RESULTS
+from bench.plan import DOC, FULL, GROUPS, QUICK, REPO, RESULTS
 from bench.report import markdown, write_doc
 from bench.runners import Bench
 from bench.servers import snapshot
@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         help='smaller sizes, one repetition, short load runs (< 2 minutes)',
     )
     ap.add_argument('--reps', type=int, help='override the repetitions of every figure')
+    ap.add_argument(
+        '--only',
+        type=lambda v: [g.strip() for g in v.split(',') if g.strip()],
+        help='comma-separated figure groups to measure (default: all): '
+        + ', '.join(GROUPS),
+    )
     ap.add_argument(
         '--loadgen',
         choices=('auto', 'hey', 'python'),
@@ -108,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             rate_reps=r,
             concurrent_reps=r,
             limit_reps=r,
+            cache_reps=r,
         )
+    unknown = set(args.only or ()) - set(GROUPS)
+    if unknown:
+        ap.error(f'--only: unknown groups {", ".join(sorted(unknown))}')
     if not args.oci_ref_rev and not os.access(args.oci_ref, os.X_OK):
         ap.error(f'{args.oci_ref} is not executable (make setup)')
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -123,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.fromisoformat(result['started']).strftime('%Y%m%dT%H%M%SZ')
     name = stamp + ('-quick' if plan.mode == 'quick' else '')
+    partial = bool(args.only) and set(args.only) != set(GROUPS)
+    name += '-partial' if partial else ''  # never rendered into docs/benchmarks.md
     out = args.results / f'{name}.json'
     out.write_text(json.dumps(result, indent=1) + '\n')
     md = markdown(result)
     (args.results / f'{name}.md').write_text(f'# oci-ref benchmark {name}\n\n{md}')
     print(f'\n{md}\nresults: {out}')
-    if args.results.resolve() == RESULTS.resolve():
+    if args.results.resolve() == RESULTS.resolve() and not partial:
         src = write_doc()
         print(f'{DOC.relative_to(REPO)} regenerated from {src.name if src else "-"}')
     return 0

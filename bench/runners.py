@@ -11,12 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import figures
+from bench import figures, pullthrough
 from bench.client import Source
 from bench.environment import environment
 from bench.limits import limit_disk, limit_fsync_ms, limit_loopback, limit_sha256
 from bench.load import choose_loadgens
-from bench.plan import BARE, DIST, OCI, GiB, Plan, log, size_text
+from bench.metrics import Measured
+from bench.plan import BARE, DIST, GROUPS, OCI, GiB, Plan, log, size_text
 from bench.servers import Server
 from bench.stats import (
     Figure,
@@ -40,6 +41,8 @@ class Bench:
         self.dist_exe = shutil.which(args.docker_registry) if args.docker_registry else None
         self.kinds = [OCI] + ([DIST] if self.dist_exe else [])
         self.servers: dict[str, Server] = {}
+        self.groups = set(getattr(args, 'only', None) or GROUPS)
+        self.scaleout: Any = None  # bench.scaleout.Replicas, when measured
         self.devnull = os.open(os.devnull, os.O_WRONLY)
         self.loadgens = {'GET': 'python', 'HEAD': 'python'}
         self.source: Source | None = None
@@ -59,10 +62,33 @@ class Bench:
         better: str,
         target: Target | None = None,
         oci_label: str = OCI,
+        baseline: str = DIST,
+        columns: tuple[str, ...] = (),
     ) -> Figure:
         if key not in self.figures:
-            self.figures[key] = Figure(key, label, unit, better, target, oci_label)
+            self.figures[key] = Figure(key, label, unit, better, target, oci_label,
+                                       baseline=baseline, columns=columns)
         return self.figures[key]
+
+    def server(self, label: str) -> Measured:
+        """A running server by label: a registry of ``servers``, or the replicas."""
+        if self.scaleout is not None and label == self.scaleout.label:
+            return self.scaleout
+        return self.servers[label]
+
+    def start_scaleout(self) -> None:
+        """Issue 14's replicas, when their engines are installed (else a log line
+        and no column, as without distribution)."""
+        from bench import scaleout
+
+        why = scaleout.missing()
+        if why:
+            log(f'scale-out column skipped: missing {why}')
+            return
+        r = scaleout.Replicas(self.workdir, self.oci_exe, self.env)
+        r.start()
+        self.scaleout = r
+        log(f'{r.label}: {r.count} replicas behind haproxy on port {r.port}')
 
     def note(self, what: str, item: Any) -> None:
         self.raw.setdefault(what, []).append(item)
@@ -100,7 +126,8 @@ class Bench:
         return res
 
     def check_space(self) -> None:
-        need = self.plan.space_needed(len(self.kinds))
+        need = self.plan.space_needed(len(self.kinds), 'scaleout' in self.groups,
+                                      'cache' in self.groups)
         free = shutil.disk_usage(self.workdir).free
         if free < need:
             raise SystemExit(
@@ -131,16 +158,23 @@ class Bench:
         self.source.chunked(p.chunks, b'')  # hash once, outside any timing
         for i in range(p.concurrent_n):
             self.source.body(i * p.concurrent_size, p.concurrent_size, b'')
-        figures.startup(self)
+        on = self.groups.__contains__
+        if on('startup'):
+            figures.startup(self)
         try:
             for kind in self.kinds:
                 self.servers[kind] = self.new_server(kind)
                 self.servers[kind].start()
+            if on('scaleout'):
+                self.start_scaleout()
             # First, while the stores hold nothing else: N repositories exactly.
-            figures.listings(self)
-            figures.transfers(self)
-            figures.small_objects(self)
-            for w in p.extra_workers:
+            if on('listings'):
+                figures.listings(self)
+            if on('transfers'):
+                figures.transfers(self)
+            if on('small'):
+                figures.small_objects(self)
+            for w in p.extra_workers if on('rates') or on('concurrent') else ():
                 s = self.new_server(OCI, w)
                 s.start()
                 self.servers[s.label] = s
@@ -148,11 +182,17 @@ class Bench:
             self.servers = {
                 (f'{OCI} w1' if k == OCI else k): v for k, v in self.servers.items()
             }
-            figures.request_rates(self)
-            figures.concurrent(self)
+            if on('rates'):
+                figures.request_rates(self)
+            if on('concurrent'):
+                figures.concurrent(self)
+            if on('cache'):
+                pullthrough.pull_through(self)
         finally:
             for s in self.servers.values():
                 s.stop()
+            if self.scaleout is not None:
+                self.scaleout.stop()
         finished = dt.datetime.now(dt.UTC)
         for fg in self.figures.values():  # 'oci-ref w1' is oci-ref's default: say so
             if fg.oci_label == f'{OCI} w1':
@@ -175,6 +215,7 @@ class Bench:
             'duration_s': round((finished - started).total_seconds(), 1),
             'mode': p.mode,
             'plan': asdict(p),
+            'groups': [g for g in GROUPS if g in self.groups],
             'environment': info,
             'limits': limits,
             'figures': summaries,

@@ -55,10 +55,16 @@ class Server:
     proc: Process | None = None
     port: int = 0
     data: Path | None = None
+    # oci-ref only: more `serve` arguments (the stores, upstreams), and a label
+    # naming the variant (the replicas, the cache, its upstream).
+    args: tuple[str, ...] = ()
+    name: str = ''
     serial = 0
 
     @property
     def label(self) -> str:
+        if self.name:
+            return self.name
         return self.kind if self.kind in (DIST, BARE) else f'{OCI} w{self.workers}'
 
     def _command(self) -> list[str]:
@@ -78,7 +84,7 @@ class Server:
             ]
             if self.workers > 1:
                 cmd += ['--workers', str(self.workers)]
-            return cmd
+            return cmd + list(self.args)
         if self.kind == BARE:
             return bare_command(self.exe, self.port)
         # As /opt/oci-clients/bin/oci-local-registry writes it, but quiet: level
@@ -112,7 +118,8 @@ class Server:
         on GET /v2/."""
         for _attempt in range(5):
             Server.serial += 1
-            self.data = self.workdir / f'{self.kind}-w{self.workers}-{Server.serial}'
+            slug = ''.join(c if c.isalnum() else '-' for c in self.label)
+            self.data = self.workdir / f'{slug}-{Server.serial}'
             self.data.mkdir(parents=True)
             self.port = free_port()
             self.proc = Process.spawn(
@@ -143,6 +150,10 @@ class Server:
 
     def pids(self) -> list[int]:
         return descendants(self.proc.pid) if self.proc else []
+
+    def pid_groups(self) -> list[list[int]]:
+        """The process trees whose RSS is summed (one: this server's)."""
+        return [self.pids()]
 
     def stop(self) -> None:
         """SIGTERM our process, SIGKILL after 20 s, then whatever of its tree is

@@ -12,7 +12,10 @@ from typing import Any
 
 from bench.plan import DIST, OCI
 
-Target = tuple[str, str, float]  # ('ratio' | 'abs' | 'share', op, value)
+# ('ratio' | 'abs' | 'share' | 'diff', op, value): against the baseline's median
+# (distribution unless the figure names another), oci-ref's own value, a share of a
+# ceiling, or oci-ref minus the baseline (a latency within N of another's).
+Target = tuple[str, str, float]
 OPS = {'>=': lambda a, b: a >= b, '<=': lambda a, b: a <= b, '<': lambda a, b: a < b}
 
 
@@ -47,6 +50,25 @@ def verdict(x: float | None, op: str, value: float) -> bool | None:
     return OPS[op](x, value)
 
 
+def difference(a: float | None, b: float | None) -> float | None:
+    """a - b, or None when either is missing (None, NaN)."""
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return None
+    return a - b
+
+
+def judge(target: Target | None, value: float | None, base: float | None) -> bool | None:
+    """Whether ``value`` meets ``target`` against the baseline's ``base``: a ratio
+    value / base, an absolute value, or a difference value - base. None without a
+    target or a figure to judge ('share' targets are judged against their ceiling,
+    by ceiling_rows)."""
+    if target is None:
+        return None
+    kind, op, limit = target
+    x = {'ratio': ratio(value, base), 'diff': difference(value, base)}.get(kind, value)
+    return verdict(x, op, limit)
+
+
 def target_text(target: Target | None) -> str:
     if target is None:
         return ''
@@ -56,6 +78,8 @@ def target_text(target: Target | None) -> str:
         return f'ratio {op} {value:g}'
     if kind == 'share':
         return f'{op} {value:.0%} of the ceiling'
+    if kind == 'diff':
+        return f'difference {op} {value:g}'
     return f'{op} {value:g} (absolute)'
 
 
@@ -154,6 +178,9 @@ CEILINGS = (
     Ceiling('3_pull', 'loopback_tcp_MBps', ('share', '>=', 0.9)),
     Ceiling('6_head_rps_w1', 'falcon_bare_head_rps', ('share', '>=', 0.7)),
     Ceiling('6_get_rps_w1', 'falcon_bare_get_rps', ('share', '>=', 0.7)),
+    # A cold pull-through hashes and durably writes what it streams, as a push does:
+    # its ceiling is the push ceiling (no target of its own; issue 13's is 9a's ratio).
+    Ceiling('9a_cache_cold_pull', 'push_ceiling_MBps'),
 )
 
 
@@ -199,14 +226,21 @@ def ceiling_rows(
 
 @dataclass
 class Figure:
+    """One figure: samples per server label. ``oci_label`` is oci-ref's value;
+    ``baseline`` what it is compared with (distribution, or for the pull-through
+    cache the upstream pulled directly); ``columns`` more oci-ref variants measured
+    in the same run (the scale-out replicas), each summarized against the same
+    baseline and target."""
+
     key: str
     label: str
     unit: str
     better: str  # 'higher' or 'lower'
-    # ('ratio', op, value) against distribution, or ('abs', op, value) on oci-ref
     target: Target | None = None
     oci_label: str = OCI
     samples: dict[str, list[float]] = field(default_factory=dict)
+    baseline: str = DIST
+    columns: tuple[str, ...] = ()
 
     def add(self, who: str, value: float) -> None:
         self.samples.setdefault(who, []).append(value)
@@ -214,12 +248,8 @@ class Figure:
     def summary(self) -> dict[str, Any]:
         oci = median(self.samples.get(self.oci_label, []))
         dist = median(self.samples.get(DIST, []))
-        r = ratio(oci, dist)
-        met = None
-        if self.target is not None:
-            kind, op, value = self.target
-            met = verdict(r if kind == 'ratio' else oci, op, value)
-        return {
+        base = median(self.samples.get(self.baseline, []))
+        out: dict[str, Any] = {
             'key': self.key,
             'figure': self.label,
             'unit': self.unit,
@@ -227,9 +257,34 @@ class Figure:
             'oci_server': self.oci_label,
             'oci_ref': None if math.isnan(oci) else oci,
             'distribution': None if math.isnan(dist) else dist,
-            'ratio': r,
+            'ratio': ratio(oci, base),
             'target': target_text(self.target),
-            'met': met,
-            'noise': figure_noise(self.samples),
+            'met': judge(self.target, oci, base),
+            # The extra columns' engines (moto, a PostgreSQL without fsync) are not
+            # the harness: their spread is theirs, in their column.
+            'noise': figure_noise({k: v for k, v in self.samples.items()
+                                   if k not in self.columns}),
             'samples': self.samples,
         }
+        if self.baseline != DIST:
+            out['baseline'] = self.baseline
+            out['baseline_value'] = None if math.isnan(base) else base
+            out['difference'] = difference(oci, base)
+        if self.columns:
+            out['columns'] = {c: column(self.samples.get(c, []), oci, base, self.target)
+                              for c in self.columns}
+        return out
+
+
+def column(samples: list[float], single: float, base: float,
+           target: Target | None) -> dict[str, Any]:
+    """One more oci-ref variant of a figure: its median, its ratio to the single-node
+    default and to the baseline, and the figure's target applied to it."""
+    v = median(samples)
+    return {
+        'value': None if math.isnan(v) else v,
+        'vs_oci_ref': ratio(v, single),
+        'ratio': ratio(v, base),
+        'met': judge(target, v, base),
+        'noise': spread(samples),
+    }

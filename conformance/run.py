@@ -1,12 +1,16 @@
 """Run the upstream OCI distribution-spec conformance suites against fresh oci-ref servers.
 
     python conformance/run.py [--results DIR] [--runs legacy,legacy-alt,1.1,dev,all,...]
+                              [--replicas N [--blobs s3|fs]]
 
 Each run starts its own oci-ref (oci_ref.testing.OCIRegistry) on a free loopback port
 with fresh storage and the settings the run needs, runs one suite against it, stops
 the server and leaves JUnit, HTML, logs and run.json under DIR/<run>/ (default
-conformance/results/). The runs go in parallel. See conformance/README.md for the
-runs, the reviewed skip list and the runners:
+conformance/results/). The runs go in parallel. With ``--replicas N`` each run gets N
+replicas instead, on a fresh PostgreSQL database with blobs in a fresh S3 bucket (moto;
+``--blobs fs``: a shared root), behind haproxy round-robin (tests/replicas.py starts
+them; the engines come from `make engines`). See conformance/README.md for the runs,
+the reviewed skip list and the runners:
 
 - local binaries: CONFORMANCE_DIR (default ../shared/conformance/ beside the checkout,
   when present) holding `legacy-v1.1.1.test` and `conformance`; CONFORMANCE_LEGACY_BIN
@@ -26,6 +30,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -109,6 +114,8 @@ RUNS = {r.name: r for r in (
             {'sparse_manifests': True, 'auth': 'token'}),
 )}
 DEFAULT_RUNS = tuple(RUNS)
+# What a run goes to, without --replicas (run.json's target).
+ONE_TARGET = 'one oci-ref on SQLite + filesystem'
 # The oci-conformance entry (distribution-spec/v1.1/<implementation>) comes from this run.
 SUBMISSION_RUN = 'all'
 HOW_TO_GET = """\
@@ -348,9 +355,9 @@ def serve_one(data: Path, **settings: Any) -> Any:
 
 
 def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
-            serve: Any = serve_one) -> Outcome:
-    """One run against ``serve(data_dir, **settings)`` (tests/e2e/test_replicas.py
-    gives replicas behind a load balancer)."""
+            serve: Any = serve_one, target: str = '') -> Outcome:
+    """One run against ``serve(data_dir, **settings)`` (``ReplicaSets.serve`` of
+    tests/replicas.py gives replicas behind a load balancer, ``target`` says so)."""
     out = results / spec.name
     if out.exists():
         shutil.rmtree(out)
@@ -371,8 +378,14 @@ def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
         htpasswd.write_text(f'{USER}:{hashed}\n')
         settings['htpasswd'] = str(htpasswd)
     started = time.monotonic()
-    with open(out / 'suite.log', 'wb') as log, \
-            serve(out / 'server' / 'data', **settings) as registry:
+    with open(out / 'suite.log', 'wb') as log, contextlib.ExitStack() as stack:
+        try:
+            registry = stack.enter_context(serve(out / 'server' / 'data', **settings))
+        except RuntimeError as ex:  # NotReady, or an engine of the replicas failed
+            log.write(f'the registry did not start: {ex}\n'.encode())
+            return Outcome(spec.name, True, errors=1, seconds=time.monotonic() - started,
+                           note=f'the registry did not start ({str(ex).splitlines()[0]}); '
+                                f'see {out / "suite.log"}')
         env = run_env(spec, registry, out, password)
         runner = 'binary'
         try:
@@ -396,6 +409,8 @@ def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
             done = _execute([*cmd[:2], '--runtime', 'runc', *cmd[2:]], out, env, log)
     seconds = time.monotonic() - started
     shutil.copy(registry.log, out / 'server.log')
+    for i, log in enumerate(getattr(registry, 'logs', [])):  # replicas: each one's
+        shutil.copy(log, out / f'server-{i}.log')
     junits = sorted(out.glob('junit*.xml'))
     if not junits:
         return Outcome(spec.name, True, errors=1, seconds=seconds,
@@ -414,7 +429,8 @@ def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
         outcome.errors += 1
         outcome.note = f'suite exited {done.returncode}'
     (out / 'run.json').write_text(json.dumps({
-        'run': spec.name, 'suite': spec.suite, 'mode': spec.mode, 'what': spec.what,
+        'run': spec.name, 'suite': spec.suite, 'mode': spec.mode,
+        'what': spec.what, 'target': target or ONE_TARGET,
         'suite_commit': (LEGACY_SUITE if spec.suite == 'legacy'
                          else f'distribution-spec {suite_commit(junits[0])}'),
         'runner': runner, 'server_settings': spec.server,
@@ -424,6 +440,14 @@ def run_one(spec: RunSpec, results: Path, skips: dict[str, set[str]],
         **asdict(outcome), 'passed': outcome.passed, 'ok': outcome.ok,
     }, indent=2) + '\n')
     return outcome
+
+
+def _replica_sets(count: int, blobs: str) -> Any:
+    """tests/replicas.py's engines, started here (the checkout's tests package)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    # By name: the tests package is not part of what mypy checks (pyproject).
+    return importlib.import_module('tests.replicas').standalone(count, blobs)
 
 
 def _execute(cmd: list[str], out: Path, env: dict[str, str], log: Any
@@ -521,6 +545,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f'comma-separated, of: {", ".join(RUNS)}')
     parser.add_argument('--jobs', type=int, default=0,
                         help='runs at a time (default: all at once)')
+    parser.add_argument('--replicas', type=int, default=0, metavar='N',
+                        help='run each suite through N replicas on PostgreSQL behind '
+                             'haproxy (0: one oci-ref on SQLite + filesystem)')
+    parser.add_argument('--blobs', choices=('s3', 'fs'), default='s3',
+                        help='with --replicas: blobs in S3 (moto) or on a shared root')
     parser.add_argument('--submission', type=Path,
                         help='write the oci-conformance entry under this folder '
                              f'(needs the `{SUBMISSION_RUN}` run)')
@@ -535,11 +564,24 @@ def main(argv: list[str] | None = None) -> int:
             container_engine() or fallback_engine()):
         print(HOW_TO_GET, file=sys.stderr)
         return 2
+    if args.replicas < 0:
+        parser.error('--replicas: 0 or more')
     args.results.mkdir(parents=True, exist_ok=True)
     skips = skip_list()
     jobs = args.jobs or len(names)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        outcomes = list(pool.map(lambda n: run_one(RUNS[n], args.results, skips), names))
+    with contextlib.ExitStack() as stack:
+        serve, target = serve_one, ''
+        if args.replicas:
+            try:
+                sets = stack.enter_context(_replica_sets(args.replicas, args.blobs))
+            except RuntimeError as ex:  # an engine missing or failing to start
+                print(f'--replicas {args.replicas}: {ex}', file=sys.stderr)
+                return 2
+            serve, target = sets.serve, sets.describe()
+            print(f'each run through {target}', flush=True)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            outcomes = list(pool.map(
+                lambda n: run_one(RUNS[n], args.results, skips, serve, target), names))
     for outcome in outcomes:
         (args.results / f'{outcome.run}.summary').write_text(outcome.line() + '\n')
         print(f'{outcome.line()} in {outcome.seconds:.1f} s', flush=True)
@@ -550,7 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / 'summary.txt').write_text(''.join(o.line() + '\n' for o in outcomes))
     ok = all(o.ok for o in outcomes)
     if args.submission:
-        if SUBMISSION_RUN not in names:
+        if args.replicas:
+            # The entry shows how to run one oci-ref, as the listing asks.
+            print('no oci-conformance entry from a run through replicas')
+        elif SUBMISSION_RUN not in names:
             print(f'no oci-conformance entry: it comes from the `{SUBMISSION_RUN}` run')
         elif ok:
             print(f'oci-conformance entry: {submission(args.results, args.submission)}')

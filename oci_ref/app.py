@@ -95,7 +95,8 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
         ('/openapi.yaml', OpenAPIDocument(), None),
         ('/healthz', Health(), None),
         ('/readyz', Ready(registry, control.readiness_checks()), None),
-        ('/metrics', Metrics(registry), None),
+        ('/metrics', Metrics(registry, {u.name: u.cache_max_bytes for u in config.upstream
+                                          if u.cache_max_bytes}), None),
         ('/token', Token(control), None),
     ]
 
@@ -123,7 +124,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         cache = PullThrough(registry, Upstreams(
             config.upstream, manifest_max_bytes=config.manifest_max_bytes))
         # Before access control: it checks a proxied name by its cache name.
-        mirror = [UpstreamRouting(cache)]
+        mirror = [UpstreamRouting(cache, config.purge_interval)]
     # Names are validated before access is checked: both run per request, and a 400
     # for a name that can never exist reveals nothing. With auth off, access control
     # has nothing to check: it is left out of the chain, which Falcon would
@@ -161,7 +162,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     app.add_error_handler(RegistryError, handle_registry_error)
     app.add_error_handler(StoreUnavailable, handle_store_unavailable)
     # The web view (/ui/) beside the API, under the same access rules.
-    served: ASGIApp = (Mount(app, lambda: _ui_app(registry, control))
+    served: ASGIApp = (Mount(app, lambda: _ui_app(registry, control, config))
                        if config.ui else app)
     if cache is not None:
         served = CutOff(served)
@@ -179,10 +180,10 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     return lint.wrap(observed, config, lint_store)
 
 
-def _ui_app(registry: Registry, control: AccessControl) -> ASGIApp:
+def _ui_app(registry: Registry, control: AccessControl, config: Config) -> ASGIApp:
     from oci_ref.ui.app import ui_app
 
-    return ui_app(registry, control)
+    return ui_app(registry, control, config.upstream)
 
 
 def create_app_from_env() -> ASGIApp:

@@ -1,4 +1,5 @@
-"""``oci-ref serve`` and ``oci-ref validate``: thin wrappers over the library."""
+"""``oci-ref serve``, ``validate``, ``gc``, ``fsck``, ``migrate``, ...: thin wrappers over
+the library."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -226,16 +227,25 @@ def gc(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     grace = config.gc_grace if args.grace is None else args.grace
+    cached = _cached(config)
     with _registry(config) as registry:
         report = asyncio.run(collect(registry, untagged=args.untagged, grace=grace,
-                                     dry_run=args.dry_run, progress=_progress))
+                                     dry_run=args.dry_run, progress=_progress,
+                                     cached=cached))
     if report is None:
-        print('oci-ref gc: another collection is running; try again', file=sys.stderr)
+        # The pass gives up rather than wait on the GC lock (gc.collect): held
+        # exclusively by another pass, or shared by a blob commit for a moment.
+        print('oci-ref gc: another collection is running, or a blob commit holds the '
+              'GC lock for a moment; try again', file=sys.stderr)
         return 1
+
+    def mark(repo: str) -> str:
+        return ' (cached)' if cached(repo) else ''
+
     for repo, digest in report.manifests:
-        print(f'manifest {repo}@{digest}')
+        print(f'manifest {repo}@{digest}{mark(repo)}')
     for repo, digest in report.links:
-        print(f'link     {repo} -> {digest}')
+        print(f'link     {repo} -> {digest}{mark(repo)}')
     for digest in report.blobs + report.orphan_files:
         print(f'blob     {digest}')
     for name in report.repositories:
@@ -247,20 +257,34 @@ def gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def fsck(args: argparse.Namespace) -> int:
-    from oci_ref.gc import fsck as check
-
-    config = _load(args)
-    if config is None:
-        return 2
+def _cached(config: Config) -> Callable[[str], bool]:
+    """Whether a repository is a pull-through cache's (under an upstream's prefix)."""
     from oci_ref.upstream.routing import reserved_by
 
     def cached(repo: str) -> bool:
         return reserved_by(repo, config.upstream) is not None
 
+    return cached
+
+
+def fsck(args: argparse.Namespace) -> int:
+    from oci_ref.gc import Problem, census
+    from oci_ref.gc import fsck as check
+
+    config = _load(args)
+    if config is None:
+        return 2
+
+    async def run(registry: Registry) -> tuple[list[Problem], dict[str, dict[str, int]]]:
+        problems = await check(registry, repair=args.repair, progress=_progress,
+                               cached=_cached(config))
+        # Pushed and cached content apart (issue 13), with upstreams configured.
+        counts = (await census(registry, [u.name for u in config.upstream])
+                  if config.upstream else {})
+        return problems, counts
+
     with _registry(config) as registry:
-        problems = asyncio.run(check(registry, repair=args.repair, progress=_progress,
-                                     cached=cached))
+        problems, counts = asyncio.run(run(registry))
     serious = sum(p.serious for p in problems)
     notices = len(problems) - serious
     repaired = bool(args.repair and serious)
@@ -274,9 +298,14 @@ def fsck(args: argparse.Namespace) -> int:
         # Always last, clean or not: a consumer can tell "all clean" from "fsck
         # printed nothing because it died" only by this line.
         print(json.dumps({'kind': 'summary', 'problems': serious, 'notices': notices,
-                          'repaired': repaired}))
+                          'repaired': repaired, **counts}))
     else:
         done = ' (repaired: moved to quarantine/)' if repaired else ''
+        if counts:
+            print('checked: {} pushed manifests, {} pushed blobs; {} cached manifests, '
+                  '{} cached blobs'.format(
+                      counts['pushed']['manifests'], counts['pushed']['blobs'],
+                      counts['cached']['manifests'], counts['cached']['blobs']))
         print(f'{serious} problems, {notices} notices{done}')
     return 1 if serious else 0
 
@@ -310,6 +339,113 @@ def prefetch(args: argparse.Namespace) -> int:
 
     with _registry(config) as registry:
         return asyncio.run(run(registry))
+
+
+# The target's settings `oci-ref migrate` takes as flags: the stores' own, named as
+# `oci-ref serve` names them (copy them from the replicas' command line).
+TARGET_SETTINGS = ('root', 'metadata_store', 'metadata_pool', 'blob_store',
+                   's3_bucket', 's3_prefix', 's3_endpoint_url', 's3_region',
+                   's3_path_style', 's3_timeout', 'busy_timeout_ms', 'fsync')
+
+
+def _migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    m = sub.add_parser(
+        'migrate', help='copy a single-node registry onto other stores '
+        '(PostgreSQL + S3), verifying every digest; safe to run again',
+        description='The source is this node, named as gc and fsck name it '
+        '(--root/--config; always its SQLite file and blob directory). The target '
+        'is named as the replicas name it: --to-config (their TOML file), '
+        'OCI_REF_* variables, or the store flags below.')
+    m.add_argument('--root', type=Path, help='source storage directory (or OCI_REF_ROOT)')
+    m.add_argument('--config', type=Path, help="source: the single node's TOML file")
+    m.add_argument('--to-config', type=Path, help="target: the replicas' TOML file")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for name in TARGET_SETTINGS:
+        f = fields[name]
+        flag = '--to-root' if name == 'root' else '--' + name.replace('_', '-')
+        helptext = f'target: {f.metadata.get("help", "")}'
+        if f.type == 'bool':
+            m.add_argument(flag, dest=f'to_{name}', default=None, help=helptext,
+                           action=argparse.BooleanOptionalAction)
+        else:
+            m.add_argument(flag, dest=f'to_{name}', default=None, help=helptext,
+                           metavar=name.upper())
+    m.add_argument('--jobs', type=int, default=4,
+                   help='blobs copied at once (default 4)')
+    m.add_argument('--overwrite-tags', action='store_true',
+                   help='a tag the target points elsewhere takes the source\'s digest '
+                        '(default: kept, reported, exit 1)')
+    m.add_argument('--verify-existing', action='store_true',
+                   help='re-hash blobs the target already holds before skipping them')
+
+
+def _migration_configs(args: argparse.Namespace) -> tuple[Config, Config]:
+    """(source, target); ConfigError when they cannot be used together."""
+    # The source is a single node whatever the environment says (OCI_REF_* may
+    # name the target's stores for the replicas on this machine).
+    source = Config.load({'root': args.root, 'metadata_store': 'sqlite',
+                          'blob_store': 'fs'}, os.environ, args.config)
+    target = Config.load({n: getattr(args, f'to_{n}') for n in TARGET_SETTINGS},
+                         {k: v for k, v in os.environ.items() if k != 'OCI_REF_CONFIG'},
+                         args.to_config)
+    if target.metadata_store == 'sqlite' and target.blob_store == 'fs':
+        if args.to_root is None and args.to_config is None:
+            raise ConfigError(
+                'migrate: the target is a single node too: name the scale-out stores '
+                '(--to-config, --metadata-store / --blob-store or OCI_REF_*), or '
+                '--to-root for another single node')
+        if target.root.resolve() == source.root.resolve():
+            raise ConfigError('migrate: the target is the source')
+    from oci_ref.storage.sqlite import DB_FILE
+
+    if not (source.root / DB_FILE).is_file():
+        raise ConfigError(f'migrate: no registry under {source.root} (no {DB_FILE})')
+    return source, target
+
+
+def migrate(args: argparse.Namespace) -> int:
+    try:
+        source_config, target_config = _migration_configs(args)
+    except ConfigError as ex:
+        print(f'oci-ref: {ex}', file=sys.stderr)
+        return 2
+    from oci_ref.migrate import Dating, Migration
+    from oci_ref.progress import Progress
+    from oci_ref.storage import StoreUnavailable, open_stores
+
+    dating = Dating()
+    try:
+        source = open_stores(source_config)
+    except (StoreUnavailable, ValueError) as ex:
+        print(f'oci-ref migrate: source: {ex}', file=sys.stderr)
+        return 1
+    try:
+        target = open_stores(target_config, clock=dating)
+    except (StoreUnavailable, ValueError) as ex:
+        source.close()
+        print(f'oci-ref migrate: target: {ex}', file=sys.stderr)
+        return 1
+    migration = Migration(source, target, dating, overwrite_tags=args.overwrite_tags,
+                          verify_existing=args.verify_existing, jobs=args.jobs,
+                          progress=Progress())
+    try:
+        report = asyncio.run(migration.run())
+    except StoreUnavailable as ex:
+        print(f'oci-ref migrate: {ex} (nothing half-done: run it again)',
+              file=sys.stderr)
+        return 1
+    finally:
+        target.close()
+        source.close()
+    if report is None:
+        print('oci-ref migrate: another migration into the target is running',
+              file=sys.stderr)
+        return 1
+    for line in [*report.failures, *report.conflicts]:
+        print(f'oci-ref migrate: {line}', file=sys.stderr)
+    for line in report.summary():
+        print(line)
+    return 0 if report.ok else 1
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -415,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help='<upstream name>/<repository>[:<tag>|@<digest>]')
     pf.add_argument('--root', type=Path, help='storage directory (or OCI_REF_ROOT)')
     pf.add_argument('--config', type=Path, help='TOML settings file with [[upstream]]')
+    _migrate_parser(sub)
     lp = sub.add_parser('lint', help='the client linter (serve --lint)')
     lsub = lp.add_subparsers(dest='lint_command', required=True)
     report = lsub.add_parser('report', help='findings grouped by client and rule')
@@ -427,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help='exit 1 when there is any finding (for CI)')
     args = parser.parse_args(argv)
     commands = {'serve': serve, 'gc': gc, 'fsck': fsck, 'validate': validate,
-                'prefetch': prefetch,
+                'prefetch': prefetch, 'migrate': migrate,
                 'lint': lint}
     return commands[args.command](args)
 

@@ -247,18 +247,19 @@ class Config:
             # (multipart uploads) cannot read back yet.
             raise ConfigError(f'upstream: the pull-through cache on blob_store = '
                               f'{self.blob_store} is not built yet; use blob_store = fs')
+        for u in self.upstream:
+            if u.cache_max_bytes and self.metadata_store != 'sqlite':
+                # Eviction (oci_ref/upstream/evict.py) runs on the SQLite store only
+                # so far; a cap that silently never evicts would fill the disk.
+                raise ConfigError(f'upstream ({u.name}): cache_max_bytes: eviction on '
+                                  'a PostgreSQL metadata store is not built yet; leave '
+                                  'it unset (0: no cap) or use metadata_store = sqlite')
         if self.upstream and self.metadata_store != 'sqlite':
             # Issue 13: the cache's records (cached tags, download claims) exist in
             # the SQLite store only so far.
             raise ConfigError('upstream: the pull-through cache on a PostgreSQL '
                               'metadata store is not built yet; use metadata_store = '
                               'sqlite')
-        for u in self.upstream:
-            if u.cache_max_bytes:
-                # Issue 13: eviction is not built yet; a cap that silently never
-                # evicts would fill the disk.
-                raise ConfigError(f'upstream ({u.name}): cache_max_bytes: eviction is '
-                                  'not built yet; leave it unset (0: no cap)')
         if self.manifest_max_bytes < 4 * 1024 * 1024:
             raise ConfigError('manifest_max_bytes must be at least 4 MiB (spec SHOULD)')
         if self.page_max < 1 or self.referrers_page_max < 1:

@@ -47,10 +47,19 @@ class GCReport:
     # Unreferenced, but younger than the grace period: kept this time.
     young_links: list[tuple[str, str]] = field(default_factory=list)
     young_manifests: list[tuple[str, str]] = field(default_factory=list)
+    # Pull-through cache (issue 13): how many of the removed manifests and blob
+    # links were cached content (under an upstream's prefix), not pushed.
+    cached_manifests: int = 0
+    cached_links: int = 0
 
     def summary(self) -> str:
         verb = 'would remove' if self.dry_run else 'removed'
-        text = (f'{verb} {len(self.manifests)} manifests, {len(self.links)} blob links, '
+
+        def cached(n: int) -> str:
+            return f' ({n} cached)' if n else ''
+
+        text = (f'{verb} {len(self.manifests)} manifests{cached(self.cached_manifests)}, '
+                f'{len(self.links)} blob links{cached(self.cached_links)}, '
                 f'{len(self.blobs) + len(self.orphan_files)} blobs '
                 f'({self.bytes_freed / 2**20:.1f} MiB)')
         if self.repositories:
@@ -89,14 +98,30 @@ def unreachable(graph: ManifestGraph, cutoff: float) -> list[str]:
 
 
 async def collect(registry: Registry, *, untagged: bool = False, grace: float = 3600,
-                  dry_run: bool = False, progress: Progress | None = None
-                  ) -> GCReport | None:
+                  dry_run: bool = False, progress: Progress | None = None,
+                  cached: Callable[[str], bool] | None = None) -> GCReport | None:
     """One GC pass (or, with ``dry_run``, what it would remove: the same sweep, its
-    transaction rolled back). None if another pass or a blob commit holds the lock."""
+    transaction rolled back). None if another pass or a blob commit holds the lock.
+    ``cached`` tells a pull-through cache's repositories (counted apart)."""
     async with registry.meta.lock(GC_LOCK, exclusive=True, wait=False) as locked:
         if not locked:
             return None
-        return await _sweep(registry, untagged, grace, dry_run, progress)
+        report = await _sweep(registry, untagged, grace, dry_run, progress)
+    if cached is not None:
+        report.cached_manifests = sum(cached(r) for r, _ in report.manifests)
+        report.cached_links = sum(cached(r) for r, _ in report.links)
+    return report
+
+
+async def census(registry: Registry, prefixes: list[str]) -> dict[str, dict[str, int]]:
+    """Manifests and blobs, pushed and cached (under one of the upstream
+    ``prefixes``); a blob both pushed and cached counts as pushed (eviction leaves
+    it). For fsck's report."""
+    counts = await registry.meta.cache_counts(prefixes)
+    return {'pushed': {'manifests': counts['pushed_manifests'],
+                       'blobs': counts['pushed_blobs']},
+            'cached': {'manifests': counts['cached_manifests'],
+                       'blobs': counts['cached_blobs']}}
 
 
 async def _sweep(registry: Registry, untagged: bool, grace: float, dry_run: bool,
@@ -204,4 +229,4 @@ async def fsck(registry: Registry, *, repair: bool = False,
     return problems
 
 
-__all__ = ['GCReport', 'Problem', 'collect', 'fsck', 'unreachable']
+__all__ = ['GCReport', 'Problem', 'census', 'collect', 'fsck', 'unreachable']

@@ -66,7 +66,16 @@ class Lifecycle:
         # never stalls this worker's requests.
         from oci_ref.gc import collect
 
+        cached = None
+        if self.config.upstream:
+            from oci_ref.upstream.routing import reserved_by
+
+            upstreams = self.config.upstream
+
+            def cached(repo: str) -> bool:
+                return reserved_by(repo, upstreams) is not None
+
         report = await collect(self.registry, untagged=self.config.gc_untagged,
-                               grace=self.config.gc_grace)
+                               grace=self.config.gc_grace, cached=cached)
         if report is not None and (report.blobs or report.manifests or report.links):
             log.info('online gc: %s', report.summary())

@@ -214,8 +214,10 @@ class Observe:
 class StorageCollector:
     """Gauges from the metadata store's figures (identical in every worker)."""
 
-    def __init__(self, stats: StoreStats):
+    def __init__(self, stats: StoreStats,
+                 caches: Mapping[str, tuple[int, int]] | None = None):
         self.stats = stats
+        self.caches = caches or {}
 
     def collect(self) -> Iterable[Metric]:
         from prometheus_client.core import GaugeMetricFamily
@@ -232,9 +234,21 @@ class StorageCollector:
                             ('manifests', st.manifests), ('tags', st.tags)):
             objects.add_metric([kind], value)
         yield from (sessions, stored, objects)
+        if self.caches:
+            held = GaugeMetricFamily('oci_ref_upstream_cache_bytes',
+                                     'Bytes a capped pull-through cache holds (what '
+                                     'counts against cache_max_bytes)', labels=['upstream'])
+            caps = GaugeMetricFamily('oci_ref_upstream_cache_max_bytes',
+                                     'cache_max_bytes of each capped upstream',
+                                     labels=['upstream'])
+            for name, (usage, cap) in sorted(self.caches.items()):
+                held.add_metric([name], usage)
+                caps.add_metric([name], cap)
+            yield from (held, caps)
 
 
-def exposition(stats: StoreStats) -> bytes:
+def exposition(stats: StoreStats,
+               caches: Mapping[str, tuple[int, int]] | None = None) -> bytes:
     """The text exposition: request metrics (merged across workers) + storage.
     Reads the workers' sample files: call it in a thread."""
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -246,5 +260,5 @@ def exposition(stats: StoreStats) -> bytes:
     else:
         requests = REGISTRY
     storage = CollectorRegistry()
-    storage.register(StorageCollector(stats))
+    storage.register(StorageCollector(stats, caches))
     return generate_latest(requests) + generate_latest(storage)

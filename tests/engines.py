@@ -357,6 +357,11 @@ defaults
     timeout client 10m
     timeout server 10m
     timeout http-request 30s
+    # A check's answer may take this long: without it, the check interval (100 ms
+    # in the tests) is the timeout, and a replica merely busy on a loaded machine
+    # goes DOWN, both at once giving haproxy's own 503. A dead replica refuses the
+    # connection: it is still marked DOWN after two checks.
+    timeout check 5s
     # A request that cannot connect to its server is retried on another one.
     retries 3
     option redispatch 1

@@ -3,6 +3,7 @@ end-14)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import falcon
@@ -51,6 +52,23 @@ class Blob:
                     raise
         return await self.cache.blob_size(route, digest)
 
+    async def _open(self, req: falcon.asgi.Request, d: Digest, start: int, length: int
+                    ) -> AsyncIterator[bytes]:
+        try:
+            return await self.registry.read_blob(d, start, length)
+        except RegistryError as ex:
+            route = route_of(req)
+            if (ex.code != ErrorCode.BLOB_UNKNOWN or self.cache is None or route is None
+                    or not route.proxied):
+                raise
+        # A cached blob evicted between its size and its opening (evict.py), or its
+        # file lost: the cache's link goes (if eviction left it) and the blob is
+        # fetched again, as for any miss.
+        assert route.cache_name is not None
+        await self.registry.meta.unlink_blob(route.cache_name, str(d))
+        _, _, fetch = await self.cache.blob_size(route, str(d))
+        return await self.cache.read_blob(d, fetch, start, length)
+
     def _headers(self, resp: falcon.asgi.Response, digest: Digest) -> None:
         resp.content_type = 'application/octet-stream'
         resp.set_header('Docker-Content-Digest', str(digest))
@@ -93,7 +111,7 @@ class Blob:
             resp.status = falcon.HTTP_206
             resp.set_header('Content-Range', f'bytes {rng[0]}-{rng[1]}/{size}')
         if fetch is None:
-            resp.stream = await self.registry.read_blob(d, start, length)
+            resp.stream = await self._open(req, d, start, length)
         else:
             assert self.cache is not None
             resp.stream = await self.cache.read_blob(d, fetch, start, length)

@@ -51,13 +51,17 @@ class Ready:
 
 
 class Metrics:
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, caps: dict[str, int] | None = None):
         self.registry = registry
+        # Pull-through caches with a size cap (issue 13): upstream name -> cap.
+        self.caps = caps or {}
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """GET /metrics: Prometheus text exposition."""
         stats = await self.registry.meta.stats()
+        caches = {name: (await self.registry.meta.cache_usage(name), cap)
+                  for name, cap in self.caps.items()}
         await flushed()  # the exchanges counted while the metrics were being built
         resp.content_type = CONTENT_TYPE
         # Merging the workers' sample files reads the disk: in a thread.
-        resp.data = await asyncio.to_thread(exposition, stats)
+        resp.data = await asyncio.to_thread(exposition, stats, caches)

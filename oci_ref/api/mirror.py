@@ -8,6 +8,7 @@ refuses writes into an upstream's names and reads its patterns exclude, and echo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import falcon.asgi
 
 from oci_ref.errors import ErrorCode
 from oci_ref.http import ASGIApp, Receive, Send, query_value
+from oci_ref.storage.interfaces import StoreUnavailable
 from oci_ref.upstream.errors import FetchFailed
 from oci_ref.upstream.routing import Route, check_read, check_write, namespace_header
 
@@ -30,9 +32,11 @@ UNKNOWN_OWN = frozenset({ErrorCode.MANIFEST_UNKNOWN, ErrorCode.NAME_UNKNOWN,
 
 
 class UpstreamRouting:
-    def __init__(self, cache: PullThrough):
+    def __init__(self, cache: PullThrough, purge_interval: int = 300):
         self.cache = cache
         self.upstreams = cache.upstreams
+        self.purge_interval = purge_interval
+        self._evictions: asyncio.Task[None] | None = None
 
     async def process_resource(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                                resource: Any, params: dict[str, Any]) -> None:
@@ -46,7 +50,25 @@ class UpstreamRouting:
         check_write(route, req.method, self.upstreams.upstreams)
         check_read(route)
 
+    async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        if self.cache.evictor.capped:
+            # With the purge's rhythm: a cap lowered at a restart applies without
+            # waiting for new pulls (each fetch also checks, evict.py).
+            self._evictions = asyncio.get_running_loop().create_task(self._evict())
+
+    async def _evict(self) -> None:
+        while True:
+            try:
+                await self.cache.evictor.evict_all()
+            except StoreUnavailable as ex:  # the next round tries again
+                log.warning('cache eviction round skipped: %s', ex)
+            except Exception:
+                log.exception('cache eviction round failed')
+            await asyncio.sleep(self.purge_interval)
+
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        if self._evictions is not None:
+            self._evictions.cancel()
         await self.cache.aclose()
 
 

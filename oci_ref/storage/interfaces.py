@@ -232,6 +232,51 @@ class FetchClaim:
     heartbeat: float
 
 
+@dataclass(frozen=True, slots=True)
+class CachedManifest:
+    """Eviction's view of one cached manifest: ``used_at`` is when it was last
+    served (coarse), ``children`` what it references (blobs and manifests)."""
+
+    repo: str
+    digest: str
+    size: int
+    used_at: float
+    children: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedLink:
+    """Eviction's view of one cached blob link (repository -> blob)."""
+
+    repo: str
+    digest: str
+    size: int
+    linked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionPlan:
+    """What to remove from one upstream's cache: manifests and blob links as
+    (repo, digest); ``usage`` before, ``freed`` the bytes the cache stops holding."""
+
+    usage: int
+    freed: int
+    manifests: tuple[tuple[str, str], ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Evicted:
+    """What one eviction removed; ``blobs`` (digest, size) lost their last holder:
+    their rows are gone, their content is the caller's to delete."""
+
+    usage: int
+    freed: int
+    manifests: list[tuple[str, str]]
+    links: list[tuple[str, str]]
+    blobs: list[tuple[str, int]]
+
+
 # -- the interfaces --------------------------------------------------------------------
 
 
@@ -367,11 +412,17 @@ class MetadataStore(Protocol):
                             validated_at: float) -> None:
         """Record (insert or replace) a validation of a cached tag."""
         ...
+    async def cache_tags_validated(self, repo: str, tags: list[str]
+                                   ) -> dict[str, float]:
+        """When each of ``tags`` (those the cache knows) was last validated (web view)."""
+        ...
     async def claim_fetch(self, key: str, owner: str, spool: str, now: float,
                           stale_before: float) -> FetchClaim:
         """Take the download of ``key`` for ``owner`` unless another owner holds it
         with a heartbeat at or after ``stale_before``; the claim as it stands after
-        (``owner`` tells who won). One transaction."""
+        (``owner`` tells who won). One transaction. A store that can tell an owner's
+        process is gone (one host: SQLite) reports that claim's heartbeat as 0, so
+        a crash does not hold the next download back for CLAIM_STALE."""
         ...
     async def get_fetch(self, key: str) -> FetchClaim | None: ...
     async def update_fetch(self, key: str, owner: str, written: int, size: int | None,
@@ -379,6 +430,24 @@ class MetadataStore(Protocol):
         """Report progress (and renew the heartbeat); False when the claim was lost."""
         ...
     async def end_fetch(self, key: str, owner: str) -> None: ...
+    # eviction (oci_ref/upstream/evict.py): cached content is what lives under an
+    # upstream's prefix, ``<name>/…``
+    async def touch_cached(self, repo: str, digest: str, now: float) -> None:
+        """Record that a cached manifest was served at ``now`` (never moves back)."""
+        ...
+    async def cache_usage(self, prefix: str) -> int:
+        """Bytes of manifests and distinct linked blobs under ``prefix``."""
+        ...
+    async def evict_cached(self, prefix: str, cap: int,
+                           choose: Callable[[list[CachedManifest], list[CachedLink], int],
+                                            EvictionPlan]) -> Evicted:
+        """Apply ``choose``'s plan in one transaction; a blob row goes only when no
+        link and no kept manifest's reference holds it."""
+        ...
+    async def cache_counts(self, prefixes: list[str]) -> dict[str, int]:
+        """cached_manifests, pushed_manifests, cached_blob_links, cached_blobs,
+        pushed_blobs (fsck, metrics)."""
+        ...
 
     # -- access control shared by every replica (issue 14; oci_ref/auth.py)
     async def signing_key(self, name: str, candidate: bytes | None) -> bytes | None:

@@ -19,6 +19,17 @@ def cache_tag(conn: sqlite3.Connection, repo: str, tag: str) -> CacheTag | None:
     return None if row is None else CacheTag(row[0], float(row[1]))
 
 
+def cache_tags_validated(conn: sqlite3.Connection, repo: str, tags: list[str]
+                         ) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for i in range(0, len(tags), 500):  # SQLite caps bound parameters
+        part = tags[i:i + 500]
+        found.update((t, float(v)) for t, v in conn.execute(
+            f'SELECT tag, validated_at FROM cache_tags WHERE repo = ? AND tag IN '
+            f'({",".join("?" * len(part))})', [repo, *part]))
+    return found
+
+
 def _in_tx(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
     conn.execute('BEGIN IMMEDIATE')
     try:
@@ -41,16 +52,29 @@ def set_cache_tag(conn: sqlite3.Connection, repo: str, tag: str, digest: str,
 _FETCH = 'SELECT owner, spool, size, written, heartbeat FROM cache_fetches WHERE key = ?'
 
 
+def _owner_alive(owner: str) -> bool:
+    """Whether a claim's owner (``<pid>-…``, oci_ref/upstream/fetches.py) still runs.
+    One host shares a SQLite store, so a dead PID is a dead owner: its claim is
+    stale at once, not after CLAIM_STALE (a restart after a crash re-fetches at once
+    instead of tailing a spool nobody writes)."""
+    from oci_ref.storage.sqlite import _alive  # sqlite.py imports this module
+
+    pid = owner.split('-', 1)[0]
+    return not pid.isdigit() or _alive(int(pid), owner)
+
+
 def _claim(row: Any) -> FetchClaim:
-    return FetchClaim(row[0], row[1], row[2], int(row[3]), float(row[4]))
+    """The claim; a dead owner's reads with heartbeat 0 (stale for every reader)."""
+    heartbeat = float(row[4]) if _owner_alive(row[0]) else 0.0
+    return FetchClaim(row[0], row[1], row[2], int(row[3]), heartbeat)
 
 
 def claim_fetch(conn: sqlite3.Connection, key: str, owner: str, spool: str, now: float,
                 stale_before: float) -> FetchClaim:
     def run() -> FetchClaim:
         row = conn.execute(_FETCH, [key]).fetchone()
-        if row is not None and row[4] >= stale_before:
-            return _claim(row)
+        if row is not None and (claim := _claim(row)).heartbeat >= stale_before:
+            return claim
         conn.execute('INSERT OR REPLACE INTO cache_fetches (key, owner, spool, size, '
                      'written, heartbeat) VALUES (?, ?, ?, NULL, 0, ?)',
                      [key, owner, spool, now])
@@ -90,6 +114,11 @@ class CacheQueries:
     async def set_cache_tag(self, repo: str, tag: str, digest: str,
                             validated_at: float) -> None:
         await self._write(set_cache_tag, repo, tag, digest, validated_at)
+
+    async def cache_tags_validated(self, repo: str, tags: list[str]
+                                   ) -> dict[str, float]:
+        result: dict[str, float] = await self._read(cache_tags_validated, repo, tags)
+        return result
 
     async def claim_fetch(self, key: str, owner: str, spool: str, now: float,
                           stale_before: float) -> FetchClaim:

@@ -30,6 +30,8 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
                                             token key: 'token'), made once
     login_failures(client, at)              failed logins in the last minute, per
       INDEX (client, at), INDEX (at)        client address (the 429 budget)
+    cache_used(repo, digest, used_at)       pull-through cache: when a cached manifest
+      PK (repo, digest)                     was last served (coarse: eviction's LRU)
 
 Migrations run once at startup (``oci-ref serve`` applies them before its workers
 start; each store applies what is missing when it opens the file): :func:`migrate`.
@@ -198,8 +200,18 @@ def m005_shared_auth(db: Database) -> None:
     db.table('login_failures').create_index(['at'])
 
 
+def m006_cache_used(db: Database) -> None:
+    # Eviction (oci_ref/upstream/evict.py) is least-recently-used: when a cached
+    # manifest was last served, written at most once a cache_touch_interval. A
+    # manifest without a row counts as used when it was fetched (created_at).
+    db.table('cache_used').create(
+        {'repo': str, 'digest': str, 'used_at': float},
+        pk=('repo', 'digest'), not_null={'used_at'},
+    )
+
+
 MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools, m004_cache_tags,
-              m005_shared_auth)
+              m005_shared_auth, m006_cache_used)
 
 # What MIGRATIONS build on an empty database, as sqlite_utils writes it (tests/unit/
 # test_startup.py checks they agree). A new migration changes both.
@@ -242,6 +254,8 @@ CURRENT_SCHEMA = (
     'CREATE TABLE "login_failures" ("client" TEXT NOT NULL, "at" REAL NOT NULL)',
     'CREATE INDEX "idx_login_failures_client_at" ON "login_failures" ("client", "at")',
     'CREATE INDEX "idx_login_failures_at" ON "login_failures" ("at")',
+    'CREATE TABLE "cache_used" ("repo" TEXT, "digest" TEXT, "used_at" REAL NOT NULL,'
+    ' PRIMARY KEY ("repo", "digest"))',
 )
 
 __all__ = ['CURRENT_SCHEMA', 'DB_FILE', 'MIGRATIONS', 'migrate']

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
@@ -35,6 +36,9 @@ from oci_ref.ui.resources import (
     Static,
 )
 from oci_ref.ui.viewer import viewer_of
+
+if TYPE_CHECKING:
+    from oci_ref.upstream.config import Upstream
 
 log = logging.getLogger('oci_ref')
 _PLACEHOLDER = 'n'
@@ -109,10 +113,19 @@ async def _error_page(req: falcon.asgi.Request, resp: falcon.asgi.Response,
                        status=status, title=title, detail=detail)
 
 
-def ui_app(registry: Registry, control: AccessControl) -> falcon.asgi.App:
+def ui_app(registry: Registry, control: AccessControl,
+           upstreams: Sequence[Upstream] = ()) -> falcon.asgi.App:
     """The web view; its CSRF key lives in the metadata store (blocking: built in a
-    thread)."""
-    ctx = Context(Model(registry), Csrf.from_store(registry.meta))
+    thread). Repositories under an upstream's prefix are marked as its cache."""
+    cached_by = None
+    if upstreams:
+        from oci_ref.upstream.routing import reserved_by
+
+        def cached_by(name: str) -> str | None:
+            upstream = reserved_by(name, upstreams)
+            return upstream.name if upstream is not None else None
+
+    ctx = Context(Model(registry, cached_by), Csrf.from_store(registry.meta))
     app = falcon.asgi.App(router=UIRouter(), middleware=[Pages(control)],
                           cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False

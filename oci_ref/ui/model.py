@@ -35,6 +35,7 @@ class RepositorySummary:
     name: str
     tags: int
     size: int
+    cached_from: str | None = None  # the upstream a pull-through cache holds it for
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class TagRow:
     platforms: list[str]
     size: int  # total compressed size: the manifest's blobs (an index: its children's)
     pushed_at: float
+    validated_at: float | None = None  # a cached tag: last checked at its upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +141,27 @@ class Graph:
 class Model:
     """The web view's window on the registry."""
 
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry,
+                 cached_by: Callable[[str], str | None] | None = None):
         self.registry = registry
+        self._cached_by = cached_by
+
+    @property
+    def caching(self) -> bool:
+        """Whether this registry is also a pull-through cache (upstreams configured)."""
+        return self._cached_by is not None
+
+    def cached_from(self, name: str) -> str | None:
+        """The upstream whose pull-through cache holds ``name`` (issue 13), if any."""
+        return self._cached_by(name) if self._cached_by is not None else None
 
     # -- switches --------------------------------------------------------------------
 
-    def deletes_enabled(self, reference: str) -> bool:
+    def deletes_enabled(self, reference: str, name: str = '') -> bool:
         policy = self.registry.policy
-        if policy.read_only:
+        if policy.read_only or self.cached_from(name) is not None:
+            # A cache's content is the upstream's: the API refuses writes there
+            # (405), and eviction, not a delete, frees its space.
             return False
         return (policy.delete_manifests if is_digest_reference(reference)
                 else policy.delete_tags)
@@ -159,7 +174,7 @@ class Model:
         q = query.strip().lower()
         page = await self.registry.catalog(last, n, lambda r: q in r and readable(r))
         stats = await self.registry.meta.repository_stats(page.items)
-        items = [RepositorySummary(r, *stats[r]) for r in page.items]
+        items = [RepositorySummary(r, *stats[r], self.cached_from(r)) for r in page.items]
         return RepositoryPage(items, page.items[-1] if page.more else None)
 
     async def repository_exists(self, name: str) -> bool:
@@ -180,7 +195,11 @@ class Model:
         docs = [_json(d.content) for d in details]
         # Every image config of the page read in one trip to a worker thread.
         await resolver.read_platforms([doc.get('config') for doc in docs])
-        rows = [await resolver.row(d, doc) for d, doc in zip(details, docs, strict=True)]
+        validated: dict[str, float] = {}
+        if self.cached_from(name) is not None and details:
+            validated = await meta.cache_tags_validated(name, [d.tag for d in details])
+        rows = [await resolver.row(d, doc, validated.get(d.tag))
+                for d, doc in zip(details, docs, strict=True)]
         return TagPage(rows, total, page, pages)
 
     # -- one manifest ----------------------------------------------------------------
@@ -305,7 +324,8 @@ class _Resolver:
                                   else (record.media_type, _json(record.content)))
         return self._docs[digest]
 
-    async def row(self, d: TagDetail, doc: dict[str, Any]) -> TagRow:
+    async def row(self, d: TagDetail, doc: dict[str, Any],
+                  validated_at: float | None = None) -> TagRow:
         if d.media_type in INDEX_TYPES:
             kind = 'index'
             platforms = [p for p in (_platform(m.get('platform'))
@@ -317,7 +337,8 @@ class _Resolver:
             platform = await self.config_platform(config) if kind == 'image' else ''
             platforms = [platform] if platform else []
         return TagRow(d.tag, d.digest, d.media_type, kind, _artifact_type(doc), platforms,
-                      await self.total(d.digest, doc, d.media_type), d.pushed_at)
+                      await self.total(d.digest, doc, d.media_type), d.pushed_at,
+                      validated_at)
 
     async def total(self, digest: str, doc: dict[str, Any], media_type: str,
                     depth: int = TREE_DEPTH) -> int:

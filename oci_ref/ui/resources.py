@@ -90,7 +90,8 @@ class Repositories:
         n = _number(req, 'n', REPOS_PER_PAGE, PAGE_MAX)
         last = req.get_param('last') or None
         page = await self.ctx.model.repositories(viewer.may_pull, q, last, n)
-        _page(resp, req, 'repositories.html', page=page, q=q, n=n, last=last)
+        _page(resp, req, 'repositories.html', page=page, q=q, n=n, last=last,
+              caching=self.ctx.model.caching)
 
 
 class Login:
@@ -121,9 +122,10 @@ class Repository:
         tags = await model.tags(name, by_pushed=sort == 'pushed',
                                 descending=order == 'desc',
                                 page=_number(req, 'page', 1, 10**6), per_page=n)
-        may_delete = viewer.may('delete', name) and model.deletes_enabled('tag')
+        may_delete = viewer.may('delete', name) and model.deletes_enabled('tag', name)
         _page(resp, req, 'repository.html', name=name, tags=tags, sort=sort, order=order,
-              n=n, may_delete=may_delete, deleted=(req.get_param('deleted') or '')[:200])
+              n=n, may_delete=may_delete, deleted=(req.get_param('deleted') or '')[:200],
+              cached_from=model.cached_from(name))
 
 
 class Manifest:
@@ -140,8 +142,8 @@ class Manifest:
         may_delete = viewer.may('delete', name)
         _page(resp, req, 'manifest.html', name=name, m=view, host=_pull_host(req),
               tls=req.scheme == 'https',
-              delete_manifest=may_delete and model.deletes_enabled(view.digest),
-              delete_tags=may_delete and model.deletes_enabled('tag'))
+              delete_manifest=may_delete and model.deletes_enabled(view.digest, name),
+              delete_tags=may_delete and model.deletes_enabled('tag', name))
 
 
 class Referrers:
@@ -172,7 +174,13 @@ class Delete:
         if not viewer.may('delete', name):
             raise RegistryError(ErrorCode.DENIED, 'you may not delete in this repository',
                                 detail={'name': name})
-        if not self.ctx.model.deletes_enabled(reference):
+        upstream = self.ctx.model.cached_from(name)
+        if upstream is not None:
+            raise RegistryError(ErrorCode.UNSUPPORTED,
+                                f'a pull-through cache of {upstream}: its content is '
+                                'evicted, not deleted', status=405,
+                                detail={'name': name, 'upstream': upstream})
+        if not self.ctx.model.deletes_enabled(reference, name):
             raise RegistryError(ErrorCode.UNSUPPORTED, 'deletes are disabled',
                                 detail={'spec': 'distribution-spec §Content Management'})
         return viewer

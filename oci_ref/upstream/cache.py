@@ -15,6 +15,13 @@ resources treat both alike.
 - Blobs: one download per (cache name, digest), streamed to every response as it is
   written (oci_ref/upstream/fetches.py), run by a task the cache owns (a client
   hanging up does not stop it).
+- One upstream request per manifest and tag validation across every worker: within
+  a worker concurrent askers share one task (``_single``); across workers the task
+  runs under a metadata-store lock named after it, and a worker that waited for the
+  lock first looks whether the holder already did the work (``_flight``).
+- Size cap (``cache_max_bytes``): each served manifest's use is recorded
+  coarsely, and each fetch that commits asks for a check; least-recently-used
+  images go (oci_ref/upstream/evict.py).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,9 +45,10 @@ from oci_ref.reference import (
     is_valid_tag,
 )
 from oci_ref.registry import PARSE_INLINE_MAX, Registry
-from oci_ref.storage.interfaces import ManifestRecord
+from oci_ref.storage.interfaces import CacheTag, ManifestRecord
 from oci_ref.upstream.client import Manifest, Referrers, TagsPage
 from oci_ref.upstream.errors import FetchFailed, UpstreamError, UpstreamNotFound
+from oci_ref.upstream.evict import Evictor
 from oci_ref.upstream.fetches import (
     BlobFetches,
     Fetch,
@@ -48,7 +57,7 @@ from oci_ref.upstream.fetches import (
 )
 from oci_ref.upstream.pool import Upstreams
 from oci_ref.upstream.routing import Route
-from oci_ref.upstream.stats import EVENTS
+from oci_ref.upstream.stats import EVENTS, WAITING
 
 log = logging.getLogger('oci_ref.cache')
 T = TypeVar('T')
@@ -75,10 +84,14 @@ class PullThrough:
         self.upstreams = upstreams
         self.clock = clock
         self.fetches = BlobFetches(registry, upstreams, clock)
+        # cache_max_bytes (evict.py): checked after each fetch commits.
+        self.evictor = Evictor(registry, upstreams.upstreams, clock)
+        self.fetches.on_commit = self.evictor.soon
         self._once: dict[Hashable, asyncio.Future[Any]] = {}
 
     async def aclose(self) -> None:
         self.fetches.cancel()
+        await self.evictor.aclose()
         await self.upstreams.aclose()
 
     # -- blobs (end-2): see fetches.py ----------------------------------------------------
@@ -104,6 +117,26 @@ class PullThrough:
         # shield: one caller hanging up does not cancel the others' answer.
         return await asyncio.shield(pending)
 
+    @asynccontextmanager
+    async def _flight(self, name: str, upstream: str) -> AsyncIterator[bool]:
+        """Hold the cross-worker lock ``name``; yields whether another worker held it
+        first (then the caller looks again before asking the upstream)."""
+        async with self.meta.lock(name, exclusive=True, wait=False) as lease:
+            if lease is not None:
+                yield False
+                return
+        gauge = WAITING.labels(upstream)
+        gauge.inc()
+        waiting = True
+        try:
+            async with self.meta.lock(name, exclusive=True, wait=True):
+                gauge.dec()
+                waiting = False
+                yield True
+        finally:
+            if waiting:
+                gauge.dec()
+
     # -- manifests (end-3) ----------------------------------------------------------------
 
     async def manifest(self, route: Route, reference: str) -> Served:
@@ -117,10 +150,11 @@ class PullThrough:
             record = await self.meta.get_manifest(cache, reference)
             if record is not None:
                 EVENTS.labels(upstream, 'hit').inc()
+                await self._used(route, record)
                 return Served(record)
             return Served(await self._single(
                 ('manifest', cache, reference),
-                lambda: self._fetch_manifest(route, reference, ())))
+                lambda: self._manifest_once(route, reference)))
         if not is_valid_tag(reference):
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN,
                                 detail={'reference': reference[:200], **TAG_RULE})
@@ -130,9 +164,44 @@ class PullThrough:
             record = await self.meta.get_manifest(cache, known.digest)
             if record is not None:
                 EVENTS.labels(upstream, 'hit').inc()
+                await self._used(route, record)
                 return Served(record)
-        return await self._single(('tag', cache, reference),
-                                  lambda: self._revalidate(route, reference))
+        served = await self._single(('tag', cache, reference),
+                                    lambda: self._revalidate_once(route, reference, known))
+        await self._used(route, served.record)
+        return served
+
+    async def _manifest_once(self, route: Route, digest: str,
+                             tags: tuple[str, ...] = ()) -> ManifestRecord:
+        """Fetch ``digest`` (tagged ``tags``) unless another worker did while we
+        waited. Pulls by tag and by digest share it (one key, one lock)."""
+        cache, upstream = cache_name_of(route), upstream_of(route)
+        async with self._flight(f'cache-manifest:{cache}@{digest}', upstream) as waited:
+            record = await self.meta.get_manifest(cache, digest) if waited else None
+            if record is not None:
+                EVENTS.labels(upstream, 'hit').inc()
+                return record
+            return await self._fetch_manifest(route, digest, tags)
+
+    async def _revalidate_once(self, route: Route, tag: str, seen: CacheTag | None
+                               ) -> Served:
+        """Revalidate ``tag`` unless another worker did while we waited for it (its
+        validation is newer than the one this request saw): then serve that."""
+        cache, upstream = cache_name_of(route), upstream_of(route)
+        async with self._flight(f'cache-tag:{cache}:{tag}', upstream) as waited:
+            known = await self.meta.cache_tag(cache, tag) if waited else None
+            if known is not None and (seen is None
+                                      or known.validated_at > seen.validated_at):
+                record = await self.meta.get_manifest(cache, known.digest)
+                if record is not None:
+                    EVENTS.labels(upstream, 'hit').inc()
+                    return Served(record)
+            return await self._revalidate(route, tag)
+
+    async def _used(self, route: Route, record: ManifestRecord) -> None:
+        """Eviction's least-recently-used order (coarse: see evict.py)."""
+        assert route.upstream is not None
+        await self.evictor.touch(route.upstream, cache_name_of(route), record.digest)
 
     async def _revalidate(self, route: Route, tag: str) -> Served:
         cache, upstream = cache_name_of(route), route.upstream
@@ -144,7 +213,13 @@ class PullThrough:
             head = await client.head_manifest(route.repository, tag)
             record = await self.meta.get_manifest(cache, head.digest)
             if record is None:
-                record = await self._fetch_manifest(route, head.digest, (tag,))
+                record = await self._single(
+                    ('manifest', cache, head.digest),
+                    lambda: self._manifest_once(route, head.digest, (tag,)))
+                if tag not in {t for t, _ in await self.meta.tags_of(cache, head.digest)}:
+                    # The fetch we joined was for a pull by digest (or another tag).
+                    await self._store(cache, Manifest(record.content, record.media_type,
+                                                      record.digest), (tag,))
             elif known is None or known.digest != head.digest:
                 await self._store(cache, Manifest(record.content, record.media_type,
                                                   record.digest), (tag,))
@@ -183,6 +258,8 @@ class PullThrough:
             raise ex.to_registry_error('manifest') from None
         EVENTS.labels(upstream, 'miss').inc()
         await self._store(cache_name_of(route), m, tags)
+        await self.evictor.touch(route.upstream, cache_name_of(route), m.digest)
+        self.evictor.soon(route.upstream)
         return ManifestRecord(m.digest, m.media_type, m.size, m.body)
 
     async def _store(self, cache: str, m: Manifest, tags: tuple[str, ...]) -> None:

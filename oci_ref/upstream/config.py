@@ -56,6 +56,8 @@ class Upstream:
     read_timeout: float = 60.0
     repositories: tuple[str, ...] = ('*',)
     cache_max_bytes: int = 0
+    cache_touch_interval: int = 60
+    cache_min_age: int = 60
     realm_hosts: tuple[str, ...] = ()
     library: bool = False
     default: bool = False
@@ -248,7 +250,8 @@ def _validated(where: str, v: dict[str, Any]) -> Upstream:
     for host in v.get('realm_hosts', ()):
         if not _HOST.fullmatch(host):
             raise ConfigError(f'{where}: realm_hosts: {host!r} is not a host[:port]')
-    for key in ('tag_ttl', 'max_stale', 'cache_max_bytes'):
+    for key in ('tag_ttl', 'max_stale', 'cache_max_bytes', 'cache_touch_interval',
+                'cache_min_age'):
         if v.get(key, 0) < 0:
             raise ConfigError(f'{where}: {key} must not be negative')
     for key in ('connect_timeout', 'read_timeout'):

@@ -27,6 +27,7 @@ from oci_ref.reference import Digest
 from oci_ref.registry import Registry
 from oci_ref.storage.interfaces import SessionMissing, StoreUnavailable
 from oci_ref.uploads import GC_LOCK
+from oci_ref.upstream.config import Upstream
 from oci_ref.upstream.errors import FetchFailed, UpstreamError
 from oci_ref.upstream.pool import Upstreams
 from oci_ref.upstream.routing import Route
@@ -83,6 +84,8 @@ class BlobFetches:
         self._fetches: dict[tuple[str, str], Fetch] = {}
         # This worker's name on download claims (one per process and cache).
         self.owner = f'{os.getpid()}-{uuid.uuid4().hex[:12]}'
+        # Told of each blob committed into an upstream's cache (eviction).
+        self.on_commit: Callable[[Upstream], None] | None = None
 
     def cancel(self) -> None:
         for fetch in list(self._fetches.values()):
@@ -268,6 +271,8 @@ class BlobFetches:
                                           release=[] if gc is None else [gc])
             fetch.size = fetch.written = size
             fetch.committed = True
+            if self.on_commit is not None:
+                self.on_commit(route.upstream)
         except BaseException as ex:
             fetch.error = ex
             if isinstance(ex, UpstreamError):

@@ -13,3 +13,14 @@ FETCHED = Counter('oci_ref_upstream_fetched_bytes', 'Blob bytes fetched from ups
                   ['upstream'])
 IN_FLIGHT = Gauge('oci_ref_upstream_fetches_in_flight', 'Blob downloads in progress',
                   ['upstream'], multiprocess_mode='livesum')
+WAITING = Gauge('oci_ref_upstream_fetch_waits',
+                'Manifest fetches and tag validations waiting for another worker '
+                'doing the same upstream request', ['upstream'],
+                multiprocess_mode='livesum')
+EVICTED = Counter('oci_ref_upstream_evicted',
+                  'Pull-through cache eviction (cache_max_bytes): cached manifests '
+                  '(kind=manifest) and blobs (kind=blob) removed, least recently used '
+                  'first', ['upstream', 'kind'])
+EVICTED_BYTES = Counter('oci_ref_upstream_evicted_bytes',
+                        'Bytes the pull-through cache stopped holding by eviction',
+                        ['upstream'])

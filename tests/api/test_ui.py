@@ -4,6 +4,7 @@ real clients' content: tests/e2e/test_ui_browser.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -13,9 +14,10 @@ from typing import Any
 import markupsafe
 import pytest
 
-from oci_ref.app import create_app
+from oci_ref.app import create_app, open_registry
 from oci_ref.config import Config
 from oci_ref.ui.render import CSP
+from oci_ref.upstream.config import parse_upstreams
 from tests.interop.auth import basic_header, write_htpasswd
 from tests.support import (
     EMPTY_JSON,
@@ -296,6 +298,39 @@ def test_odd_paths_are_404_pages_or_redirects_never_errors(tmp_path: Path) -> No
         r = c.get(url)
         assert r.status_code == 301 and r.headers['location'].endswith(to)
     assert c.post('/ui/').status_code == 405
+
+
+def test_cached_repositories_are_marked_with_their_upstream(tmp_path: Path) -> None:
+    """Issue 13 x 16: a repository under an upstream's prefix is marked as its
+    cache, and its tags say when each was last revalidated there."""
+    root = tmp_path / 'data'
+    plain = app(root)  # no upstreams yet: the names are plain ones to push to
+    v1, _ = push_image(plain, 'up.test/lib/app', 'v1', seed='cached')
+    push_image(plain, 'up.test/lib/app', 'v2', seed='cached too')
+    push_image(plain, 'mine/app', 'v1', seed='pushed')
+    registry = open_registry(Config(root=root))
+    asyncio.run(registry.meta.set_cache_tag('up.test/lib/app', 'v1', v1, 1_700_000_000.0))
+    registry.close()
+    c = app(root, upstream=parse_upstreams([{'name': 'up.test',
+                                             'url': 'http://127.0.0.1:9'}]))
+    rows = re.findall(r'<tr><td><a href="/ui/r/([^"]*)/">.*?<td class="source">(.*?)'
+                      r'</td></tr>', page(c, '/ui/'))
+    assert [(n, re.sub(r'<[^>]+>', '', s)) for n, s in rows] == [
+        ('mine/app', 'pushed'), ('up.test/lib/app', 'cached from up.test')]
+    text = page(c, '/ui/r/up.test/lib/app/')
+    assert '<span class="kind cached" id="cached-from">cached from up.test</span>' in text
+    assert re.findall(r'<td class="nowrap revalidated">([^<]*)</td>', text) == [
+        '2023-11-14 22:13:20 UTC', 'unknown']  # v2: never revalidated
+    # Its content is the upstream's: no delete (the API refuses writes there too).
+    assert 'Delete tag' not in text
+    assert 'Delete' not in page(c, f'/ui/r/up.test/lib/app/-/m/{v1}')
+    assert 'pull-through cache of up.test' in page(
+        c, '/ui/r/up.test/lib/app/-/delete?reference=v1', status=405)
+    own = page(c, '/ui/r/mine/app/')
+    assert 'cached-from' not in own and 'Revalidated' not in own
+    assert 'Delete tag' in own
+    # A registry without upstreams shows no source column at all.
+    assert 'class="source"' not in page(app(root), '/ui/')
 
 
 def test_ui_can_be_turned_off(tmp_path: Path) -> None:

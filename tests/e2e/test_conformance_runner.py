@@ -160,6 +160,22 @@ def test_a_run_without_a_runner_fails_the_run(tmp_path: Path, suite: Path) -> No
     assert 'dev: PASS' in done.stdout
 
 
+def test_a_registry_that_does_not_start_fails_its_run_and_not_the_others(
+        tmp_path: Path, suite: Path) -> None:
+    """Its run reports why; the runner neither crashes nor leaves the other runs."""
+    done = run(tmp_path, '--runs', '1.1,dev', CONFORMANCE_BIN=str(suite),
+               # A setting oci-ref refuses at start, for every run.
+               OCI_REF_PAGE_MAX='0')
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert 'Traceback' not in done.stderr, done.stderr
+    for name in ('1.1', 'dev'):
+        line = summary(tmp_path, name)
+        assert line.startswith(f'{name}: FAIL 0 passed, 0 failed, 1 errors'), line
+        assert 'the registry did not start (oci-ref exited with status' in line, line
+        log = (tmp_path / 'results' / name / 'suite.log').read_text()
+        assert 'page sizes must be at least 1' in log, log
+
+
 def test_without_any_runner_it_says_what_to_install(tmp_path: Path) -> None:
     done = run(tmp_path)
     assert done.returncode == 2
@@ -184,3 +200,38 @@ def test_the_oci_conformance_entry_comes_from_the_all_run(tmp_path: Path, suite:
     readme = (entry / 'README.md').read_text()
     assert 'export OCI_DATA_SPARSE="true"' in readme and '--sparse-manifests' in readme
     assert 'type: distribution' in (entry / 'PRODUCT.yaml').read_text()
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize('blobs', ['s3', 'fs'])
+def test_replicas_runs_each_suite_through_replicas_behind_haproxy(
+        tmp_path: Path, suite: Path, blobs: str) -> None:
+    """--replicas 2 (make conformance REPLICAS=2): the stand-in's POST and PUT go
+    round-robin to both replicas, on PostgreSQL (+ S3), and the run says so."""
+    import json
+
+    from tests.engines import missing
+    from tests.replicas import EngineMissing, check_engines
+
+    try:
+        check_engines(blobs)  # else a skip, or a failure under CI=true
+    except EngineMissing as ex:
+        missing(str(ex))
+    done = run(tmp_path, '--runs', '1.1', '--replicas', '2', '--blobs', blobs,
+               CONFORMANCE_BIN=str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    where = 'S3 (moto)' if blobs == 's3' else 'a shared filesystem'
+    target = f'2 replicas on PostgreSQL + {where} behind haproxy'
+    assert f'each run through {target}' in done.stdout
+    assert summary(tmp_path, '1.1') == '1.1: PASS 3 passed, 0 failed, 0 errors, 0 ' \
+                                       'skipped of 3'
+    meta = json.loads((tmp_path / 'results' / '1.1' / 'run.json').read_text())
+    assert meta['target'] == target
+    report = subprocess.run(
+        [sys.executable, str(ROOT / 'scripts' / 'conformance-report.py'),
+         str(tmp_path / 'results')], capture_output=True, text=True, check=True).stdout
+    assert report.startswith('# Upstream conformance results through replicas\n')
+    assert f'- target: {target}\n' in report
+    for i in range(2):
+        log = (tmp_path / 'results' / '1.1' / f'server-{i}.log').read_text()
+        assert ' /v2/conformance/org/repo1/blobs/uploads/' in log, (i, log)

@@ -334,8 +334,12 @@ def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServ
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
+    counts = {k: summary.pop(k) for k in ('pushed', 'cached')}
     assert summary == {'kind': 'summary', 'problems': 0, 'notices': 0,
                        'repaired': False}
+    # Cached content is counted apart from pushed content (the fsck image: its
+    # manifest, cached, and nothing of it pushed).
+    assert counts['cached']['manifests'] >= 1 and counts['cached']['blobs'] >= 1, counts
 
 
 

@@ -9,17 +9,15 @@ client land on alternate replicas.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,55 +25,12 @@ from typing import Any
 import httpx
 import pytest
 
-from oci_ref.testing import OCIRegistry
-from tests.engines import HAProxy, PostgresServer, S3Bucket
+from tests.engines import PostgresServer, S3Bucket
+from tests.replicas import LoadBalancer, Replicas, ReplicaSets, s3_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engines]
 
 ROOT = Path(__file__).resolve().parents[2]
-LoadBalancer = Callable[[Sequence[str]], HAProxy]
-
-
-class Replicas:
-    """``count`` replicas over ``url`` (metadata) and ``root`` (blobs) behind haproxy;
-    ``url``/``host`` are the load balancer's (what conformance/run.py reads). ``each``
-    adds settings per replica (``each[i]`` for replica ``i``; ``root`` there gives
-    that replica a root of its own)."""
-
-    def __init__(self, root: Path, url: str, load_balancer: LoadBalancer,
-                 count: int = 2, env: dict[str, str] | None = None,
-                 each: Sequence[dict[str, Any]] = (), **settings: Any):
-        # By environment, not flag: the URL may carry a password (never in argv).
-        env = {**(env or {}), 'OCI_REF_METADATA_STORE': url}
-        extra = [dict(each[i]) if i < len(each) else {} for i in range(count)]
-        roots = [Path(e.pop('root', root)) for e in extra]
-        with ThreadPoolExecutor(count) as pool:
-            futures = [pool.submit(OCIRegistry, roots[i], env=env, **settings, **extra[i])
-                       for i in range(count)]
-        self.servers = [f.result() for f in futures if f.exception() is None]
-        if len(self.servers) < count:
-            self.stop()
-            raise next(f.exception() for f in futures if f.exception() is not None)
-        self.lb = load_balancer([s.url for s in self.servers])
-        self.url, self.host = self.lb.url, f'127.0.0.1:{self.lb.port}'
-        self.log = self.servers[0].log
-
-    def __enter__(self) -> Replicas:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        for s in self.servers:
-            s.stop()
-
-    def requests_seen(self, method: str, path_part: str) -> list[int]:
-        """How many ``method`` requests whose path has ``path_part`` each replica
-        logged (uvicorn's access log)."""
-        pattern = re.compile(rf'"{method} [^"]*{re.escape(path_part)}')
-        return [len(pattern.findall(s.log.read_text(errors='replace')))
-                for s in self.servers]
 
 
 @pytest.fixture
@@ -125,14 +80,6 @@ def test_a_chunked_push_whose_patches_land_on_different_replicas_completes(
     for server in replicas.servers:
         r = httpx.get(f'{server.url}/v2/scale/out/blobs/{digest}', timeout=30)
         assert r.status_code == 200 and r.content == data
-
-
-def s3_settings(bucket: S3Bucket) -> tuple[dict[str, str], dict[str, Any]]:
-    """(environment, `oci-ref serve` settings) for blobs in ``bucket``; credentials
-    by environment, as AWS_* (never in argv)."""
-    return bucket.env, {'blob_store': 's3', 's3_bucket': bucket.bucket,
-                        's3_endpoint_url': bucket.endpoint_url,
-                        's3_region': bucket.region, 's3_path_style': True}
 
 
 def own_roots(parent: Path, count: int) -> list[dict[str, Any]]:
@@ -331,32 +278,11 @@ def test_conformance_through_the_load_balancer(
         from tests.engines import missing
 
         missing('the conformance suite binary is not found (set CONFORMANCE_DIR)')
-    databases: list[str] = []
-    env: dict[str, str] = {}
-    more: dict[str, Any] = {}
-    if blobs == 's3':
-        bucket: S3Bucket = request.getfixturevalue('s3_bucket')
-        env = bucket.env
-        more = {'blob_store': 's3', 's3_bucket': bucket.bucket,
-                's3_endpoint_url': bucket.endpoint_url, 's3_region': bucket.region,
-                's3_path_style': True}
-
-    @contextlib.contextmanager
-    def serve(data: Path, **settings: Any) -> Iterator[Replicas]:
-        name, url = postgres_server.create_database()
-        databases.append(name)
-        with Replicas(data, url, load_balancer, env=env, **settings, **more) as r:
-            yield r
-
-    try:
-        outcome = runner.run_one(runner.RUNS[run], tmp_path, runner.skip_list(),
-                                 serve=serve)
-    finally:
-        for name in databases:
-            postgres_server.drop_database(name)
-    where = 'S3' if blobs == 's3' else 'a shared filesystem'
-    conformance_report(f'{outcome.line()} [2 replicas on PostgreSQL + {where} '
-                       'behind haproxy]')
+    s3 = request.getfixturevalue('s3_server') if blobs == 's3' else None
+    sets = ReplicaSets(postgres_server, s3, blobs=blobs, load_balancer=load_balancer)
+    outcome = runner.run_one(runner.RUNS[run], tmp_path, runner.skip_list(),
+                             serve=sets.serve)
+    conformance_report(f'{outcome.line()} [{sets.describe()}]')
     assert outcome.tests > 0 and outcome.ok, (
         outcome.line() + ''.join(f'\n  failed: {n}' for n in outcome.failed_cases)
         + ''.join(f'\n  unexpected skip: {n}' for n in outcome.unexpected_skips)

@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_replicas import LoadBalancer, Replicas, own_roots, s3_settings
+from tests.e2e.test_replicas import own_roots
 from tests.engines import S3Bucket
 from tests.interop.auth import RegistryAuth, basic_header, write_htpasswd
+from tests.replicas import LoadBalancer, Replicas, s3_settings
 from tests.support import push_image, stored_token_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engines]

@@ -9,6 +9,7 @@ PID this process started. When a daemon cannot start, the error carries its log.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from oci_ref.testing import NotReady, Process
 
@@ -122,14 +124,16 @@ class Dockerd(Daemon):
     name = 'dockerd'
     write_pidfile = False
 
-    def __init__(self, dockerd: str, docker: str, insecure_registry: str):
+    def __init__(self, dockerd: str, docker: str, insecure_registry: str,
+                 settings: dict[str, Any] | None = None):
+        """``settings``: daemon.json keys (e.g. ``registry-mirrors``)."""
         super().__init__()
         self.socket = self.base / 'docker.sock'
         self.exec_root = self.base / 'exec'
         self.config_dir = self.base / 'client'
         self.config_dir.mkdir()
         daemon_json = self.base / 'daemon.json'
-        daemon_json.write_text('{}\n')
+        daemon_json.write_text(json.dumps(settings or {}) + '\n')
         self.docker_cmd = [docker, '--config', str(self.config_dir), '--host',
                            f'unix://{self.socket}']
 

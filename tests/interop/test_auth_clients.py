@@ -31,7 +31,7 @@ from tests.interop.auth import (
 from tests.interop.conftest import find_client, missing, storage_driver
 from tests.interop.daemons import Containerd, Dockerd
 from tests.interop.layout import write_docker_archive, write_image_layout
-from tests.interop.util import ContainersTool, log_mark, log_since, run
+from tests.interop.util import ContainersTool, Mark, log_mark, log_since, run
 
 pytestmark = pytest.mark.interop
 
@@ -60,7 +60,7 @@ def server(auth_registries: dict[str, AuthServer], mode: str) -> AuthServer:
     return auth_registries[mode]
 
 
-def used_auth(server: AuthServer, mode: str, mark: int) -> str:
+def used_auth(server: AuthServer, mode: str, mark: Mark) -> str:
     """The server log since ``mark`` shows the client going through ``mode``'s
     flow: a challenge, then (token) a token fetched and used."""
     log = log_since(server, mark)
@@ -70,7 +70,7 @@ def used_auth(server: AuthServer, mode: str, mark: int) -> str:
     return log
 
 
-def refused_push(server: AuthServer, mode: str, mark: int, repo: str, tag: str) -> None:
+def refused_push(server: AuthServer, mode: str, mark: Mark, repo: str, tag: str) -> None:
     """A pull-only user's push was refused with the right status, and nothing
     landed."""
     log = log_since(server, mark)

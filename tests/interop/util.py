@@ -24,24 +24,37 @@ class Registry(Protocol):
     log: Path
 
 
+# Where the server log was at a moment: one position per log file (replicas behind a
+# load balancer have one each, tests/replicas.py).
+Mark = tuple[int, ...]
+
+
 def host(registry: Registry) -> str:
     return f'127.0.0.1:{registry.port}'
 
 
-def log_text(registry: Registry) -> str:
+def _logs(registry: Registry) -> list[Path]:
+    return list(getattr(registry, 'logs', None) or [registry.log])
+
+
+def _log_file(path: Path) -> str:
     try:
-        return registry.log.read_text(errors='replace')
+        return path.read_text(errors='replace')
     except OSError:
         return ''
 
 
-def log_mark(registry: Registry) -> int:
-    """Position in the server log: `log_since` returns what came after it."""
-    return len(log_text(registry))
+def log_text(registry: Registry) -> str:
+    return ''.join(_log_file(p) for p in _logs(registry))
 
 
-def log_since(registry: Registry, mark: int) -> str:
-    return log_text(registry)[mark:]
+def log_mark(registry: Registry) -> Mark:
+    """Position in the server log(s): `log_since` returns what came after it."""
+    return tuple(len(_log_file(p)) for p in _logs(registry))
+
+
+def log_since(registry: Registry, mark: Mark) -> str:
+    return ''.join(_log_file(p)[at:] for p, at in zip(_logs(registry), mark, strict=True))
 
 
 def run(args: list[str], *, registry: Registry | None = None,
@@ -50,7 +63,7 @@ def run(args: list[str], *, registry: Registry | None = None,
         ) -> subprocess.CompletedProcess[str]:
     """Run a client; on failure the assertion shows the command, its output and the
     server log lines written while it ran."""
-    mark = log_mark(registry) if registry is not None else 0
+    mark = log_mark(registry) if registry is not None else ()
     full_env = {**os.environ, **(env or {})}
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
@@ -75,7 +88,7 @@ def _tail(text: str | bytes | None, lines: int = 40) -> str:
     return '\n'.join(text.rstrip().splitlines()[-lines:])
 
 
-def _server_tail(registry: Registry | None, mark: int) -> str:
+def _server_tail(registry: Registry | None, mark: Mark) -> str:
     if registry is None:
         return ''
     return f'\nserver log during the command:\n{_tail(log_since(registry, mark), 60)}'

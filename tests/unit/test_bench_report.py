@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.plan import DIST, OCI, RESULTS
+from bench.plan import CACHE, DIST, OCI, RESULTS, SCALE, UPSTREAM
 from bench.report import (
     ceilings_of,
     fmt,
@@ -20,6 +20,7 @@ from bench.report import (
     newest_result,
     noise_of,
     render_doc,
+    signed,
 )
 from bench.stats import Figure, ceiling_rows, harness_noise, median
 
@@ -42,6 +43,16 @@ STORED = sorted(RESULTS.glob('*.json'))
 )
 def test_fmt(x: float | None, unit: str, want: str) -> None:
     assert fmt(x, unit) == want
+
+
+@pytest.mark.parametrize(
+    ('x', 'unit', 'want'),
+    [(2.25, 'ms', '+2.25'), (-1874.2, 'MB/s', '-1,874'), (0.0, 'ms', '+0.000'),
+     (None, 'ms', '—')],
+)
+def test_signed_shows_the_sign_of_a_difference(x: float | None, unit: str,
+                                               want: str) -> None:
+    assert signed(x, unit) == want
 
 
 def test_there_are_stored_results_to_render() -> None:
@@ -170,6 +181,42 @@ def test_quick_run_says_it_is_a_smoke_test() -> None:
     assert 'a smoke test' in markdown(run_result('quick'))
 
 
+def with_new_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """The run with the replicas' column on the push and a pull-through figure."""
+    push = Figure('2a_push_mono', '1 GiB monolithic push', 'MB/s', 'higher',
+                  ('ratio', '>=', 1.0), columns=(SCALE,))
+    ttfb = Figure('9c_cache_cold_ttfb', 'time to first byte of a cold blob', 'ms',
+                  'lower', ('diff', '<=', 5.0), oci_label=CACHE, baseline=UPSTREAM)
+    for oci, dist, scale in ((310.0, 180.0, 90.0), (300.0, 170.0, 100.0)):
+        push.add(OCI, oci)
+        push.add(DIST, dist)
+        push.add(SCALE, scale)
+    for cache, direct in ((3.0, 1.0), (4.0, 1.5)):
+        ttfb.add(CACHE, cache)
+        ttfb.add(UPSTREAM, direct)
+    result['figures'] = [push.summary(), *result['figures'][1:], ttfb.summary()]
+    return result
+
+
+def test_markdown_shows_the_replicas_column_and_the_cache() -> None:
+    md = markdown(with_new_columns(run_result()))
+    # replicas: 95 MB/s, 0.31 of one node (305), 0.54 of distribution (175): missed
+    assert (f'| 2a | 1 GiB monolithic push | MB/s | {SCALE} | 95.0 | 305 | 0.31 | 175 '
+            '| 0.54 | ratio ≥ 1 | **no** |') in md
+    # the cache: 3.50 ms against the upstream's 1.25 ms, 2.25 ms more: met
+    assert (f'| 9c | time to first byte of a cold blob | ms | {CACHE} | 3.50 | {UPSTREAM} '
+            '| 1.25 | 2.80 | +2.25 | difference ≤ 5 | yes |') in md
+    assert f'Targets missed: 1 GiB monolithic push, {SCALE}.' in md
+    # the cache's figure is not in the table against distribution
+    main = md.split('Every target')[0].split('Targets missed')[0]
+    assert 'time to first byte' not in main
+
+
+def test_markdown_without_new_columns_has_no_new_tables() -> None:
+    md = markdown(run_result())
+    assert 'Scale-out (issue 14)' not in md and 'Pull-through cache' not in md
+
+
 def test_newest_result_prefers_a_full_run(tmp_path: Path) -> None:
     assert newest_result(tmp_path) is None
     (tmp_path / '20261207T100000Z-quick.json').write_text('{}')
@@ -178,6 +225,10 @@ def test_newest_result_prefers_a_full_run(tmp_path: Path) -> None:
     (tmp_path / '20261207T110000Z-quick.json').write_text('{}')
     assert newest_result(tmp_path) == tmp_path / '20261206T100000Z.json'
     (tmp_path / '20261207T120000Z.json').write_text('{}')
+    assert newest_result(tmp_path) == tmp_path / '20261207T120000Z.json'
+    # a partial run (--only) lacks figures: never the page's source
+    (tmp_path / '20261207T130000Z-partial.json').write_text('{}')
+    (tmp_path / '20261207T140000Z-quick-partial.json').write_text('{}')
     assert newest_result(tmp_path) == tmp_path / '20261207T120000Z.json'
 
 

@@ -9,15 +9,17 @@ import statistics
 
 import pytest
 
-from bench.plan import DIST, FULL, OCI, QUICK, GiB, MiB
+from bench.plan import CACHE, DIST, FULL, OCI, QUICK, SCALE, UPSTREAM, GiB, MiB
 from bench.stats import (
     CEILINGS,
     Ceiling,
     Figure,
     busy_share,
     ceiling_rows,
+    difference,
     figure_noise,
     harness_noise,
+    judge,
     median,
     other_cores,
     pct,
@@ -154,6 +156,89 @@ def test_figure_without_baseline_has_no_ratio_verdict() -> None:
     f.add(OCI, 2000.0)
     s = f.summary()
     assert (s['ratio'], s['met']) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ('target', 'value', 'base', 'want'),
+    [
+        (('ratio', '>=', 0.8), 81.0, 100.0, True),  # 0.81 of the baseline
+        (('ratio', '>=', 0.8), 79.0, 100.0, False),
+        (('ratio', '>=', 0.8), 79.0, None, None),  # no baseline: no verdict
+        (('abs', '<', 150), 149.9, None, True),  # the baseline plays no part
+        (('abs', '<', 150), 150.0, 10.0, False),
+        (('diff', '<=', 5.0), 7.5, 2.5, True),  # exactly 5 ms more
+        (('diff', '<=', 5.0), 7.6, 2.5, False),
+        (('diff', '<=', 5.0), math.nan, 2.5, None),
+        (None, 1.0, 1.0, None),
+    ],
+)
+def test_judge(target: tuple | None, value: float, base: float | None,
+               want: bool | None) -> None:
+    assert judge(target, value, base) is want
+
+
+def test_difference_of_missing_figures_is_none() -> None:
+    assert difference(7.5, 2.5) == 5.0
+    assert difference(None, 1.0) is None
+    assert difference(1.0, math.nan) is None
+    assert target_text(('diff', '<=', 5.0)) == 'difference ≤ 5'
+
+
+def test_a_figure_against_another_baseline() -> None:
+    """The pull-through cache's figures: the cache against its upstream pulled
+    directly, not against distribution (whose samples, if any, play no part)."""
+    f = Figure('9c_cache_cold_ttfb', 'ttfb', 'ms', 'lower', ('diff', '<=', 5.0),
+               oci_label=CACHE, baseline=UPSTREAM)
+    for cache, direct in ((4.0, 1.0), (9.0, 2.0), (5.0, 1.5)):
+        f.add(CACHE, cache)
+        f.add(UPSTREAM, direct)
+    f.add(DIST, 100.0)
+    s = f.summary()
+    assert (s['oci_ref'], s['baseline'], s['baseline_value']) == (5.0, UPSTREAM, 1.5)
+    assert s['difference'] == pytest.approx(3.5)
+    assert s['ratio'] == pytest.approx(5.0 / 1.5)
+    assert s['met'] is True
+    assert s['distribution'] == 100.0
+
+
+def test_a_figure_compared_with_distribution_has_no_baseline_keys() -> None:
+    f = Figure('3_pull', 'pull', 'MB/s', 'higher', ('ratio', '>=', 1.0))
+    f.add(OCI, 1.0)
+    assert {'baseline', 'baseline_value', 'difference', 'columns'}.isdisjoint(
+        f.summary())
+
+
+def test_a_column_gets_the_figures_target_and_both_ratios() -> None:
+    """The scale-out replicas: their median, against the single node and against
+    distribution, judged by the figure's own target."""
+    f = Figure('2a_push_mono', 'push', 'MB/s', 'higher', ('ratio', '>=', 1.0),
+               columns=(SCALE,))
+    for oci, dist, scale in ((300.0, 150.0, 120.0), (320.0, 160.0, 140.0),
+                             (310.0, 140.0, 130.0)):
+        f.add(OCI, oci)
+        f.add(DIST, dist)
+        f.add(SCALE, scale)
+    s = f.summary()
+    col = s['columns'][SCALE]
+    assert col['value'] == 130.0
+    assert col['vs_oci_ref'] == pytest.approx(130.0 / 310.0)
+    assert col['ratio'] == pytest.approx(130.0 / 150.0)
+    assert col['met'] is False  # 0.87 x distribution: below the ratio target
+    assert s['met'] is True  # the single node's verdict is its own
+    absent = Figure('4_rss', 'rss', 'MiB', 'lower', ('abs', '<', 150), columns=(SCALE,))
+    absent.add(OCI, 60.0)
+    assert absent.summary()['columns'][SCALE] == {
+        'value': None, 'vs_oci_ref': None, 'ratio': None, 'met': None, 'noise': None}
+
+
+def test_a_columns_spread_stays_out_of_the_figures_noise() -> None:
+    f = Figure('3_pull', 'pull', 'MB/s', 'higher', columns=(SCALE,))
+    for oci, scale in ((100.0, 10.0), (110.0, 20.0), (90.0, 40.0)):
+        f.add(OCI, oci)
+        f.add(SCALE, scale)
+    s = f.summary()
+    assert s['noise'] == pytest.approx(0.1)  # oci-ref's alone
+    assert s['columns'][SCALE]['noise'] == pytest.approx(0.5)  # |10/20-1|, 0, |40/20-1|
 
 
 def test_figure_reads_its_own_oci_label() -> None:
@@ -295,6 +380,18 @@ def test_ceiling_without_target_has_no_verdict() -> None:
     assert (rows[0]['met'], rows[0]['target']) == (None, '')
 
 
+def test_the_cold_pull_through_is_held_against_the_push_ceiling() -> None:
+    """A cold pull-through hashes and writes what it streams: a push's ceiling, for
+    the record (its target is the ratio to the direct pull)."""
+    cold = Figure('9a_cache_cold_pull', 'cold', 'MB/s', 'higher', ('ratio', '>=', 0.8),
+                  oci_label=CACHE, baseline=UPSTREAM)
+    cold.add(CACHE, 300.0)
+    cold.add(UPSTREAM, 1500.0)
+    (row,) = ceiling_rows([cold.summary()], {'push_ceiling_MBps': {'median': 600.0}})
+    assert row['oci_share'] == pytest.approx(0.5)
+    assert (row['distribution_share'], row['met'], row['target']) == (None, None, '')
+
+
 def test_every_ceiling_names_a_limit_the_bench_measures() -> None:
     measured = {
         'sha256_MBps',
@@ -316,3 +413,12 @@ def test_space_needed() -> None:
     assert QUICK.space_needed(2) == 256 * MiB + 2 * 896 * MiB + 2 * GiB
     # full: per server 5 x 2 GiB + 1 GiB + 3 x 8 x 64 MiB = 12.5 GiB
     assert FULL.space_needed(1) == GiB + 12 * GiB + 512 * MiB + 2 * GiB
+
+
+def test_space_needed_by_the_replicas_and_the_cache() -> None:
+    base = QUICK.space_needed(2)
+    # the replicas' S3: 1 x 2 x 256 MiB; the cache and its upstream: 1 x 2 x 256 MiB
+    assert QUICK.space_needed(2, scaleout=True) == base + 512 * MiB
+    assert QUICK.space_needed(2, cache=True) == base + 512 * MiB
+    # full: the S3 server 5 x 2 GiB, the cache 3 x 2 GiB
+    assert FULL.space_needed(1, True, True) == FULL.space_needed(1) + 16 * GiB

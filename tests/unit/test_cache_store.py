@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -81,6 +82,33 @@ def test_spool_reader_reads_what_was_appended_and_survives_the_commit(
         assert b''.join([c async for c in await store.reader(d)]) == data
         with pytest.raises(SessionMissing):
             await store.spool_reader('c', 0, 1)
+
+    asyncio.run(run())
+    registry.close()
+
+
+@SQLITE_METADATA
+def test_a_dead_owners_fetch_claim_is_taken_over_at_once(backend: Backend) -> None:
+    """After a crash (SIGKILL) the claim's heartbeat is fresh but its owner's PID is
+    gone: the claim reads stale, so a restarted server downloads at once instead of
+    tailing a spool nobody writes (tests/e2e/test_pull_through_crash.py)."""
+    registry = backend.registry()
+    meta = registry.meta
+    key = 'up.test/lib/app@sha256:' + 'e' * 64
+    gone = subprocess.Popen(['true'])
+    gone.wait()  # reaped: its PID names no process now
+    dead, alive = f'{gone.pid}-0a1b2c', f'{os.getpid()}-3d4e5f'
+
+    async def run() -> None:
+        await meta.claim_fetch(key, alive, 'tmp-cache-alive', 100.0, 70.0)
+        assert (await meta.claim_fetch(key, dead, 'tmp-cache-dead', 101.0, 71.0)
+                ).owner == alive  # a live owner keeps its fresh claim
+        await meta.end_fetch(key, alive)
+        await meta.claim_fetch(key, dead, 'tmp-cache-dead', 100.0, 70.0)
+        assert await meta.get_fetch(key) == FetchClaim(dead, 'tmp-cache-dead', None, 0,
+                                                       0.0)
+        taken = await meta.claim_fetch(key, alive, 'tmp-cache-alive', 101.0, 71.0)
+        assert taken == FetchClaim(alive, 'tmp-cache-alive', None, 0, 101.0)
 
     asyncio.run(run())
     registry.close()

@@ -52,14 +52,15 @@ max_stale = 0
     assert ghcr.allows('anything/at/all') and not hub.allows('someone/else')
 
 
-def test_cache_max_bytes_parses_but_is_refused_until_eviction_is_built(
-        tmp_path: Path) -> None:
-    (u,) = parse_upstreams([{'name': 'x', 'url': 'https://x', 'cache_max_bytes': '20 GiB'}])
-    assert u.cache_max_bytes == 20 * 1024**3
+def test_cache_max_bytes_parses_and_is_refused_on_postgresql(tmp_path: Path) -> None:
+    (u,) = parse_upstreams([{'name': 'x', 'url': 'https://x', 'cache_max_bytes': '20 GiB',
+                             'cache_touch_interval': '5'}])
+    assert (u.cache_max_bytes, u.cache_touch_interval) == (20 * 1024**3, 5)
+    table = '[[upstream]]\nname = "x"\nurl = "https://x"\ncache_max_bytes = "1 MB"\n'
+    assert load(tmp_path, table).upstream[0].cache_max_bytes == 1000**2
     with pytest.raises(ConfigError, match=r'upstream \(x\): cache_max_bytes: eviction '
-                       'is not built yet'):
-        load(tmp_path, '[[upstream]]\nname = "x"\nurl = "https://x"\n'
-                       'cache_max_bytes = "20 GiB"\n')
+                       'on a PostgreSQL metadata store is not built yet'):
+        load(tmp_path, 'metadata_store = "postgresql://h/db"\n' + table)
 
 
 def test_no_upstreams_by_default() -> None:
@@ -122,6 +123,8 @@ def test_env_name() -> None:
     ({'name': 'x', 'url': 'https://x', 'connect_timeout': 'x'}, 'connect_timeout: invalid'),
     ({'name': 'x', 'url': 'https://x', 'cache_max_bytes': '3 parsecs'},
      'cache_max_bytes: invalid'),
+    ({'name': 'x', 'url': 'https://x', 'cache_touch_interval': -1},
+     'cache_touch_interval must not be negative'),
     ({'name': 'x', 'url': 'https://x', 'repositories': []}, 'at least one pattern'),
     ({'name': 'x', 'url': 'https://x', 'repositories': ['']}, 'repositories: invalid'),
     ({'name': 'x', 'url': 'https://x', 'credentials': '/nonexistent/auth.json'},
