@@ -23,6 +23,10 @@ stores answer alike::
                                             is the taking process's presence key
     blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
                                             (S3 multipart upload, parts, hash); opaque
+    signing_keys(name PK, key, created_at)  secrets every replica signs with (the
+                                            token key: 'token'), made once
+    login_failures(client, at)              failed logins in the last minute, per
+      INDEX (client, at), INDEX (at)        client address: one budget, all replicas
     cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
       validated_at) PK (repo, tag)          was last checked upstream (version 4)
     cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
@@ -90,7 +94,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         f'CREATE TABLE blob_spools (id {_C} PRIMARY KEY, state bytea NOT NULL, '
         'updated_at double precision NOT NULL)',
     ]),
-    # 3 is r3-shared's (token signing key, failed logins).
+    (3, [
+        # What every replica must agree on (issue 14): the token signing key (was
+        # <root>/.token-key on each replica) and the failed-login budget (was per
+        # process: N replicas let N times the attempts through).
+        f'CREATE TABLE signing_keys (name {_C} PRIMARY KEY, key bytea NOT NULL, '
+        'created_at double precision NOT NULL)',
+        f'CREATE TABLE login_failures (client {_C} NOT NULL, '
+        'at double precision NOT NULL)',
+        'CREATE INDEX login_failures_client ON login_failures (client, at)',
+        'CREATE INDEX login_failures_at ON login_failures (at)',
+    ]),
     (4, [
         # Pull-through cache (oci_ref/upstream/cache.py, fetches.py), as in SQLite's
         # m004: every replica sees one cache, so a tag is validated and a blob

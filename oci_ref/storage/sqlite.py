@@ -50,6 +50,7 @@ from oci_ref.storage.interfaces import (
     Unreachable,
     Upload,
 )
+from oci_ref.storage.sqlite_auth import AuthQueries
 from oci_ref.storage.sqlite_cache import CacheQueries
 from oci_ref.storage.sqlite_evict import EvictQueries
 from oci_ref.storage.sqlite_schema import DB_FILE, migrate
@@ -68,7 +69,7 @@ _UPLOAD_COLS = 'id, repo, size, algorithm, updated_at, hash_state'
 _MANIFEST_COLS = 'm.digest, m.media_type, m.size, m.content'
 
 
-class SQLiteMetadataStore(CacheQueries, EvictQueries):
+class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
     """The :class:`~oci_ref.storage.interfaces.MetadataStore` on one SQLite file.
 
     Built once per process at the composition root; safe to share between the

@@ -46,6 +46,7 @@ from tests.support import (
     digest,
     push_blob,
     push_image,
+    stored_token_key,
 )
 
 PASSWORDS = {
@@ -911,7 +912,8 @@ def test_expired_forged_and_wrong_audience_tokens_are_401(tmp_path: Path, htpass
         return r.status_code
 
     assert status(token) == 200
-    key = (world.root / '.token-key').read_bytes()
+    key = stored_token_key(world.root)
+    assert key is not None
     good = claims_of(token)
     now = int(time.time())
     assert status(forge(good, key)) == 200  # the forging itself is right
