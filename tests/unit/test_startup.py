@@ -129,3 +129,36 @@ def test_exchanges_answered_before_the_metrics_exist_are_counted(tmp_path: Path)
     out = subprocess.run([sys.executable, '-c', _METRICS_PROBE, str(tmp_path)],
                          check=True, capture_output=True, text=True).stdout
     assert 'oci_ref_requests_total{endpoint="end-1",method="GET",status="200"} 3.0' in out
+
+
+def test_a_registry_started_without_bytecode_writing_caches_it_aside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PYTHONDONTWRITEBYTECODE made every fixture start compile oci_ref again (issue
+    17): the server gets a cache of its own instead, and the sources stay clean."""
+    from oci_ref.testing import OCIRegistry
+
+    monkeypatch.delenv('PYTHONPYCACHEPREFIX', raising=False)
+    cache = tmp_path / 'cache'
+    env = {'PYTHONDONTWRITEBYTECODE': '1', 'XDG_CACHE_HOME': str(cache)}
+    with OCIRegistry(tmp_path / 'data', env=env) as registry:
+        environ = Path(f'/proc/{registry.process.pid}/environ').read_bytes().split(b'\0')
+        assert f'PYTHONPYCACHEPREFIX={cache}/oci-ref/pycache'.encode() in environ
+        assert not any(e.startswith(b'PYTHONDONTWRITEBYTECODE=') for e in environ)
+        package = Path(sys.modules['oci_ref'].__file__ or '').parent
+        cached = cache / 'oci-ref' / 'pycache' / package.relative_to('/')
+        assert list(cached.glob('cli.*.pyc'))
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({'HOME': '/h'}, {'HOME': '/h'}),  # writes bytecode as usual
+    ({'HOME': '/h', 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONPYCACHEPREFIX': '/p'},
+     {'HOME': '/h', 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONPYCACHEPREFIX': '/p'}),
+    ({'HOME': '/h', 'PYTHONDONTWRITEBYTECODE': '1'},
+     {'HOME': '/h', 'PYTHONPYCACHEPREFIX': '/h/.cache/oci-ref/pycache'}),
+    ({'PYTHONDONTWRITEBYTECODE': '1'}, {'PYTHONDONTWRITEBYTECODE': '1'}),  # no home
+])
+def test_bytecode_cache_respects_what_is_set(env: dict[str, str],
+                                             expected: dict[str, str]) -> None:
+    from oci_ref.testing import bytecode_cache
+
+    assert bytecode_cache(env) == expected
