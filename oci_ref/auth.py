@@ -41,7 +41,6 @@ import re
 import secrets
 import threading
 import time
-import tomllib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -225,6 +224,8 @@ class Access:
     def load(cls, path: Path | None, *, anonymous_read: bool = False) -> Access:
         if path is None:
             return cls(anonymous_read=anonymous_read)
+        import tomllib  # only with an access file
+
         try:
             with open(path, 'rb') as f:
                 data = tomllib.load(f)
