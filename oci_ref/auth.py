@@ -42,7 +42,6 @@ import re
 import secrets
 import threading
 import time
-import tomllib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -228,6 +227,8 @@ class Access:
     def load(cls, path: Path | None, *, anonymous_read: bool = False) -> Access:
         if path is None:
             return cls(anonymous_read=anonymous_read)
+        import tomllib  # only with an access file
+
         try:
             with open(path, 'rb') as f:
                 data = tomllib.load(f)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import tempfile
-import tomllib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -215,6 +214,8 @@ class Config:
         file = file or (Path(environ['OCI_REF_CONFIG']) if 'OCI_REF_CONFIG' in environ
                         else None)
         if file is not None:
+            import tomllib  # only with a settings file: a visible share of a start
+
             try:
                 with open(file, 'rb') as f:
                     data = tomllib.load(f)
