@@ -32,7 +32,7 @@ from oci_ref.lifecycle import Lifecycle
 from oci_ref.metrics import Observe
 from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
-from oci_ref.storage import StoreUnavailable, open_stores
+from oci_ref.storage import MetadataStore, StoreUnavailable, open_stores
 from oci_ref.ui.mount import Mount
 from oci_ref.variations import Variations, adjust, tag_page_max
 
@@ -43,15 +43,29 @@ Route = tuple[str, object, str | None]
 log = logging.getLogger('oci_ref')
 
 
-def access_control(config: Config) -> AccessControl:
-    """Raises AuthError for an unusable htpasswd, access file or signing key."""
+def check_access_files(config: Config) -> None:
+    """Raises AuthError for an unusable htpasswd or access file (``oci-ref serve``
+    checks them once, before any worker starts)."""
+    if config.htpasswd:
+        Htpasswd(config.htpasswd)
+    if config.access:
+        AccessFile(config.access, anonymous_read=config.anonymous_read)
+
+
+def access_control(config: Config, store: MetadataStore) -> AccessControl:
+    """Raises AuthError for an unusable htpasswd or access file. The signing key and
+    the failed-login counts are in ``store``, shared by every worker and replica
+    (the key is read at its first use; ``oci-ref serve`` makes it before workers
+    start)."""
     htpasswd = Htpasswd(config.htpasswd) if config.htpasswd else None
-    issuer = (TokenIssuer.for_root(config.root, config.token_service, config.token_ttl)
+    issuer = (TokenIssuer.from_store(store, config.root, config.token_service,
+                                     config.token_ttl)
               if config.auth == 'token' else None)
     access = (AccessFile(config.access, anonymous_read=config.anonymous_read)
               if config.access else Access(anonymous_read=config.anonymous_read))
     return AccessControl(config.auth, access, htpasswd, issuer,
-                         FailedLogins(config.login_failures), realm=config.token_realm,
+                         FailedLogins(store, config.login_failures),
+                         realm=config.token_realm,
                          health_open=config.health_open,
                          metrics_open=config.metrics_open)
 
@@ -62,7 +76,7 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
     """The route table: (template, resource, responder suffix); ``cache`` answers
     names routed to an upstream (issue 13)."""
     notifier = notifier or Notifier(())
-    control = control or access_control(config)
+    control = control or access_control(config, registry.meta)
     uploads = BlobUploads(registry, notifier)
     return [
         ('/v2/', Ping(), None),
@@ -98,7 +112,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
     config = adjust(config or Config())
     registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
-    control = access_control(config)
+    control = access_control(config, registry.meta)
     cache = None
     mirror: list[Any] = []
     if config.upstream:
@@ -169,7 +183,7 @@ def create_app(config: Config | None = None, registry: Registry | None = None
 def _ui_app(registry: Registry, control: AccessControl, config: Config) -> ASGIApp:
     from oci_ref.ui.app import ui_app
 
-    return ui_app(registry, control, config.root, config.upstream)
+    return ui_app(registry, control, config.upstream)
 
 
 def create_app_from_env() -> ASGIApp:

@@ -30,6 +30,7 @@ callers may pull where ``anonymous_read`` is on (a rule with principal
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import fnmatch
@@ -41,13 +42,13 @@ import re
 import secrets
 import threading
 import time
-import tomllib
-import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from oci_ref.storage.interfaces import MetadataStore, StoreUnavailable
 
 # bcrypt and jwt (with cryptography, a tenth of the start) are imported where they are
 # used: with auth off, or without htpasswd, a server never needs them.
@@ -60,7 +61,8 @@ ANONYMOUS = 'anonymous'
 MAX_PASSWORD_BYTES = 72
 # An htpasswd -B entry: $2y$ (or $2a$/$2b$), a two-digit cost, 22 salt + 31 hash chars.
 _ENTRY = re.compile(r'\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}')
-KEY_FILE = '.token-key'
+KEY_FILE = '.token-key'  # where the key was kept before the metadata store: imported
+TOKEN_KEY = 'token'  # the key's name in the metadata store
 KEY_BYTES = 32  # HS256 wants a key at least as long as its hash (RFC 7518 §3.2)
 
 
@@ -225,6 +227,8 @@ class Access:
     def load(cls, path: Path | None, *, anonymous_read: bool = False) -> Access:
         if path is None:
             return cls(anonymous_read=anonymous_read)
+        import tomllib  # only with an access file
+
         try:
             with open(path, 'rb') as f:
                 data = tomllib.load(f)
@@ -304,23 +308,45 @@ class AccessFile(WatchedFile):
 
 
 class TokenIssuer:
-    """HS256 JWTs: the registry both issues and checks them, so a shared secret
-    (``<root>/.token-key``, made once, mode 0600) is all every worker needs."""
+    """HS256 JWTs: the registry both issues and checks them, so one shared secret is
+    all every worker and replica needs: the key in the metadata store
+    (:func:`stored_signing_key`), read once per process, off the event loop."""
 
-    def __init__(self, key: bytes, service: str, ttl: int):
-        if len(key) < KEY_BYTES:
+    def __init__(self, key: bytes | Callable[[], Awaitable[bytes]], service: str,
+                 ttl: int):
+        if isinstance(key, bytes) and len(key) < KEY_BYTES:
             raise AuthError(f'token signing key is {len(key)} bytes, needs {KEY_BYTES}')
-        self.key = key
+        self._key: bytes | None = key if isinstance(key, bytes) else None
+        self._load = None if isinstance(key, bytes) else key
+        self._loading: asyncio.Lock | None = None
         self.service = service
         self.ttl = ttl
         import jwt  # noqa: F401  at startup, so no request pays for the import
 
     @classmethod
-    def for_root(cls, root: Path, service: str, ttl: int) -> TokenIssuer:
-        return cls(signing_key(root), service, ttl)
+    def from_store(cls, store: MetadataStore, root: Path, service: str, ttl: int
+                   ) -> TokenIssuer:
+        """An issuer whose key comes from ``store`` at its first use."""
+        return cls(lambda: stored_signing_key(store, root), service, ttl)
 
-    def issue(self, subject: str, access: list[dict[str, Any]], *, refresh: bool = False
-              ) -> tuple[str, int, str]:
+    async def key(self) -> bytes:
+        """The signing key (loaded once; StoreUnavailable, a 503, while it cannot
+        be: no token is issued or accepted without it)."""
+        if self._key is None:
+            if self._loading is None:
+                self._loading = asyncio.Lock()
+            async with self._loading:
+                if self._key is None:
+                    assert self._load is not None
+                    try:
+                        self._key = await self._load()
+                    except AuthError as ex:
+                        raise StoreUnavailable('token signing key', str(ex)) from None
+        return self._key
+
+    async def issue(self, subject: str, access: list[dict[str, Any]], *,
+                    refresh: bool = False) -> tuple[str, int, str]:
+        key = await self.key()
         now = int(time.time())
         ttl = self.ttl * 288 if refresh else self.ttl  # refresh tokens: a day by default
         claims = {
@@ -331,13 +357,14 @@ class TokenIssuer:
         issued_at = datetime.fromtimestamp(now, UTC).isoformat().replace('+00:00', 'Z')
         import jwt
 
-        return jwt.encode(claims, self.key, algorithm='HS256'), ttl, issued_at
+        return jwt.encode(claims, key, algorithm='HS256'), ttl, issued_at
 
-    def check(self, token: str, *, refresh: bool = False) -> dict[str, Any]:
+    async def check(self, token: str, *, refresh: bool = False) -> dict[str, Any]:
+        key = await self.key()
         import jwt
 
         try:
-            claims = jwt.decode(token, self.key, algorithms=['HS256'],
+            claims = jwt.decode(token, key, algorithms=['HS256'],
                                 audience=self.service, issuer='oci-ref')
         except jwt.PyJWTError as ex:
             raise AuthError(f'invalid token: {ex}') from None
@@ -346,20 +373,45 @@ class TokenIssuer:
         return claims
 
 
-def signing_key(root: Path) -> bytes:
-    """The token signing key of ``root``, made if there is none yet.
+async def stored_signing_key(store: MetadataStore, root: Path) -> bytes:
+    """The token signing key of this registry: one for every worker and replica,
+    kept in the metadata store (``signing_keys``, name ``token``).
 
-    Made whole or not at all: written to a temporary file, fsynced, then linked into
-    place (a link, unlike a rename, never replaces a key another process made in
-    the meantime), so no worker and no crash can leave an empty or short key. A key
-    shorter than KEY_BYTES is refused, never used. ``oci-ref serve`` calls this
-    before it starts workers.
+    Made at its first use (``oci-ref serve`` does that before it starts workers):
+    the key of ``<root>/.token-key`` where a registry made before the key moved
+    into the store has one (its tokens stay valid; the file is then renamed
+    ``.token-key.imported`` and never read again), else new random bytes.
+    Replicas starting together agree on one: the store keeps the first key stored
+    and every caller reads that one. A key shorter than KEY_BYTES is refused, never
+    used. The file is read in a thread, never on the event loop.
     """
-    path = root / KEY_FILE
+    key = await store.signing_key(TOKEN_KEY, None)
+    if key is None:
+        path = root / KEY_FILE
+        legacy = await asyncio.to_thread(_legacy_key, path)
+        key = await store.signing_key(TOKEN_KEY, legacy or _new_key())
+        if key is None:  # a key was stored: only a broken store reads none back
+            raise StoreUnavailable(store.name, 'the token signing key it stored is gone')
+        if legacy is not None and key == legacy:
+            await asyncio.to_thread(_retire, path)
+            log.info('the token signing key of %s is now kept in the %s store',
+                     path, store.name)
+    if len(key) < KEY_BYTES:
+        raise AuthError(
+            f'the token signing key in the {store.name} store is {len(key)} bytes, at '
+            f'least {KEY_BYTES} are needed: delete it (DELETE FROM signing_keys WHERE '
+            f"name = '{TOKEN_KEY}') and a new key is made at the next start (tokens "
+            f'signed with the old one stop working)')
+    return key
+
+
+def _legacy_key(path: Path) -> bytes | None:
+    """``<root>/.token-key`` (a registry from before the key moved into the store),
+    refused when short (a crash in the old lazy creation could leave it so)."""
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        key = _make_key(path)
+        return None
     except OSError as ex:
         raise AuthError(f'cannot read the token signing key {path}: {ex.strerror}'
                         ) from None
@@ -371,7 +423,14 @@ def signing_key(root: Path) -> bytes:
     return key
 
 
-def _make_key(path: Path) -> bytes:
+def _retire(path: Path) -> None:
+    # Kept (a downgrade can put it back), but never imported again: a key deleted
+    # from the store to rotate it must not come back from this file.
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, path.with_name(KEY_FILE + '.imported'))
+
+
+def _new_key() -> bytes:
     import jwt
     from jwt.algorithms import HMACAlgorithm
 
@@ -379,29 +438,9 @@ def _make_key(path: Path) -> bytes:
         key = secrets.token_bytes(KEY_BYTES)
         try:  # random bytes that happen to parse as DER or JSON: PyJWT refuses those
             HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
-            break
+            return key
         except jwt.InvalidKeyError:
             continue
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'{KEY_FILE}.{uuid.uuid4().hex}.tmp')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # Another process made one first: everyone uses that one.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path.read_bytes()
 
 
 def parse_scope(scope: str) -> tuple[str, str, frozenset[str]] | None:

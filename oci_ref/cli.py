@@ -63,13 +63,13 @@ def serve(args: argparse.Namespace) -> int:
         os.environ.pop('PROMETHEUS_MULTIPROC_DIR', None)
     import uvicorn  # imported late: `oci-ref validate` should not pay for it
 
-    from oci_ref.app import access_control, open_registry
+    from oci_ref.app import check_access_files
     from oci_ref.auth import AuthError
 
-    # Check the users, rules and token signing key (made here, once, if there is
-    # none) before any worker starts: a bad one stops the server, not each worker.
+    # Check the users and rules files before any worker starts: a bad one stops the
+    # server, not each worker.
     try:
-        access_control(config)
+        check_access_files(config)
     except AuthError as ex:
         print(f'oci-ref: {ex}', file=sys.stderr)
         return 2
@@ -79,13 +79,20 @@ def serve(args: argparse.Namespace) -> int:
     # embedded stores, the worker migrates as it opens them (opening them twice was
     # a tenth of the start, issue 17); a shared engine is checked here too, so an
     # unreachable one stops the server with one clear line. Each worker purges
-    # expired uploads as it starts (Lifecycle), before it answers.
-    if config.workers > 1 or config.metadata_store != 'sqlite' or config.blob_store != 'fs':
+    # expired uploads as it starts (Lifecycle), before it answers. With token auth
+    # the signing key is made here (or imported from <root>/.token-key), once, in
+    # the metadata store every worker and replica reads it from.
+    token = config.auth == 'token'
+    if (token or config.workers > 1 or config.metadata_store != 'sqlite'
+            or config.blob_store != 'fs'):
         try:
-            open_registry(config).close()
+            _prepare_stores(config, token_key=token)
         except StoreUnavailable as ex:
             print(f'oci-ref: {ex}', file=sys.stderr)
             return 1
+        except AuthError as ex:
+            print(f'oci-ref: {ex}', file=sys.stderr)
+            return 2
     config, extra = _faults_and_variations(config)
     secrets_file = config.hand_to_workers(os.environ)
     # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler
@@ -98,6 +105,22 @@ def serve(args: argparse.Namespace) -> int:
         if secrets_file is not None:
             secrets_file.unlink(missing_ok=True)
     return 0
+
+
+def _prepare_stores(config: Config, *, token_key: bool) -> None:
+    """Open (and so migrate) the stores once; with ``token_key``, make sure the
+    metadata store holds a usable token signing key (AuthError if not)."""
+    import asyncio
+
+    from oci_ref.app import open_registry
+    from oci_ref.auth import stored_signing_key
+
+    registry = open_registry(config)
+    try:
+        if token_key:
+            asyncio.run(stored_signing_key(registry.meta, config.root))
+    finally:
+        registry.close()
 
 
 def _faults_and_variations(config: Config) -> tuple[Config, list[socket.socket]]:

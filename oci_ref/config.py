@@ -11,7 +11,6 @@ import json
 import os
 import re
 import tempfile
-import tomllib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -215,6 +214,8 @@ class Config:
         file = file or (Path(environ['OCI_REF_CONFIG']) if 'OCI_REF_CONFIG' in environ
                         else None)
         if file is not None:
+            import tomllib  # only with a settings file: a visible share of a start
+
             try:
                 with open(file, 'rb') as f:
                     data = tomllib.load(f)
@@ -242,11 +243,6 @@ class Config:
             raise ConfigError(f'listen must be host:port, got {self.listen!r}')
         if self.workers < 1:
             raise ConfigError('workers must be at least 1')
-        if self.upstream and self.blob_store != 'fs':
-            # Issue 13: responses tail a download's spool, which the S3 blob store
-            # (multipart uploads) cannot read back yet.
-            raise ConfigError(f'upstream: the pull-through cache on blob_store = '
-                              f'{self.blob_store} is not built yet; use blob_store = fs')
         for u in self.upstream:
             if u.cache_max_bytes and self.metadata_store != 'sqlite':
                 # Eviction (oci_ref/upstream/evict.py) runs on the SQLite store only
@@ -254,12 +250,6 @@ class Config:
                 raise ConfigError(f'upstream ({u.name}): cache_max_bytes: eviction on '
                                   'a PostgreSQL metadata store is not built yet; leave '
                                   'it unset (0: no cap) or use metadata_store = sqlite')
-        if self.upstream and self.metadata_store != 'sqlite':
-            # Issue 13: the cache's records (cached tags, download claims) exist in
-            # the SQLite store only so far.
-            raise ConfigError('upstream: the pull-through cache on a PostgreSQL '
-                              'metadata store is not built yet; use metadata_store = '
-                              'sqlite')
         if self.manifest_max_bytes < 4 * 1024 * 1024:
             raise ConfigError('manifest_max_bytes must be at least 4 MiB (spec SHOULD)')
         if self.page_max < 1 or self.referrers_page_max < 1:

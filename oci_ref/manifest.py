@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +129,8 @@ class _Reject(Exception):
 def schema_dir() -> Path:
     """``oci_ref/_schemas`` in an installed wheel (the build maps the top-level
     ``schemas/`` there), else ``schemas/`` in the source checkout."""
+    from importlib import resources  # with the schemas, on the first validation
+
     try:
         packaged = Path(str(resources.files('oci_ref').joinpath('_schemas')))
         if packaged.is_dir():
@@ -186,6 +186,8 @@ def _decode(body: bytes) -> dict[str, Any]:
         # Decimal fractions: draft 2020-12 counts the float 2.0 as an integer, but Go
         # clients and registries refuse it for schemaVersion and size (int64), and a
         # Decimal is a number yet never an integer. Unknown fields are never re-encoded.
+        from decimal import Decimal  # on the first manifest, not at start
+
         text = body.decode('utf-8')
         doc = json.loads(text, parse_float=Decimal, parse_constant=_no_constant,
                          object_pairs_hook=_unique_keys)

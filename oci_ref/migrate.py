@@ -106,6 +106,11 @@ class MigrationReport:
     tags_present: int = 0
     repositories: int = 0
     upload_sessions: int = 0  # open in the source; not migrated
+    # Signing keys (the token key, the web view's CSRF key): copied so tokens the
+    # source issued stay valid; a target that has its own keeps it (``keys_kept``).
+    keys_copied: int = 0
+    keys_present: int = 0
+    keys_kept: int = 0
     failures: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
 
@@ -128,6 +133,11 @@ class MigrationReport:
             f'repositories: {self.repositories}',
             f'upload sessions in progress: {self.upload_sessions} not migrated '
             '(their clients start them again)',
+            f'signing keys: {self.keys_copied} copied, {self.keys_present} already '
+            f'there, {self.keys_kept} differing kept (tokens the source issued must '
+            'be renewed)' if self.keys_kept else
+            f'signing keys: {self.keys_copied} copied, {self.keys_present} already '
+            'there',
         ]
         if self.failures:
             lines.append(f'{len(self.failures)} failed (see above)')
@@ -182,8 +192,33 @@ class Migration:
                 self.report.upload_sessions = stats.upload_sessions
                 await self._blobs()
                 await self._manifests()
+                await self._keys()
             self.report.repositories = len(self._repos)
             return self.report
+
+    async def _keys(self) -> None:
+        """The keys replicas sign with (issue 14: kept in the metadata store), so a
+        token the single node issued stays valid on the replicas. A target that
+        made its own already (replicas started first) keeps it: replacing a key in
+        use would void the tokens issued with it."""
+        from oci_ref.auth import TOKEN_KEY
+        from oci_ref.ui.csrf import KEY_NAME as CSRF_KEY
+
+        for name in (TOKEN_KEY, CSRF_KEY):
+            key = await self.source.meta.signing_key(name, None)
+            if key is None:
+                continue
+            there = await self.target.meta.signing_key(name, None)
+            if there is None:
+                stored = await self.target.meta.signing_key(name, key)
+                if stored == key:
+                    self.report.keys_copied += 1
+                    continue
+                there = stored  # a replica made one meanwhile
+            if there == key:
+                self.report.keys_present += 1
+            else:
+                self.report.keys_kept += 1
 
     def _fail(self, message: str) -> None:
         self.report.failures.append(message)

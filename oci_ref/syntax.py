@@ -10,9 +10,18 @@ Every check uses ``fullmatch``: ``$`` would also match before a trailing newline
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
+
+
+@functools.cache
+def _compiled(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """Compiled on first use: the first request a server answers (GET /v2/) needs
+    none of these, and compiling them all was a visible share of its start (issue 17)."""
+    return re.compile(pattern, flags)
+
 
 # RFC 6838 §4.2: restricted-name = restricted-name-first *126restricted-name-chars.
 _NAME = r'[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}'
@@ -20,7 +29,7 @@ _NAME = r'[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}'
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 _PARAMETER = rf'[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED})'
-MEDIA_TYPE_RE = re.compile(rf'({_NAME})/({_NAME})((?:{_PARAMETER})*)')
+_MEDIA_TYPE = rf'({_NAME})/({_NAME})((?:{_PARAMETER})*)'
 # RFC 6838 §4.2: names SHOULD be limited to 64 characters.
 NAME_SHOULD_MAX = 64
 
@@ -28,7 +37,7 @@ NAME_SHOULD_MAX = 64
 def media_type_problem(value: str) -> str | None:
     """Why ``value`` is not an RFC 6838 media type, or None. Parameters are allowed
     (RFC 6838 §4.3 defines them; real artifacts carry ``; charset=utf-8``)."""
-    if MEDIA_TYPE_RE.fullmatch(value) is None:
+    if _compiled(_MEDIA_TYPE).fullmatch(value) is None:
         return (f'{value[:100]!r} is not type "/" subtype, each 1-127 characters: a '
                 'letter or digit, then letters, digits or !#$&^_.+-')
     return None
@@ -37,7 +46,7 @@ def media_type_problem(value: str) -> str | None:
 def media_type_strict_problem(value: str) -> str | None:
     """The SHOULD-level points of a valid media type: no parameters (the image-spec
     JSON Schema refuses them) and names of at most 64 characters (RFC 6838 §4.2)."""
-    m = MEDIA_TYPE_RE.fullmatch(value)
+    m = _compiled(_MEDIA_TYPE).fullmatch(value)
     if m is None:
         return None
     if m[3]:
@@ -56,7 +65,7 @@ _SCHEME = r'[A-Za-z][A-Za-z0-9+\-.]*'
 _USERINFO = rf'(?:[{_UNRESERVED}{_SUB_DELIMS}:]|{_PCT})*'
 _REG_NAME = rf'(?:[{_UNRESERVED}{_SUB_DELIMS}]|{_PCT})*'
 _IP_LITERAL = r'\[([^\]/?#@]*)\]'
-_URI_RE = re.compile(
+_URI = (
     rf'(?P<scheme>{_SCHEME}):'
     rf'(?:(?://(?:{_USERINFO}@)?(?:{_IP_LITERAL}|{_REG_NAME})(?::[0-9]*)?'
     rf'(?:/{_PCHAR}*)*)'  # "//" authority path-abempty
@@ -65,14 +74,15 @@ _URI_RE = re.compile(
     r'|)'  # path-empty
     rf'(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?'
 )
-_IPV_FUTURE = re.compile(rf'[vV][0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}:]+')
+_IPV_FUTURE = rf'[vV][0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}:]+'
 
 
 def uri_problem(value: str) -> str | None:
     """Why ``value`` is not an RFC 3986 URI (scheme ":" hier-part …), or None."""
-    m = _URI_RE.fullmatch(value)
+    m = _compiled(_URI).fullmatch(value)
     literal = m[2] if m is not None else None
-    if m is not None and literal is not None and not _IPV_FUTURE.fullmatch(literal):
+    future = literal is not None and _compiled(_IPV_FUTURE).fullmatch(literal)
+    if m is not None and literal is not None and not future:
         try:
             ipaddress.IPv6Address(literal)
         except ValueError:
@@ -91,34 +101,34 @@ def uri_scheme(value: str) -> str:
 
 # Two or more DNS labels, dot-separated, at the start of the key: com.example.myKey.
 _LABEL = r'[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?'
-_REVERSE_DOMAIN = re.compile(rf'{_LABEL}(?:\.{_LABEL})+(?:[^A-Za-z0-9-].*)?', re.DOTALL)
+_REVERSE_DOMAIN = rf'{_LABEL}(?:\.{_LABEL})+(?:[^A-Za-z0-9-].*)?'
 
 
 def is_reverse_domain(key: str) -> bool:
-    return _REVERSE_DOMAIN.fullmatch(key) is not None
+    return _compiled(_REVERSE_DOMAIN, re.DOTALL).fullmatch(key) is not None
 
 
-_SURROGATE = re.compile('[\ud800-\udfff]')
+_SURROGATE = '[\ud800-\udfff]'
 # A lone surrogate can only come from a \uXXXX escape: UTF-8 cannot encode one.
-_SURROGATE_ESCAPE = re.compile(r'\\u[dD][89a-fA-F]')
+_SURROGATE_ESCAPE = r'\\u[dD][89a-fA-F]'
 
 
 def lone_surrogate(text: str, doc: Any) -> str | None:
     """The JSON pointer of the first string (member name or value) in ``doc``, parsed
     from ``text``, that holds a lone surrogate; None when there is none. Cheap when
     ``text`` has no surrogate escape at all (the usual case)."""
-    if _SURROGATE_ESCAPE.search(text) is None:
+    if _compiled(_SURROGATE_ESCAPE).search(text) is None:
         return None
     stack: list[tuple[str, Any]] = [('', doc)]
     while stack:
         pointer, node = stack.pop()
         if isinstance(node, str):
-            if _SURROGATE.search(node):
+            if _compiled(_SURROGATE).search(node):
                 return pointer
         elif isinstance(node, dict):
             for key, value in node.items():
                 at = pointer + '/' + key.replace('~', '~0').replace('/', '~1')
-                if _SURROGATE.search(key):
+                if _compiled(_SURROGATE).search(key):
                     return at.encode('utf-8', 'backslashreplace').decode()
                 stack.append((at, value))
         elif isinstance(node, list):

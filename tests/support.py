@@ -170,3 +170,24 @@ def counted(srv: Server, pattern: str, timeout: float = 15.0) -> str:
             if re.search(pattern, text, re.M):
                 return text
             assert time.monotonic() < deadline, (pattern, text)
+
+
+def stored_token_key(root: Path, metadata_store: str = 'sqlite') -> bytes | None:
+    """The token signing key a registry keeps in its metadata store (issue 14), read
+    behind the store's back (tests forge tokens with it)."""
+    if metadata_store.startswith(('postgresql://', 'postgres://')):
+        import psycopg
+
+        with psycopg.connect(metadata_store) as conn:
+            row = conn.execute("SELECT key FROM signing_keys WHERE name = 'token'"
+                               ).fetchone()
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(root / 'oci-ref.db')
+        try:
+            row = conn.execute("SELECT key FROM signing_keys WHERE name = 'token'"
+                               ).fetchone()
+        finally:
+            conn.close()
+    return None if row is None else bytes(row[0])

@@ -17,8 +17,6 @@ crowding out the storage threads. ``/metrics`` needs a login when auth is on
 from __future__ import annotations
 
 import asyncio
-import collections
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -43,6 +41,7 @@ from oci_ref.auth import (
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.http import content_length, query_value, query_values, request_body
 from oci_ref.reference import is_valid_name
+from oci_ref.storage.interfaces import MetadataStore
 
 REALM = 'oci-ref'
 _OPEN = {'/openapi.yaml', '/token'}
@@ -88,31 +87,26 @@ def requirement(template: str | None, method: str, *, health_open: bool = True,
 
 
 class FailedLogins:
-    """At most ``limit`` failed logins per client address per minute (per worker)."""
+    """At most ``limit`` failed logins per client address per ``window`` seconds,
+    counted in the metadata store: one budget for every worker and replica, so
+    spreading attempts over them buys an attacker nothing (issue 14). Store calls
+    run off the event loop, as every store call does."""
 
-    def __init__(self, limit: int, window: float = 60.0):
+    def __init__(self, store: MetadataStore, limit: int, window: float = 60.0):
+        self.store = store
         self.limit = limit
         self.window = window
-        self._failures: dict[str, collections.deque[float]] = {}
 
-    def check(self, addr: str) -> None:
-        recent = self._recent(addr)
-        if len(recent) >= self.limit:
-            retry = int(self.window - (time.monotonic() - recent[0])) + 1
+    async def check(self, addr: str) -> None:
+        count, oldest_age = await self.store.failed_logins(addr, self.window)
+        if count >= self.limit:
+            retry = int(self.window - oldest_age) + 1
             raise RegistryError(
                 ErrorCode.TOOMANYREQUESTS, 'too many failed logins; try again later',
                 headers={'Retry-After': str(max(retry, 1))})
 
-    def failed(self, addr: str) -> None:
-        self._recent(addr).append(time.monotonic())
-        if len(self._failures) > 10000:  # bound memory under address spraying
-            self._failures.pop(next(iter(self._failures)))
-
-    def _recent(self, addr: str) -> collections.deque[float]:
-        recent = self._failures.setdefault(addr, collections.deque())
-        while recent and time.monotonic() - recent[0] > self.window:
-            recent.popleft()
-        return recent
+    async def failed(self, addr: str) -> None:
+        await self.store.count_failed_login(addr, self.window)
 
 
 class AccessControl:
@@ -213,11 +207,11 @@ class AccessControl:
         (429 once spent). Anything that is not a valid login counts: a wrong or
         unknown user, a password bcrypt cannot take (over 72 bytes)."""
         addr = req.remote_addr or '?'
-        self.logins.check(addr)
+        await self.logins.check(addr)
         if creds and self.htpasswd and await in_password_thread(self._check_password,
                                                                 *creds):
             return True
-        self.logins.failed(addr)
+        await self.logins.failed(addr)
         return False
 
     async def login(self, req: falcon.asgi.Request) -> None:
@@ -228,7 +222,7 @@ class AccessControl:
         if token is not None:
             if self.issuer is not None:
                 try:
-                    self.issuer.check(token)
+                    await self.issuer.check(token)
                     return
                 except AuthError:
                     pass
@@ -252,7 +246,7 @@ class AccessControl:
         if token is None or self.issuer is None:
             raise self.challenge(req, scope, 'a bearer token is required')
         try:
-            claims = self.issuer.check(token)
+            claims = await self.issuer.check(token)
         except AuthError as ex:
             raise self.challenge(req, scope, str(ex)) from None
         scopes: dict[str, frozenset[str]] = {}
@@ -310,7 +304,8 @@ class Token:
         offline = (req.get_param('offline_token') or '').lower() == 'true'
         # Several scopes come as repeated parameters or space-separated in one.
         scopes = [s for value in query_values(req, 'scope') for s in value.split()]
-        self._answer(resp, principal, scopes, refresh=offline and creds is not None)
+        await self._answer(resp, principal, scopes,
+                           refresh=offline and creds is not None)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """POST /token (OAuth2 form): grant_type=password or refresh_token."""
@@ -323,7 +318,8 @@ class Token:
             refresh = form.get('access_type') == 'offline'
         elif grant == 'refresh_token':
             try:
-                claims = issuer.check(form.get('refresh_token', ''), refresh=True)
+                claims = await issuer.check(form.get('refresh_token', ''),
+                                            refresh=True)
             except AuthError as ex:
                 raise RegistryError(ErrorCode.UNAUTHORIZED, str(ex)) from None
             user = claims['sub']
@@ -337,7 +333,8 @@ class Token:
         else:
             raise RegistryError(ErrorCode.UNSUPPORTED, 'unsupported grant_type',
                                 detail={'grant_type': (grant or '')[:50]}, status=400)
-        self._answer(resp, principal, form.get('scope', '').split(), refresh=refresh)
+        await self._answer(resp, principal, form.get('scope', '').split(),
+                           refresh=refresh)
 
     def _issuer(self) -> TokenIssuer:
         if self.control.issuer is None:
@@ -354,8 +351,8 @@ class Token:
                                 headers={'WWW-Authenticate': _basic_challenge()})
         return Principal(creds[0], self.control.access.groups_of(creds[0]))
 
-    def _answer(self, resp: falcon.asgi.Response, principal: Principal,
-                scopes: list[str], *, refresh: bool) -> None:
+    async def _answer(self, resp: falcon.asgi.Response, principal: Principal,
+                      scopes: list[str], *, refresh: bool) -> None:
         issuer = self._issuer()
         access = self.control.access
         granted: list[dict[str, Any]] = []
@@ -372,11 +369,12 @@ class Token:
             elif kind == 'registry' and name == 'catalog':
                 ok = ['*'] if access.may_list_catalog(principal) else []
                 granted.append({'type': 'registry', 'name': 'catalog', 'actions': ok})
-        token, ttl, issued_at = issuer.issue(principal.name, granted)
+        token, ttl, issued_at = await issuer.issue(principal.name, granted)
         body: dict[str, Any] = {'token': token, 'access_token': token,
                                 'expires_in': ttl, 'issued_at': issued_at}
         if refresh and not principal.anonymous:
-            body['refresh_token'] = issuer.issue(principal.name, [], refresh=True)[0]
+            body['refresh_token'] = (await issuer.issue(principal.name, [],
+                                                        refresh=True))[0]
         resp.media = body
         resp.set_header('Cache-Control', 'no-store')
 

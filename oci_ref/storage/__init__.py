@@ -40,9 +40,7 @@ def open_stores(config: Config, *, clock: Clock = time.time) -> Stores:
         # Imported only when configured: the embedded default needs no psycopg.
         from oci_ref.storage.postgres import PostgresMetadataStore
 
-        # Not yet the pull-through cache's records (Config refuses upstreams with a
-        # PostgreSQL metadata store until they are built, issue 13).
-        meta = PostgresMetadataStore(  # type: ignore[assignment]
+        meta = PostgresMetadataStore(
             config.metadata_store, pool_size=config.metadata_pool,
             busy_timeout_ms=config.busy_timeout_ms, clock=clock)
     else:

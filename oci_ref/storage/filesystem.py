@@ -181,7 +181,8 @@ class FilesystemBlobStore:
 
     # -- upload spools ---------------------------------------------------------------
 
-    async def create_spool(self, session_id: str) -> None:
+    async def create_spool(self, session_id: str, *, readable: bool = False) -> None:
+        # A file is always readable while it grows.
         await self._run(self._spool(session_id).touch)
 
     async def spool_size(self, session_id: str) -> int | None:

@@ -448,6 +448,22 @@ class MetadataStore(Protocol):
         """cached_manifests, pushed_manifests, cached_blob_links, cached_blobs,
         pushed_blobs (fsck, metrics)."""
         ...
+
+    # -- access control shared by every replica (issue 14; oci_ref/auth.py)
+    async def signing_key(self, name: str, candidate: bytes | None) -> bytes | None:
+        """The key stored under ``name``. With ``candidate`` and none stored yet,
+        ``candidate`` is stored first: the first caller's wins and every caller,
+        on any replica, gets that one. None: no key and no candidate."""
+        ...
+    async def failed_logins(self, client: str, window: float) -> tuple[int, float]:
+        """How many failed logins ``client`` had in the last ``window`` seconds,
+        and how many seconds ago the oldest of them was (0 when none). The clock
+        is the store's (the server's, with PostgreSQL: one for every replica)."""
+        ...
+    async def count_failed_login(self, client: str, window: float) -> None:
+        """Count one failed login of ``client`` now; forget every one (of any
+        client) older than ``window`` seconds."""
+        ...
     async def check(self) -> str:
         """'ok' when the store takes writes now; else why not (/readyz)."""
         ...
@@ -482,7 +498,11 @@ class BlobStore(Protocol):
     async def quarantine_manifest(self, repo: str, digest: str, content: bytes) -> None: ...
 
     # -- upload spools
-    async def create_spool(self, session_id: str) -> None: ...
+    async def create_spool(self, session_id: str, *, readable: bool = False) -> None:
+        """Open an empty spool; ``readable``: :meth:`spool_reader` must be able to
+        read every byte appended while it grows (the pull-through cache's; a store
+        may pay for that, e.g. S3 keeps such a spool in plain objects)."""
+        ...
     async def spool_size(self, session_id: str) -> int | None:
         """Bytes in the spool; None when it is gone."""
         ...

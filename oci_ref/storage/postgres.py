@@ -57,6 +57,8 @@ from oci_ref.storage.interfaces import (
     Upload,
 )
 from oci_ref.storage.loop_thread import LoopThread
+from oci_ref.storage.postgres_auth import AuthQueries
+from oci_ref.storage.postgres_cache import PostgresCacheQueries
 from oci_ref.storage.postgres_locks import SERVER_NOW, LeaseLocks
 from oci_ref.storage.postgres_schema import (
     LOCK_SPACE,
@@ -100,7 +102,7 @@ def _first_line(ex: BaseException) -> str:
     return (str(ex).strip().splitlines() or [type(ex).__name__])[0]
 
 
-class PostgresMetadataStore(LeaseLocks):
+class PostgresMetadataStore(PostgresCacheQueries, LeaseLocks, AuthQueries):
     """The :class:`~oci_ref.storage.interfaces.MetadataStore` on a PostgreSQL database
     shared by every replica. Built once per process; migrates at start."""
 

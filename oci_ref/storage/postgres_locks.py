@@ -44,6 +44,12 @@ _ALIVE = ("EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND "
 _LIVE = f'(l.expires_at >= {SERVER_NOW} AND {_ALIVE.format(holder="l.holder")})'
 
 
+def alive(holder: str) -> str:
+    """SQL that is true while the process whose presence key is in column
+    ``holder`` lives (the pull-through cache's download claims use it too)."""
+    return _ALIVE.format(holder=holder)
+
+
 class LeaseLocks:
     """The locks of :class:`~oci_ref.storage.postgres.PostgresMetadataStore` (a
     mixin: the store gives its URL, clock, process id and query helpers)."""
@@ -171,4 +177,4 @@ class LeaseLocks:
         lease.released = True
 
 
-__all__ = ['LEASE_SECONDS', 'SERVER_NOW', 'LeaseLocks']
+__all__ = ['LEASE_SECONDS', 'SERVER_NOW', 'LeaseLocks', 'alive']

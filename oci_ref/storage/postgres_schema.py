@@ -23,6 +23,17 @@ stores answer alike::
                                             is the taking process's presence key
     blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
                                             (S3 multipart upload, parts, hash); opaque
+    signing_keys(name PK, key, created_at)  secrets every replica signs with (the
+                                            token key: 'token'), made once
+    login_failures(client, at)              failed logins in the last minute, per
+      INDEX (client, at), INDEX (at)        client address: one budget, all replicas
+    cache_tags(repo, tag, digest,           pull-through cache: when a cached tag
+      validated_at) PK (repo, tag)          was last checked upstream (version 4)
+    cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
+      size, written, heartbeat, holder)     a blob, shared by every replica; holder
+                                            is the owner's presence key, as in locks
+    cache_used(repo, digest, used_at)       pull-through cache: when a cached manifest
+      PK (repo, digest)                     was last served (eviction's LRU order)
     oci_ref_schema(version PK, applied_at)  the migrations applied
 
 Every name, tag, digest and id column is ``COLLATE "C"``: byte order, as SQLite's
@@ -82,6 +93,30 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # hash): found again by id and by the purge, never by listing the bucket.
         f'CREATE TABLE blob_spools (id {_C} PRIMARY KEY, state bytea NOT NULL, '
         'updated_at double precision NOT NULL)',
+    ]),
+    (3, [
+        # What every replica must agree on (issue 14): the token signing key (was
+        # <root>/.token-key on each replica) and the failed-login budget (was per
+        # process: N replicas let N times the attempts through).
+        f'CREATE TABLE signing_keys (name {_C} PRIMARY KEY, key bytea NOT NULL, '
+        'created_at double precision NOT NULL)',
+        f'CREATE TABLE login_failures (client {_C} NOT NULL, '
+        'at double precision NOT NULL)',
+        'CREATE INDEX login_failures_client ON login_failures (client, at)',
+        'CREATE INDEX login_failures_at ON login_failures (at)',
+    ]),
+    (4, [
+        # Pull-through cache (oci_ref/upstream/cache.py, fetches.py), as in SQLite's
+        # m004: every replica sees one cache, so a tag is validated and a blob
+        # downloaded once for all of them (issue 14: cache state in shared stores).
+        f'CREATE TABLE cache_tags (repo {_C} NOT NULL, tag {_C} NOT NULL, '
+        f'digest {_C} NOT NULL, validated_at double precision NOT NULL, '
+        'PRIMARY KEY (repo, tag))',
+        f'CREATE TABLE cache_fetches (key {_C} PRIMARY KEY, owner {_C} NOT NULL, '
+        f'spool {_C} NOT NULL, size bigint, written bigint NOT NULL, '
+        'heartbeat double precision NOT NULL, holder bigint NOT NULL)',
+        f'CREATE TABLE cache_used (repo {_C} NOT NULL, digest {_C} NOT NULL, '
+        'used_at double precision NOT NULL, PRIMARY KEY (repo, digest))',
     ]),
 ]
 

@@ -30,7 +30,6 @@ from oci_ref.storage.interfaces import (
     BlobInfo,
     BlobMissing,
     MetadataStore,
-    StoreUnavailable,
 )
 from oci_ref.storage.s3_client import S3Client, S3Missing, S3Settings
 from oci_ref.storage.s3_spools import MIN_PART, S3Spools
@@ -184,13 +183,6 @@ class S3BlobStore(S3Spools):
         except BaseException:
             await self._abort(target, upload_id)
             raise
-
-    async def spool_reader(self, session_id: str, start: int, length: int
-                           ) -> AsyncIterator[bytes]:
-        """Pull-through cache (issue 13): not built on S3 yet (a multipart upload
-        cannot be read back); the configuration refuses upstreams with
-        blob_store = s3, so this is never reached."""
-        raise StoreUnavailable(self.name, 'reading a spool back is not built on S3')
 
     async def redirect_url(self, digest: Digest) -> str | None:
         if not self.settings.redirect:

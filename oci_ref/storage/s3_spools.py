@@ -23,6 +23,17 @@ bucket, and nothing is kept in a process between requests:
   that is exactly ``undo``. Cutting inside the pending bytes works too; cutting
   into bytes already sent as parts cannot, and ends the session (SessionMissing).
 
+A *readable* spool (``create_spool(readable=True)``: the pull-through cache's, which
+responses tail while the upstream download grows it, on any replica) never sends
+parts while it grows, because parts of an unfinished multipart upload cannot be read
+back: each append stays a plain piece object, which ``spool_reader`` reads by range.
+The commit then builds the blob server-side, pieces of at least 5 MiB by
+``UploadPartCopy`` (the cache appends in batches that large on S3) and only the
+small ones (the first, written at once for time to first byte) re-read to join
+their neighbour. So the bytes cross the network once up and once server-side, and
+a joiner on another replica streams what was downloaded so far instead of waiting
+for the whole blob.
+
 An append writes nothing the current state refers to: its parts take the next part
 numbers (a failed append's parts are overwritten by the next one) and its piece a
 fresh key; the new state is saved in one write at the end.
@@ -71,6 +82,8 @@ class SpoolState:
     hash: dict[str, str] = field(default_factory=dict)  # algorithm -> b64 state
     seq: int = 0
     undo: SpoolState | None = None
+    readable: bool = False  # pieces only, never parts (see the module docstring)
+    composing: list[str] | None = None  # [key, upload id]: a readable spool's commit
 
     @property
     def in_parts(self) -> int:
@@ -88,7 +101,8 @@ class SpoolState:
         return cls(size=d['size'], mpu=d['mpu'],
                    parts=[(e, s) for e, s in d['parts']],
                    pending=[(k, s, t) for k, s, t in d['pending']],
-                   hash=d['hash'], seq=d['seq'],
+                   hash=d['hash'], seq=d['seq'], readable=d.get('readable', False),
+                   composing=d.get('composing'),
                    undo=None if d.get('undo') is None else cls._from(d['undo']))
 
     def hashers(self) -> dict[str, ResumableHash]:
@@ -96,9 +110,9 @@ class SpoolState:
                 for a, s in self.hash.items()}
 
 
-def fresh_state() -> SpoolState:
+def fresh_state(*, readable: bool = False) -> SpoolState:
     return SpoolState(hash={a: base64.b64encode(ResumableHash(a).state()).decode()
-                            for a in ALGORITHMS})
+                            for a in ALGORITHMS}, readable=readable)
 
 
 class S3Spools:
@@ -175,9 +189,9 @@ class S3Spools:
 
     # -- the interface ----------------------------------------------------------------
 
-    async def create_spool(self, session_id: str) -> None:
+    async def create_spool(self, session_id: str, *, readable: bool = False) -> None:
         self._spool_key(session_id, '')
-        await self._save(session_id, fresh_state())
+        await self._save(session_id, fresh_state(readable=readable))
 
     async def spool_size(self, session_id: str) -> int | None:
         raw = await self.meta.spool_state(session_id)
@@ -251,12 +265,13 @@ class S3Spools:
             if batched >= HASH_BATCH:
                 await self._thread(absorb, batch)
                 batch, batched = [], 0
-                if in_pending + len(buf) >= self.part_size:
+                if not new.readable and in_pending + len(buf) >= self.part_size:
                     await flush_part()
         if batch:
             await self._thread(absorb, batch)
-        if in_pending + len(buf) >= max(self.part_size, MIN_PART):
+        if not new.readable and in_pending + len(buf) >= max(self.part_size, MIN_PART):
             await flush_part()
+        # A readable spool's append is one piece (its caller bounds the batch).
         if buf:
             key = self._spool_key(session_id, f'p{new.seq}')
             await self.s3.call('put_object', Key=key, Body=bytes(buf))
@@ -285,7 +300,9 @@ class S3Spools:
         target = self.key(digest)
         if not await self._exists(target):
             try:
-                if state.mpu is None:
+                if state.readable and len(state.pending) > 1 and state.size >= MIN_PART:
+                    await self._commit_pieces(session_id, state, target)
+                elif state.mpu is None:
                     await self._commit_small(session_id, state, target)
                 else:
                     await self._commit_multipart(session_id, state, target)
@@ -299,6 +316,91 @@ class S3Spools:
             return
         data = await self._pending_bytes(spool_id, state)  # less than one part
         await self.s3.call('put_object', Key=target, Body=bytes(data))
+
+    async def _commit_pieces(self, spool_id: str, state: SpoolState, target: str
+                             ) -> None:
+        """A readable spool's pieces joined into ``target`` by one multipart upload
+        (completing it is the atomic step): a piece of at least a part's minimum is
+        copied server-side; smaller ones are read back and sent with the next
+        bytes, so every part but the last has S3's minimum."""
+        mpu = await self.s3.call('create_multipart_upload', Key=target)
+        upload_id = mpu['UploadId']
+        # Tracked before any part is sent: a crash from here on leaves an upload
+        # the purge aborts (discard) with the spool.
+        await self._save(spool_id, replace(state, composing=[target, upload_id]))
+        parts: list[dict[str, Any]] = []
+
+        async def send(data: bytearray) -> None:
+            r = await self.s3.call('upload_part', Key=target, UploadId=upload_id,
+                                   PartNumber=len(parts) + 1, Body=bytes(data))
+            parts.append({'PartNumber': len(parts) + 1, 'ETag': r['ETag']})
+
+        try:
+            group = bytearray()
+            for key, size, _ in state.pending:
+                if not size:
+                    continue
+                if not group and size >= MIN_PART:
+                    r = await self.s3.call(
+                        'upload_part_copy', Key=target, UploadId=upload_id,
+                        PartNumber=len(parts) + 1,
+                        CopySource={'Bucket': self.settings.bucket, 'Key': key},
+                        CopySourceRange=f'bytes=0-{size - 1}')
+                    parts.append({'PartNumber': len(parts) + 1,
+                                  'ETag': r['CopyPartResult']['ETag']})
+                    continue
+                async for chunk in self._read_pending(spool_id, [(key, size, size)]):
+                    group += chunk
+                if len(group) >= MIN_PART:
+                    await send(group)
+                    group = bytearray()
+            if group:
+                await send(group)
+            await self.s3.call('complete_multipart_upload', Key=target,
+                               UploadId=upload_id, MultipartUpload={'Parts': parts})
+        except BaseException:
+            await self._abort(target, upload_id)
+            raise
+        await self._save(spool_id, state)  # nothing left to abort
+
+    async def spool_reader(self, session_id: str, start: int, length: int
+                           ) -> AsyncIterator[bytes]:
+        """Read back from the pieces (a readable spool keeps every byte in one);
+        bytes already sent as parts cannot be read: SessionMissing, as for a spool
+        that is gone (the cache then waits for the committed blob)."""
+        state = await self._state(session_id)
+        end = start + length
+        if end > state.size or start < state.in_parts:
+            raise SessionMissing(session_id)
+        ranges: list[tuple[str, int, int]] = []  # (key, offset in piece, bytes)
+        offset = state.in_parts
+        for key, size, _ in state.pending:
+            lo, hi = max(start, offset), min(end, offset + size)
+            if lo < hi:
+                ranges.append((key, lo - offset, hi - lo))
+            offset += size
+        if not ranges:
+            return _nothing()
+        try:  # opened now: a spool committed meanwhile says so before any byte
+            first = await self._open(ranges[0][0], ranges[0][1], ranges[0][2],
+                                     session_id)
+        except BlobMissing:
+            raise SessionMissing(session_id) from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            opened = first
+            for i in range(len(ranges)):
+                if i:
+                    key, at, n = ranges[i]
+                    try:
+                        opened = await self._open(key, at, n, session_id)
+                    except BlobMissing:
+                        # Committed and discarded under us: the caller re-asks.
+                        raise SessionMissing(session_id) from None
+                async for chunk in opened:
+                    yield chunk
+
+        return chunks()
 
     async def _commit_multipart(self, spool_id: str, state: SpoolState, target: str
                                 ) -> None:
@@ -342,6 +444,8 @@ class S3Spools:
                 keys |= {k for k, _, _ in s.pending}
         if state.mpu is not None:
             await self._abort(self._spool_key(session_id, 'data'), state.mpu)
+        if state.composing is not None:
+            await self._abort(*state.composing)
         await self._delete_keys(keys)
         # Last: a crash before this leaves the state, and the purge tries again.
         await self.meta.delete_spool_state(session_id)
@@ -372,6 +476,11 @@ def _cut(state: SpoolState, size: int, spool_id: str) -> tuple[SpoolState, set[s
         else:
             dropped.add(key)
     return replace(state, size=size, pending=pending, undo=None), dropped
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b''  # an async generator that yields nothing
 
 
 def _update_all(hashers: dict[str, ResumableHash], data: bytearray) -> None:

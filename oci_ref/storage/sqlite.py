@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -50,14 +49,22 @@ from oci_ref.storage.interfaces import (
     Unreachable,
     Upload,
 )
+from oci_ref.storage.sqlite_auth import AuthQueries
 from oci_ref.storage.sqlite_cache import CacheQueries
 from oci_ref.storage.sqlite_evict import EvictQueries
+from oci_ref.storage.sqlite_locks import (
+    LEASE_SECONDS,
+    drop,
+    mark_released,
+    my_start,
+    release_in,
+    take,
+)
 from oci_ref.storage.sqlite_schema import DB_FILE, migrate
 from oci_ref.storage.threads import ThreadPool
 
 T = TypeVar('T')
 
-LEASE_SECONDS = 30.0
 LOCK_POLL = 0.02
 READ_POOL = 4
 READ_BATCH = 16
@@ -68,7 +75,7 @@ _UPLOAD_COLS = 'id, repo, size, algorithm, updated_at, hash_state'
 _MANIFEST_COLS = 'm.digest, m.media_type, m.size, m.content'
 
 
-class SQLiteMetadataStore(CacheQueries, EvictQueries):
+class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
     """The :class:`~oci_ref.storage.interfaces.MetadataStore` on one SQLite file.
 
     Built once per process at the composition root; safe to share between the
@@ -155,10 +162,10 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
         def run(conn: sqlite3.Connection) -> None:
             with _tx(conn):
                 _link(conn, repo, digest, size, self.clock())
-                _release(conn, release)
+                release_in(conn, release)
 
         await self._write(run)
-        _released(release)
+        mark_released(release)
 
     async def blob_size(self, repo: str, digest: str) -> int | None:
         return await self._read(_blob_size, repo, digest)
@@ -175,7 +182,7 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
                          release: Sequence[Lease] = ()) -> int | None:
         def run(conn: sqlite3.Connection) -> int | None:
             with _tx(conn):
-                _release(conn, release)
+                release_in(conn, release)
                 for source in sources:
                     size = _blob_size(conn, source, digest)
                     if size is not None:
@@ -184,7 +191,7 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
             return None
 
         size = await self._write(run)
-        _released(release)
+        mark_released(release)
         return size
 
     async def unlink_blob(self, repo: str, digest: str) -> bool:
@@ -223,11 +230,11 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
 
         def claim(conn: sqlite3.Connection) -> Upload | None:
             with _tx(conn):
-                if not _take(conn, name, owner, True):
+                if not take(conn, name, owner, True):
                     raise SessionBusy(session_id)
                 upload = _get_upload(conn, session_id)
                 if upload is None:
-                    _drop(conn, name, owner)
+                    drop(conn, name, owner)
                     return None
                 # A PATCH starting now is activity: the idle clock starts again.
                 conn.execute('UPDATE uploads SET updated_at = ? WHERE id = ?',
@@ -250,10 +257,10 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
                 conn.execute('UPDATE uploads SET size = ?, updated_at = ?, '
                              'hash_state = ? WHERE id = ?',
                              [size, self.clock(), hash_state, session_id])
-                _release(conn, release)
+                release_in(conn, release)
 
         await self._write(run)
-        _released(release)
+        mark_released(release)
 
     async def delete_upload(self, session_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -268,10 +275,10 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
             with _tx(conn):
                 _link(conn, repo, digest, size, self.clock())
                 conn.execute('DELETE FROM uploads WHERE id = ?', [session_id])
-                _release(conn, release)
+                release_in(conn, release)
 
         await self._write(run)
-        _released(release)
+        mark_released(release)
 
     async def expire_uploads(self, idle_before: float, only: str | None = None
                              ) -> list[str]:
@@ -480,18 +487,18 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
     def _owner(self) -> str:
         # The holder's start time rides in the owner: a PID that was reused by
         # another process (pid_max wraps on a busy machine) is not the holder.
-        return f'{self._proc}-{uuid.uuid4().hex[:8]}@{_my_start()}'
+        return f'{self._proc}-{uuid.uuid4().hex[:8]}@{my_start()}'
 
     @asynccontextmanager
     async def lock(self, name: str, *, exclusive: bool, wait: bool
                    ) -> AsyncIterator[Lease | None]:
         lease = Lease(name, self._owner())
 
-        def take(conn: sqlite3.Connection) -> bool:
+        def attempt(conn: sqlite3.Connection) -> bool:
             with _tx(conn):
-                return _take(conn, name, lease.owner, exclusive)
+                return take(conn, name, lease.owner, exclusive)
 
-        while not await self._write(take):
+        while not await self._write(attempt):
             if not wait:
                 yield None
                 return
@@ -533,7 +540,7 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries):
     async def _release(self, lease: Lease, session_id: str | None) -> None:
         def release(conn: sqlite3.Connection) -> None:
             with _tx(conn):
-                _drop(conn, lease.name, lease.owner)
+                drop(conn, lease.name, lease.owner)
                 if session_id is not None:
                     # Idle time counts from the end of the last activity.
                     conn.execute('UPDATE uploads SET updated_at = ? WHERE id = ?',
@@ -756,79 +763,6 @@ def _graphs(conn: sqlite3.Connection) -> Iterator[ManifestGraph]:
         if repo in graphs:
             graphs[repo].tagged.add(digest)
     yield from graphs.values()
-
-
-def _process_stat(pid: int) -> tuple[str, str]:
-    """The process's state and start time (Linux /proc, fields 3 and 22),
-    ('', '') where unknown."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        return fields[0], fields[19]
-    except (OSError, IndexError):
-        return '', ''
-
-
-_STARTS: dict[int, str] = {}
-
-
-def _my_start() -> str:
-    pid = os.getpid()  # per process: workers fork after import
-    if pid not in _STARTS:
-        _STARTS[pid] = _process_stat(pid)[1]
-    return _STARTS[pid]
-
-
-def _alive(pid: int, owner: str) -> bool:
-    """Whether the lease's holder still runs: its PID exists, is not a zombie (a
-    killed worker whose parent died too waits for a reaper that may never come,
-    e.g. in a container whose PID 1 does not reap), and, where the start time is
-    known, is the same process (not a later one given the same PID)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    state, start = _process_stat(pid)
-    if state in ('Z', 'X', 'x'):
-        return False
-    _, at, started = owner.rpartition('@')
-    return not at or start in ('', started)
-
-
-def _take(conn: sqlite3.Connection, name: str, owner: str, exclusive: bool) -> bool:
-    """Inside a write transaction: take ``name`` unless a live holder conflicts."""
-    now = time.time()
-    live_exclusive = live = False
-    for other, other_exclusive, pid, expires_at in list(conn.execute(
-            'SELECT owner, exclusive, pid, expires_at FROM locks WHERE name = ?', [name])):
-        if expires_at < now or not _alive(pid, other):
-            _drop(conn, name, other)  # its holder is gone
-            continue
-        live = True
-        live_exclusive = live_exclusive or bool(other_exclusive)
-    if live_exclusive or (exclusive and live):
-        return False
-    conn.execute('INSERT INTO locks (name, owner, exclusive, pid, expires_at) '
-                 'VALUES (?, ?, ?, ?, ?)',
-                 [name, owner, int(exclusive), os.getpid(), now + LEASE_SECONDS])
-    return True
-
-
-def _drop(conn: sqlite3.Connection, name: str, owner: str) -> None:
-    conn.execute('DELETE FROM locks WHERE name = ? AND owner = ?', [name, owner])
-
-
-def _release(conn: sqlite3.Connection, leases: Sequence[Lease]) -> None:
-    """Drop ``leases`` inside the caller's transaction (what they guarded is done)."""
-    for lease in leases:
-        _drop(conn, lease.name, lease.owner)
-
-
-def _released(leases: Sequence[Lease]) -> None:
-    for lease in leases:
-        lease.released = True
 
 
 __all__ = ['DB_FILE', 'SQLiteMetadataStore']

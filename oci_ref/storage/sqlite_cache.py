@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from oci_ref.storage.interfaces import CacheTag, FetchClaim
+from oci_ref.storage.sqlite_locks import alive
 
 T = TypeVar('T')
 
@@ -57,10 +58,8 @@ def _owner_alive(owner: str) -> bool:
     One host shares a SQLite store, so a dead PID is a dead owner: its claim is
     stale at once, not after CLAIM_STALE (a restart after a crash re-fetches at once
     instead of tailing a spool nobody writes)."""
-    from oci_ref.storage.sqlite import _alive  # sqlite.py imports this module
-
     pid = owner.split('-', 1)[0]
-    return not pid.isdigit() or _alive(int(pid), owner)
+    return not pid.isdigit() or alive(int(pid), owner)
 
 
 def _claim(row: Any) -> FetchClaim:

@@ -26,6 +26,10 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       validated_at) PK (repo, tag)          was last checked at its upstream
     cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
       size, written, heartbeat)             a blob every worker's clients tail
+    signing_keys(name PK, key, created_at)  secrets every process signs with (the
+                                            token key: 'token'), made once
+    login_failures(client, at)              failed logins in the last minute, per
+      INDEX (client, at), INDEX (at)        client address (the 429 budget)
     cache_used(repo, digest, used_at)       pull-through cache: when a cached manifest
       PK (repo, digest)                     was last served (coarse: eviction's LRU)
 
@@ -184,6 +188,18 @@ def m004_cache_tags(db: Database) -> None:
     )
 
 
+def m005_shared_auth(db: Database) -> None:
+    # What every worker and replica must agree on (issue 14): the token signing key
+    # (was <root>/.token-key, imported at start) and the failed-login budget (was
+    # counted per process, so N processes let N times the attempts through).
+    db.table('signing_keys').create({'name': str, 'key': bytes, 'created_at': float},
+                                    pk='name', not_null={'key'})
+    db.table('login_failures').create({'client': str, 'at': float},
+                                      not_null={'client', 'at'})
+    db.table('login_failures').create_index(['client', 'at'])
+    db.table('login_failures').create_index(['at'])
+
+
 def m006_cache_used(db: Database) -> None:
     # Eviction (oci_ref/upstream/evict.py) is least-recently-used: when a cached
     # manifest was last served, written at most once a cache_touch_interval. A
@@ -195,7 +211,7 @@ def m006_cache_used(db: Database) -> None:
 
 
 MIGRATIONS = (m001_initial, m002_locks, m003_blob_spools, m004_cache_tags,
-              m006_cache_used)
+              m005_shared_auth, m006_cache_used)
 
 # What MIGRATIONS build on an empty database, as sqlite_utils writes it (tests/unit/
 # test_startup.py checks they agree). A new migration changes both.
@@ -233,6 +249,11 @@ CURRENT_SCHEMA = (
     'CREATE TABLE "cache_fetches" ("key" TEXT PRIMARY KEY, "owner" TEXT NOT NULL,'
     ' "spool" TEXT NOT NULL, "size" INTEGER, "written" INTEGER NOT NULL,'
     ' "heartbeat" REAL NOT NULL)',
+    'CREATE TABLE "signing_keys" ("name" TEXT PRIMARY KEY, "key" BLOB NOT NULL,'
+    ' "created_at" REAL)',
+    'CREATE TABLE "login_failures" ("client" TEXT NOT NULL, "at" REAL NOT NULL)',
+    'CREATE INDEX "idx_login_failures_client_at" ON "login_failures" ("client", "at")',
+    'CREATE INDEX "idx_login_failures_at" ON "login_failures" ("at")',
     'CREATE TABLE "cache_used" ("repo" TEXT, "digest" TEXT, "used_at" REAL NOT NULL,'
     ' PRIMARY KEY ("repo", "digest"))',
 )

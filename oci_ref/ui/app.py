@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -114,10 +113,10 @@ async def _error_page(req: falcon.asgi.Request, resp: falcon.asgi.Response,
                        status=status, title=title, detail=detail)
 
 
-def ui_app(registry: Registry, control: AccessControl, root: Path,
+def ui_app(registry: Registry, control: AccessControl,
            upstreams: Sequence[Upstream] = ()) -> falcon.asgi.App:
-    """The web view; its CSRF key lives in ``root`` (the server's data folder).
-    Repositories under an upstream's prefix are marked as its cache."""
+    """The web view; its CSRF key lives in the metadata store (blocking: built in a
+    thread). Repositories under an upstream's prefix are marked as its cache."""
     cached_by = None
     if upstreams:
         from oci_ref.upstream.routing import reserved_by
@@ -126,7 +125,7 @@ def ui_app(registry: Registry, control: AccessControl, root: Path,
             upstream = reserved_by(name, upstreams)
             return upstream.name if upstream is not None else None
 
-    ctx = Context(Model(registry, cached_by), Csrf.for_root(root))
+    ctx = Context(Model(registry, cached_by), Csrf.from_store(registry.meta))
     app = falcon.asgi.App(router=UIRouter(), middleware=[Pages(control)],
                           cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = False

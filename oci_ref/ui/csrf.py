@@ -2,24 +2,26 @@
 
 Browsers resend Basic credentials (and any cookie) on a forged cross-site POST, so
 the form carries a token the attacker cannot know: an HMAC over the user, the
-action and the target, with its issue time, under a key kept in the storage root
-(``<root>/.ui-csrf-key``, made once, mode 0600) so every worker accepts what
-another issued. A POST also has to come from our own origin (``Origin`` or
-``Sec-Fetch-Site``, when the browser sends them).
+action and the target, with its issue time, under a key kept in the metadata store
+(made once) so every worker and replica accepts what another issued. A POST also
+has to come from our own origin (``Origin`` or ``Sec-Fetch-Site``, when the
+browser sends them).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
 import hmac
-import os
 import secrets
 import time
-from pathlib import Path
+
+from oci_ref.storage.interfaces import MetadataStore, StoreUnavailable
 
 # A confirmation page is good for this long.
 TOKEN_TTL = 3600
+KEY_NAME = 'ui-csrf'  # the key's name in the metadata store
+KEY_BYTES = 32
 
 
 class Csrf:
@@ -28,24 +30,24 @@ class Csrf:
         self.ttl = ttl
 
     @classmethod
-    def for_root(cls, root: Path) -> Csrf:
-        """The key of ``root``, made on first use. Written whole under a temporary
-        name and hard-linked into place, so a worker starting at the same moment
-        never reads a half-written key: the first link wins, everyone reads it."""
-        path = root / '.ui-csrf-key'
-        if not path.exists():
-            tmp = root / f'.ui-csrf-key.{os.getpid()}.{secrets.token_hex(4)}'
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, 'wb') as f:
-                    f.write(secrets.token_bytes(32))
-                    f.flush()
-                    os.fsync(f.fileno())
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, path)
-            finally:
-                tmp.unlink()
-        return cls(path.read_bytes())
+    def from_store(cls, store: MetadataStore) -> Csrf:
+        """The key every worker and replica shares, kept in the metadata store
+        (``signing_keys``, name ``ui-csrf``; made at first use, the first stored
+        wins), so a confirmation page one replica served is accepted by another.
+        Blocking: the web view is built in a thread (mount.py), never on the loop."""
+        async def stored() -> bytes | None:
+            key = await store.signing_key(KEY_NAME, None)
+            if key is None:
+                key = await store.signing_key(KEY_NAME, secrets.token_bytes(KEY_BYTES))
+            return key
+
+        key = asyncio.run(stored())
+        if key is None or len(key) < KEY_BYTES:
+            raise StoreUnavailable('web view CSRF key', (
+                f'the key in the {store.name} store is short: delete it '
+                f"(DELETE FROM signing_keys WHERE name = '{KEY_NAME}'), a new one is "
+                'made at the next start'))
+        return cls(key)
 
     def _mac(self, issued: int, *parts: str) -> str:
         msg = '\0'.join([str(issued), *parts]).encode()

@@ -41,11 +41,15 @@ log = logging.getLogger('oci_ref.cache')
 
 # One spool write (in a pool thread) takes everything received while the one
 # before it ran, so writes grow with the stream's speed; above this much waiting
-# for the disk the download stops receiving until the spool caught up.
+# for the disk the download stops receiving until the spool caught up. The first
+# bytes are written at once (another worker's or replica's first byte); a store
+# with a chunk minimum (S3: 5 MiB) gets writes that large after them, so that its
+# readable spool joins them at commit by server-side copies (s3_spools.py).
 SPOOL_PENDING_MAX = 2 * 1024 * 1024
 # Received bytes kept in memory for the worker's readers, beyond those not yet on
 # the spool: a reader up to this far behind is served without reading the spool.
-# So a download holds at most about KEEP + 2 x SPOOL_PENDING_MAX in memory.
+# So a download holds at most about KEEP + 2 x SPOOL_PENDING_MAX in memory (on S3
+# KEEP + 4 x 5 MiB: its writes are at least that large).
 KEEP = 4 * 1024 * 1024
 # The most one response send takes from the window (joined): fewer, larger sends.
 SEND_MAX = 1024 * 1024
@@ -324,7 +328,8 @@ class BlobFetches:
         IN_FLIGHT.labels(fetch.upstream).inc()
         loop = asyncio.get_running_loop()
         # The spool is created while the upstream answers: not before the first byte.
-        creating = loop.create_task(self.blobs.create_spool(fetch.spool))
+        # Readable: every response, on any worker or replica, may tail it.
+        creating = loop.create_task(self.blobs.create_spool(fetch.spool, readable=True))
         spooler = _Spooler(self, fetch)
         committed = False
         try:
@@ -409,6 +414,14 @@ class _Spooler:
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.task: asyncio.Task[None] | None = None
+        # After the first write, none smaller than the store's chunk minimum.
+        self.min_batch = fetches.blobs.chunk_min_length
+        self.limit = max(SPOOL_PENDING_MAX, 2 * self.min_batch)
+        self.started = False
+
+    def _due(self) -> bool:
+        return bool(self.pending) and (
+            not self.started or self.pending_bytes >= self.min_batch)
 
     async def add(self, chunk: bytes) -> None:
         self.pending.append(chunk)
@@ -417,14 +430,16 @@ class _Spooler:
             task, self.task = self.task, None
             await task  # raises its failure
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._drain())
-        elif self.pending_bytes >= SPOOL_PENDING_MAX:
-            # The disk is behind: receive no more until it caught up.
+            if self._due():
+                self.task = asyncio.get_running_loop().create_task(self._drain())
+        elif self.pending_bytes >= self.limit:
+            # The store is behind: receive no more until it caught up.
             task, self.task = self.task, None
             await task
 
-    async def _drain(self) -> None:
-        while self.pending:
+    async def _drain(self, *, last: bool = False) -> None:
+        while self.pending and (last or self._due()):
+            self.started = True
             batch, self.pending, self.pending_bytes = self.pending, [], 0
             await self.fetches._spool(self.fetch, batch)
 
@@ -432,7 +447,7 @@ class _Spooler:
         if self.task is not None:
             task, self.task = self.task, None
             await task
-        await self._drain()
+        await self._drain(last=True)
 
     async def stop(self) -> None:
         """After a failure: no thread may still write the spool when it goes

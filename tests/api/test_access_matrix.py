@@ -12,324 +12,62 @@ known user without the right; token: 401, with ``error="insufficient_scope"`` fo
 a known user).
 
 Also here: the catalog lists exactly the readable repositories with exact ``n``
-pages; mounts from unreadable repositories degrade to 202; ``/v2/``; the token
-endpoint (GET, POST, refresh, bad tokens); the failed-login limit; bcrypt for
-unknown users.
+pages; mounts from unreadable repositories degrade to 202; ``/v2/``. The token
+endpoint, the failed-login limit and bcrypt are in test_access_tokens.py; the
+world, the oracle and the helpers in access_world.py.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
-import jwt
 import pytest
 
-from oci_ref.app import create_app
-from oci_ref.config import Config
-from tests.interop.auth import basic_header, parse_challenge, write_htpasswd
+from tests.api.access_world import (
+    ACTIONS,
+    ALL,
+    BASIC,
+    CALLERS,
+    MODES,
+    NOTHING,
+    PASSWORDS,
+    PULL,
+    REPOS,
+    RULE_GRANTS,
+    TOKEN,
+    WRONG,
+    Cell,
+    Headers,
+    Mode,
+    World,
+    assert_unauthorized,
+    auth_for,
+    claims_of,
+    credentials,
+    denial_problem,
+    describe,
+    expected,
+    get_token,
+    granted,
+    make_world,
+    may_list_catalog,
+    scope_for,
+    token_url,
+)
+from tests.interop.auth import basic_header
 from tests.support import (
     OCI_CONFIG,
     OCI_LAYER,
     OCI_MANIFEST,
-    InProcess,
     Resp,
     digest,
     push_blob,
     push_image,
 )
-
-PASSWORDS = {
-    'admin': 'admin-Secr3t!',
-    'dev': 'dev pass: with spaces & colon',
-    'reader': 'reader-\u00fcml\u00e4ut-pw',
-    'outsider': 'outsider-pw-0123456789',
-}
-WRONG = ('dev', 'not-the-dev-password')
-CALLERS = ('anonymous', 'admin', 'dev', 'reader', 'outsider', 'wrong-password')
-REPOS = ('team/app', 'team/sub/app', 'teamx/app', 'other/app', 'public/lib', 'team')
-ACTIONS = ('pull', 'push', 'delete', 'catalog')
-
-ACCESS_TOML = '''
-[groups]
-admins = ["admin"]
-devs = ["dev"]
-readers = ["reader"]
-
-[[rule]]                        # 1: admins, everywhere
-repository = "*"
-principals = ["@admins"]
-actions = ["pull", "push", "delete"]
-
-[[rule]]                        # 2: first match wins: devs only pull under team/sub/
-repository = "team/sub/*"
-principals = ["@devs", "outsider"]
-actions = ["pull"]
-
-[[rule]]                        # 3: "team/*" spans "/" but matches neither
-repository = "team/*"           #    "teamx/app" nor "team"
-principals = ["@devs"]
-actions = ["pull", "push", "delete"]
-
-[[rule]]                        # 4
-repository = "team/*"
-principals = ["@readers"]
-actions = ["pull"]
-
-[[rule]]                        # 5: an exact name
-repository = "other/app"
-principals = ["outsider"]
-actions = ["pull", "push"]
-
-[[rule]]                        # 6: delete without pull
-repository = "other/*"
-principals = ["reader"]
-actions = ["delete"]
-
-[[rule]]                        # 7: anonymous, by name
-repository = "public/*"
-principals = ["anonymous"]
-actions = ["pull"]
-
-[[rule]]                        # 8: "*" is any authenticated user
-repository = "public/*"
-principals = ["*"]
-actions = ["pull"]
-
-[catalog]
-principals = ["@admins", "@devs", "reader"]
-'''
-
-_ = frozenset
-ALL = _({'pull', 'push', 'delete'})
-PULL = _({'pull'})
-PULL_PUSH = _({'pull', 'push'})
-NOTHING: frozenset[str] = _()
-# What ACCESS_TOML grants, worked out by hand: the first rule matching both the
-# repository and the caller decides; "*" in a glob also spans "/"; the principal "*"
-# is any authenticated user but never the anonymous caller.
-RULE_GRANTS: dict[str, dict[str, frozenset[str]]] = {
-    'team/app': {'admin': ALL, 'dev': ALL, 'reader': PULL, 'outsider': NOTHING,
-                 'anonymous': NOTHING},
-    'team/sub/app': {'admin': ALL, 'dev': PULL, 'reader': PULL, 'outsider': PULL,
-                     'anonymous': NOTHING},
-    'teamx/app': {'admin': ALL, 'dev': NOTHING, 'reader': NOTHING, 'outsider': NOTHING,
-                  'anonymous': NOTHING},
-    'other/app': {'admin': ALL, 'dev': NOTHING, 'reader': _({'delete'}),
-                  'outsider': PULL_PUSH, 'anonymous': NOTHING},
-    'public/lib': {'admin': ALL, 'dev': PULL, 'reader': PULL, 'outsider': PULL,
-                   'anonymous': PULL},
-    'team': {'admin': ALL, 'dev': NOTHING, 'reader': NOTHING, 'outsider': NOTHING,
-             'anonymous': NOTHING},
-}
-CATALOG_USERS = {'admin', 'dev', 'reader'}
-
-
-@dataclass(frozen=True)
-class Mode:
-    name: str
-    auth: str  # none, basic, token
-    rules: bool = True  # with ACCESS_TOML
-    anonymous_read: bool = False
-
-
-MODES = (
-    Mode('open', 'none', rules=False),
-    Mode('basic', 'basic'),
-    Mode('basic+anonymous_read', 'basic', anonymous_read=True),
-    Mode('token', 'token'),
-    Mode('token+anonymous_read', 'token', anonymous_read=True),
-    Mode('basic, no access file', 'basic', rules=False),
-    Mode('token+anonymous_read, no access file', 'token', rules=False,
-         anonymous_read=True),
-)
-
-
-# ------------------------------------------------------------------ oracle ----
-def granted(mode: Mode, caller: str, repo: str) -> frozenset[str]:
-    """The actions ``caller`` may take on ``repo`` in ``mode``."""
-    if mode.auth == 'none':
-        return ALL  # open: credentials, even wrong ones, are not looked at
-    if caller == 'wrong-password':
-        return NOTHING
-    if not mode.rules:
-        grants = ALL if caller != 'anonymous' else NOTHING
-    else:
-        grants = RULE_GRANTS[repo][caller]
-    if caller == 'anonymous' and mode.anonymous_read:
-        grants |= PULL
-    return grants
-
-
-def may_list_catalog(mode: Mode, caller: str) -> bool:
-    if mode.auth == 'none':
-        return True
-    if caller == 'wrong-password':
-        return False
-    if not mode.rules:
-        return caller != 'anonymous' or mode.anonymous_read
-    return caller in CATALOG_USERS
-
-
-def expected(mode: Mode, caller: str, repo: str, action: str) -> bool:
-    if action == 'catalog':
-        return may_list_catalog(mode, caller) and 'pull' in granted(mode, caller, repo)
-    return action in granted(mode, caller, repo)
-
-
-NEEDS = {'pull': ('pull',), 'push': ('pull', 'push'), 'delete': ('delete',)}
-
-
-def scope_for(repo: str, action: str) -> str:
-    if action == 'catalog':
-        return 'registry:catalog:*'
-    return f'repository:{repo}:{",".join(NEEDS[action])}'
-
-
-# ------------------------------------------------------------- the world ----
-@pytest.fixture(scope='module')
-def htpasswd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """bcrypt entries as `htpasswd -Bbn` writes them ($2y$, cost 5), made with the
-    bcrypt package; test_a_file_written_by_htpasswd_B_logs_in uses the binary."""
-    return write_htpasswd(tmp_path_factory.mktemp('users') / 'htpasswd', PASSWORDS)
-
-
-@pytest.fixture(scope='module')
-def access_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp('access') / 'access.toml'
-    path.write_text(ACCESS_TOML)
-    return path
-
-
-@dataclass
-class World:
-    """One storage root seen through two apps: ``open`` (no auth: seeds and checks
-    the effects) and ``app`` (the mode under test)."""
-
-    mode: Mode
-    root: Path
-    open: InProcess
-    app: InProcess
-    seeded: dict[str, tuple[str, str]] = field(default_factory=dict)  # repo -> (m, blob)
-    counter: Iterator[int] = field(default_factory=lambda: iter(range(10**9)))
-
-
-def make_world(tmp: Path, mode: Mode, htpasswd: Path, access_file: Path,
-               **settings: Any) -> World:
-    root = tmp / 'data'
-    opened = InProcess(create_app(Config(root=root)))
-    config = Config(
-        root=root, auth=mode.auth,
-        htpasswd=htpasswd if mode.auth != 'none' else None,
-        access=access_file if mode.rules and mode.auth != 'none' else None,
-        anonymous_read=mode.anonymous_read,
-        **{'login_failures': 1_000_000, **settings},
-    ).validated()
-    world = World(mode, root, opened, InProcess(create_app(config)))
-    for repo in REPOS:
-        manifest, _ = push_image(opened, repo, 'v1', seed=f'seed {repo}')
-        world.seeded[repo] = (manifest, digest(f'layer seed {repo}'.encode()))
-    return world
-
-
-# ------------------------------------------------------------------ calling ----
-Headers = dict[str, str]
-
-
-def credentials(caller: str) -> tuple[str, str] | None:
-    if caller == 'anonymous':
-        return None
-    if caller == 'wrong-password':
-        return WRONG
-    return caller, PASSWORDS[caller]
-
-
-def token_url(scopes: list[str], **extra: str) -> str:
-    query = [('service', 'oci-ref'), *(('scope', s) for s in scopes), *extra.items()]
-    return '/token?' + urlencode(query)
-
-
-def get_token(c: InProcess, caller: str, scopes: list[str]) -> tuple[Resp, str | None]:
-    """GET /token as docker and containerd do: Basic credentials when the caller has
-    any, the scopes the operation needs."""
-    creds = credentials(caller)
-    headers = {'Authorization': basic_header(*creds)} if creds else {}
-    r = c.get(token_url(scopes), headers=headers)
-    return r, (r.json()['token'] if r.status_code == 200 else None)
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    """The JWT's claims, read without the key (as a test can, not as the server)."""
-    return dict(jwt.decode(token, options={'verify_signature': False}))
-
-
-@dataclass
-class Cell:
-    mode: str
-    caller: str
-    repo: str
-    action: str
-    allowed: bool
-    verdict: str = ''  # ok | unauthorized success | wrongful denial | wrong status | error
-    evidence: list[str] = field(default_factory=list)
-
-
-def describe(step: str, r: Resp) -> str:
-    return (f'{step} -> {r.status_code} {r.headers.get("www-authenticate", "")!s} '
-            f'{r.content[:160]!r}')
-
-
-def denial_problem(world: World, caller: str, scope: str, r: Resp, method: str
-                   ) -> str | None:
-    """None when ``r`` is the right refusal for ``caller``, else what is wrong."""
-    mode = world.mode
-    unauthenticated = caller in ('anonymous', 'wrong-password')
-    if mode.auth == 'basic' and not unauthenticated:
-        if r.status_code != 403:
-            return 'expected 403 DENIED'
-        code = 'DENIED'
-    else:
-        if r.status_code != 401:
-            return 'expected 401'
-        challenge = r.headers.get('www-authenticate')
-        if not challenge:
-            return '401 without WWW-Authenticate'
-        scheme, params = parse_challenge(challenge)
-        if mode.auth == 'basic':
-            if scheme != 'basic' or 'realm' not in params:
-                return f'expected a Basic challenge, got {challenge!r}'
-        else:
-            if scheme != 'bearer':
-                return f'expected a Bearer challenge, got {challenge!r}'
-            if not re.fullmatch(r'https?://[^/]+/token', params.get('realm', '')):
-                return f'realm is not an absolute URL of /token: {challenge!r}'
-            if params.get('service') != 'oci-ref':
-                return f'wrong service in {challenge!r}'
-            if params.get('scope') != scope:
-                return f'challenge scope {params.get("scope")!r}, needed {scope!r}'
-            if not unauthenticated and params.get('error') != 'insufficient_scope':
-                return f'expected error="insufficient_scope" in {challenge!r}'
-        code = 'UNAUTHORIZED'
-    if method == 'HEAD':
-        return None
-    try:
-        body = r.json()
-    except ValueError:
-        return 'error body is not JSON'
-    if not r.headers.get('content-type', '').startswith('application/json'):
-        return 'error body is not application/json'
-    if body.get('errors', [{}])[0].get('code') != code:
-        return f'expected error code {code}'
-    return None
 
 
 class Runner:
@@ -632,27 +370,6 @@ def test_oracle_sanity() -> None:
     assert set(RULE_GRANTS) == set(REPOS)
 
 
-# ----------------------------------------------------------------- helpers ----
-BASIC = Mode('basic', 'basic')
-TOKEN = Mode('token', 'token')
-
-
-def auth_for(world: World, caller: str, scopes: list[str]) -> Headers:
-    """Headers to act as ``caller``: Basic credentials, or a token for ``scopes``."""
-    creds = credentials(caller)
-    if world.mode.auth == 'basic':
-        return {'Authorization': basic_header(*creds)} if creds else {}
-    r, token = get_token(world.app, caller, scopes)
-    assert token is not None, r.content
-    return {'Authorization': f'Bearer {token}'}
-
-
-def assert_unauthorized(r: Resp, scheme: str) -> dict[str, str]:
-    assert r.status_code == 401, (r.status_code, r.content)
-    assert r.json()['errors'][0]['code'] == 'UNAUTHORIZED'
-    got, params = parse_challenge(r.headers['www-authenticate'])
-    assert got == scheme, r.headers['www-authenticate']
-    return params
 
 
 # ------------------------------------------------------------------ catalog ----
@@ -782,274 +499,3 @@ def test_base_endpoint_admits_an_anonymous_token(anonymous_read: bool, tmp_path:
         'Authorization': f'Bearer {token}'}).status_code == 200
     r = world.app.get('/v2/', headers={'Authorization': f'Bearer {token}'})
     assert r.status_code == 200, (r.status_code, r.headers, r.content)
-
-
-# ---------------------------------------------------------- token endpoint ----
-RFC3339 = re.compile(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)')
-
-
-def check_token_body(r: Resp) -> dict[str, Any]:
-    assert r.status_code == 200, (r.status_code, r.content)
-    assert r.headers['content-type'].startswith('application/json')
-    body = r.json()
-    assert body['token'] == body['access_token']
-    assert isinstance(body['expires_in'], int) and body['expires_in'] >= 60
-    assert RFC3339.fullmatch(body['issued_at']), body['issued_at']
-    issued = datetime.fromisoformat(body['issued_at'].replace('Z', '+00:00'))
-    assert issued.tzinfo is not None
-    assert abs(issued.timestamp() - time.time()) < 120
-    claims = claims_of(body['token'])
-    assert claims['exp'] - claims['iat'] == body['expires_in']
-    assert claims['aud'] == 'oci-ref'
-    return dict(body)
-
-
-def test_token_get_grants_the_intersection_of_asked_and_allowed(
-        tmp_path: Path, htpasswd: Path, access_file: Path) -> None:
-    world = make_world(tmp_path, TOKEN, htpasswd, access_file)
-    scopes = ['repository:team/app:pull,push,delete', 'repository:team/sub/app:pull,push',
-              'repository:teamx/app:pull', 'registry:catalog:*',
-              'repository:other/app:pull,delete']
-    r = world.app.get(token_url(scopes, account='reader', client_id='test'), headers={
-        'Authorization': basic_header('reader', PASSWORDS['reader'])})
-    body = check_token_body(r)
-    assert 'refresh_token' not in body
-    claims = claims_of(body['token'])
-    assert claims['sub'] == 'reader'
-    assert claims['access'] == [
-        {'type': 'repository', 'name': 'team/app', 'actions': ['pull']},
-        {'type': 'repository', 'name': 'team/sub/app', 'actions': ['pull']},
-        {'type': 'repository', 'name': 'teamx/app', 'actions': []},
-        {'type': 'registry', 'name': 'catalog', 'actions': ['*']},
-        {'type': 'repository', 'name': 'other/app', 'actions': ['delete']},
-    ]
-    # Anonymous: a token, never an error, granting only what anonymous may do.
-    body = check_token_body(world.app.get(token_url(
-        [*scopes, 'repository:public/lib:pull,push'])))
-    assert [g['actions'] for g in claims_of(body['token'])['access']] == [
-        [], [], [], [], [], ['pull']]
-    assert 'refresh_token' not in check_token_body(
-        world.app.get(token_url(['repository:public/lib:pull'], offline_token='true')))
-    # Bad credentials: 401, no token.
-    r = world.app.get(token_url(scopes), headers={'Authorization': basic_header(*WRONG)})
-    assert r.status_code == 401 and r.json()['errors'][0]['code'] == 'UNAUTHORIZED'
-    assert 'token' not in r.json()
-
-
-def test_token_post_password_and_refresh_token_grants(tmp_path: Path, htpasswd: Path,
-                                                      access_file: Path) -> None:
-    """OAuth2 POST form (distribution oauth.md), as containerd sends it."""
-    world = make_world(tmp_path, TOKEN, htpasswd, access_file)
-    form = {'grant_type': 'password', 'username': 'dev', 'password': PASSWORDS['dev'],
-            'service': 'oci-ref', 'client_id': 'containerd-client',
-            'scope': 'repository:team/app:pull,push repository:teamx/app:pull'}
-    ctype = {'Content-Type': 'application/x-www-form-urlencoded'}
-    body = check_token_body(world.app.post('/token', content=urlencode(form).encode(),
-                                           headers=ctype))
-    assert 'refresh_token' not in body
-    assert claims_of(body['token'])['access'] == [
-        {'type': 'repository', 'name': 'team/app', 'actions': ['pull', 'push']},
-        {'type': 'repository', 'name': 'teamx/app', 'actions': []}]
-
-    body = check_token_body(world.app.post('/token', content=urlencode(
-        {**form, 'access_type': 'offline'}).encode(), headers=ctype))
-    refresh = body['refresh_token']
-    again = check_token_body(world.app.post('/token', content=urlencode({
-        'grant_type': 'refresh_token', 'refresh_token': refresh, 'service': 'oci-ref',
-        'client_id': 'x', 'scope': 'repository:team/sub/app:pull,push'}).encode(),
-        headers=ctype))
-    claims = claims_of(again['token'])
-    assert claims['sub'] == 'dev'
-    # Still the rules: dev may only pull under team/sub/.
-    assert claims['access'] == [
-        {'type': 'repository', 'name': 'team/sub/app', 'actions': ['pull']}]
-    assert world.app.get('/v2/team/sub/app/tags/list', headers={
-        'Authorization': f'Bearer {again["token"]}'}).status_code == 200
-
-    # GET with offline_token=true and credentials also hands out a refresh token.
-    body = check_token_body(world.app.get(
-        token_url(['repository:team/app:pull'], offline_token='true', client_id='docker'),
-        headers={'Authorization': basic_header('dev', PASSWORDS['dev'])}))
-    assert body.get('refresh_token')
-
-    def post(fields: dict[str, str]) -> Resp:
-        return world.app.post('/token', content=urlencode(fields).encode(), headers=ctype)
-
-    # A refresh token is not an access token, and the other way round.
-    assert_unauthorized(world.app.get('/v2/team/app/tags/list', headers={
-        'Authorization': f'Bearer {refresh}'}), 'bearer')
-    r = post({'grant_type': 'refresh_token', 'refresh_token': body['token'],
-              'service': 'oci-ref'})
-    assert r.status_code == 401, r.content
-    r = post({'grant_type': 'refresh_token', 'refresh_token': 'garbage',
-              'service': 'oci-ref'})
-    assert r.status_code == 401, r.content
-    r = post({**form, 'password': 'wrong'})
-    assert r.status_code == 401 and r.json()['errors'][0]['code'] == 'UNAUTHORIZED'
-    assert 'token' not in r.json()
-    r = post({**form, 'username': 'nobody'})
-    assert r.status_code == 401
-    r = post({'grant_type': 'client_credentials', 'service': 'oci-ref'})
-    assert r.status_code == 400, r.content
-
-
-def forge(claims: dict[str, Any], key: bytes, algorithm: str = 'HS256') -> str:
-    return jwt.encode(claims, key, algorithm=algorithm)
-
-
-def test_expired_forged_and_wrong_audience_tokens_are_401(tmp_path: Path, htpasswd: Path,
-                                                          access_file: Path) -> None:
-    world = make_world(tmp_path, TOKEN, htpasswd, access_file)
-    _, token = get_token(world.app, 'admin', ['repository:team/app:pull,push,delete'])
-    assert token is not None
-    url = '/v2/team/app/tags/list'
-
-    def status(tok: str) -> int:
-        r = world.app.get(url, headers={'Authorization': f'Bearer {tok}'})
-        if r.status_code == 401:
-            assert_unauthorized(r, 'bearer')
-        return r.status_code
-
-    assert status(token) == 200
-    key = (world.root / '.token-key').read_bytes()
-    good = claims_of(token)
-    now = int(time.time())
-    assert status(forge(good, key)) == 200  # the forging itself is right
-    bad = {
-        'expired': forge({**good, 'iat': now - 900, 'nbf': now - 900, 'exp': now - 30},
-                         key),
-        'not yet valid': forge({**good, 'nbf': now + 600, 'exp': now + 900}, key),
-        'wrong audience': forge({**good, 'aud': 'another-registry'}, key),
-        'no audience': forge({k: v for k, v in good.items() if k != 'aud'}, key),
-        'wrong issuer': forge({**good, 'iss': 'someone-else'}, key),
-        'wrong key': forge(good, b'k' * 32),
-        'refresh kind': forge({**good, 'typ': 'refresh'}, key),
-        'alg none': (base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}')
-                     .rstrip(b'=').decode() + '.' + token.split('.')[1] + '.'),
-        'tampered': _tampered(token),
-        'garbage': 'not.a.jwt',
-    }
-    assert {name: status(tok) for name, tok in bad.items()} == dict.fromkeys(bad, 401)
-    # The /v2/ login check refuses them as well.
-    for name, tok in bad.items():
-        r = world.app.get('/v2/', headers={'Authorization': f'Bearer {tok}'})
-        assert r.status_code == 401, name
-
-
-def _tampered(token: str) -> str:
-    """A token whose claims were widened after signing (signature kept)."""
-    head, payload, sig = token.split('.')
-    claims = json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
-    claims['access'] = [{'type': 'repository', 'name': 'teamx/app',
-                         'actions': ['pull', 'push', 'delete']}]
-    claims['sub'] = 'admin'
-    raw = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b'=').decode()
-    return f'{head}.{raw}.{sig}'
-
-
-def test_tokens_are_bound_to_their_scope(tmp_path: Path, htpasswd: Path,
-                                         access_file: Path) -> None:
-    """A pull token does not push; a token for one repository does not open
-    another (even one its holder could get a token for); Basic credentials are no
-    substitute for a token."""
-    world = make_world(tmp_path, TOKEN, htpasswd, access_file)
-    pull = auth_for(world, 'dev', ['repository:team/app:pull'])
-    assert world.app.get('/v2/team/app/tags/list', headers=pull).status_code == 200
-    params = assert_unauthorized(world.app.post('/v2/team/app/blobs/uploads/',
-                                                headers=pull), 'bearer')
-    assert params['error'] == 'insufficient_scope'
-    assert params['scope'] == 'repository:team/app:pull,push'
-    params = assert_unauthorized(world.app.get('/v2/public/lib/tags/list',
-                                               headers=pull), 'bearer')
-    assert params['error'] == 'insufficient_scope'
-    assert params['scope'] == 'repository:public/lib:pull'
-    r = world.app.get('/v2/team/app/tags/list', headers={
-        'Authorization': basic_header('dev', PASSWORDS['dev'])})
-    assert_unauthorized(r, 'bearer')
-    # In basic mode a bearer token is not a credential; /token is not served.
-    basic = make_world(tmp_path / 'basic', BASIC, htpasswd, access_file)
-    assert_unauthorized(basic.app.get('/v2/team/app/tags/list', headers=pull), 'basic')
-    assert basic.app.get(token_url(['repository:team/app:pull'])).status_code == 404
-
-
-# ---------------------------------------------------------- failed logins ----
-@pytest.mark.parametrize('mode', [BASIC, TOKEN], ids=['basic', 'token'])
-def test_failed_logins_are_limited_with_429_and_retry_after(
-        mode: Mode, tmp_path: Path, htpasswd: Path, access_file: Path) -> None:
-    world = make_world(tmp_path, mode, htpasswd, access_file, login_failures=3)
-    tc = world.app.tc
-    wrong = {'Authorization': basic_header(*WRONG)}
-    right = {'Authorization': basic_header('dev', PASSWORDS['dev'])}
-    url = '/v2/team/app/tags/list' if mode.auth == 'basic' else token_url(
-        ['repository:team/app:pull'])
-
-    def call(headers: Headers, addr: str = '192.0.2.1') -> Any:
-        return tc.simulate_get(url.partition('?')[0], query_string=url.partition('?')[2],
-                               headers=headers, remote_addr=addr)
-
-    assert call(right).status_code == 200  # successes do not count
-    for _ in range(3):
-        assert call(wrong).status_code == 401
-    for headers in (wrong, right):  # locked out: even the right password waits
-        r = call(headers)
-        assert r.status_code == 429, r.content
-        assert r.json['errors'][0]['code'] == 'TOOMANYREQUESTS'
-        assert 1 <= int(r.headers['retry-after']) <= 61
-    if mode.auth == 'token':  # the POST form counts against the same budget
-        form = urlencode({'grant_type': 'password', 'username': 'dev',
-                          'password': PASSWORDS['dev'], 'service': 'oci-ref'})
-        r = tc.simulate_post('/token', body=form, remote_addr='192.0.2.1', headers={
-            'Content-Type': 'application/x-www-form-urlencoded'})
-        assert r.status_code == 429
-    # Another client is not locked out, and anonymous requests are not logins.
-    assert call(right, addr='192.0.2.2').status_code == 200
-    anonymous = call({}, addr='192.0.2.1')
-    assert anonymous.status_code != 429
-
-
-# ------------------------------------------------------------ constant time ----
-def test_unknown_users_cost_a_bcrypt_check(monkeypatch: pytest.MonkeyPatch,
-                                           tmp_path: Path, htpasswd: Path,
-                                           access_file: Path) -> None:
-    """Htpasswd.verify runs bcrypt.checkpw for unknown users too (over HTTP, basic
-    and token)."""
-    import bcrypt
-
-    calls: list[bytes] = []
-    real = bcrypt.checkpw
-
-    def counting(password: bytes, hashed: bytes) -> bool:
-        calls.append(hashed)
-        return bool(real(password, hashed))
-
-    monkeypatch.setattr(bcrypt, 'checkpw', counting)
-    for mode in (BASIC, TOKEN):
-        world = make_world(tmp_path / mode.name, mode, htpasswd, access_file)
-        url = '/v2/' if mode.auth == 'basic' else token_url([])
-        for user, password in [('nobody', 'x'), ('dev', 'wrong'),
-                               ('dev', PASSWORDS['dev'])]:
-            calls.clear()
-            r = world.app.get(url, headers={'Authorization': basic_header(user, password)})
-            assert r.status_code == (200 if password == PASSWORDS['dev'] else 401)
-            assert len(calls) == 1, (mode.name, user, calls)
-            assert calls[0].startswith((b'$2y$', b'$2b$', b'$2a$'))
-
-
-def test_a_file_written_by_htpasswd_B_logs_in(tmp_path: Path, access_file: Path) -> None:
-    """A file made by the real `htpasswd -B` (apache2-utils; under CI=true it must
-    be installed): its users log in, in basic and token mode, and a wrong password
-    is refused."""
-    users = {'dev': PASSWORDS['dev'], 'reader': PASSWORDS['reader']}
-    path = write_htpasswd(tmp_path / 'htpasswd', users, binary=True)
-    lines = path.read_text().splitlines()
-    assert [line.split(':', 1)[0] for line in lines] == list(users)
-    for line in lines:
-        assert re.fullmatch(r'[^:]+:\$2y\$05\$[./A-Za-z0-9]{53}', line), line
-    for mode in (BASIC, TOKEN):
-        world = make_world(tmp_path / mode.name, mode, path, access_file)
-        url = '/v2/' if mode.auth == 'basic' else token_url([])
-        for user, password in users.items():
-            r = world.app.get(url, headers={'Authorization': basic_header(user, password)})
-            assert r.status_code == 200, (mode.name, user, r.content)
-        r = world.app.get(url, headers={'Authorization': basic_header('dev', 'wrong')})
-        assert r.status_code == 401

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -22,6 +24,7 @@ import pytest
 from oci_ref.api.access import TOKEN_FORM_MAX
 from oci_ref.app import create_app
 from oci_ref.config import Config, ConfigError
+from tests.backends import Backend, PostgresBackend
 from tests.interop.auth import basic_header, htpasswd_entry, parse_challenge, write_htpasswd
 from tests.support import InProcess, Resp, assert_error
 
@@ -64,6 +67,53 @@ def test_a_password_over_72_bytes_is_401_and_counts_as_a_failed_login(
     r = attempt('dev', USERS['dev'])  # the budget is spent, even for the right one
     assert_error(r, 429, 'TOOMANYREQUESTS')
     assert int(r.headers['retry-after']) >= 1
+
+
+# ------------------------------------------------- the login budget's store ----
+@contextmanager
+def login_writes_held(backend: Backend) -> Iterator[None]:
+    """Writes to the failed-login counts held from outside (another process's long
+    transaction); reads still go through."""
+    if isinstance(backend, PostgresBackend):
+        import psycopg
+
+        with psycopg.connect(backend.metadata_store) as conn:
+            conn.execute('LOCK TABLE login_failures IN EXCLUSIVE MODE')
+            try:
+                yield
+            finally:
+                conn.rollback()
+    else:
+        with backend.write_lock_held():
+            yield
+
+
+@pytest.mark.parametrize('backend', ['sqlite+filesystem', 'postgresql+filesystem'],
+                         indirect=True)
+def test_a_failed_login_the_store_cannot_count_is_a_503_never_a_pass(
+        backend: Backend, htpasswd: Path) -> None:
+    """The failed-login counts live in the metadata store (shared by every worker
+    and replica): when a failure cannot be counted the answer is a 503 naming the
+    store (fail closed: never a 500, never an uncounted attempt); a right password
+    writes nothing and still logs in."""
+    registry = backend.registry(busy_timeout_ms=300)
+    config = backend.config(auth='basic', htpasswd=htpasswd, busy_timeout_ms=300,
+                            login_failures=2).validated()
+    c = InProcess(create_app(config, registry=registry))
+    try:
+        with login_writes_held(backend):
+            r = c.get('/v2/', headers={'Authorization': basic_header('dev', 'wrong')})
+            error = assert_error(r, 503, 'UNAVAILABLE')
+            assert 'metadata' in error['message'], error
+            assert c.get('/v2/', headers={'Authorization': basic_header(
+                'dev', USERS['dev'])}).status_code == 200
+        for _ in range(2):
+            r = c.get('/v2/', headers={'Authorization': basic_header('dev', 'wrong')})
+            assert_error(r, 401, 'UNAUTHORIZED')
+        r = c.get('/v2/', headers={'Authorization': basic_header('dev', USERS['dev'])})
+        assert_error(r, 429, 'TOOMANYREQUESTS')
+    finally:
+        registry.close()
 
 
 # ---------------------------------------------------------- refresh tokens ----

@@ -1,5 +1,6 @@
-"""Listings and the API as a whole: /v2/ (end-1), tags (end-8), referrers (end-12), the
-catalog, routing, and the error envelope every failure carries.
+"""Listings and the API as a whole: /v2/ (end-1), tags (end-8), the catalog, routing,
+and the error envelope every failure carries. Referrers (end-12) are in
+test_referrers.py.
 
 Tests are named after the rule they prove (registry-checklist §1 ``rNN``, §3.11
 ``legacy``/``new``, §5 header matrix ``s5``).
@@ -9,145 +10,31 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from oci_ref.app import create_app
-from oci_ref.config import Config
+from tests.api.listing_support import (
+    INVALID_N,
+    app_client,
+    follow,
+    next_link,
+    push_artifact,
+    referrers,
+    subject_of,
+    tag_all,
+)
 from tests.support import (
-    EMPTY_JSON,
-    OCI_CONFIG,
     OCI_INDEX,
-    OCI_LAYER,
     OCI_MANIFEST,
     SPEC_CODES,
-    InProcess,
     assert_error,
-    descriptor,
     digest,
     image_manifest,
     push_blob,
     push_image,
 )
-
-LINK_RE = re.compile(r'^<(?P<url>[^>]+)>;\s*rel="next"$')
-TYPE_A = 'application/vnd.nhl.peanut.butter.bagel'
-TYPE_B = 'application/vnd.nba.strawberry.jam.croissant'
-TYPE_INDEX = 'application/vnd.food.stand'
-ANNOTATION = 'org.opencontainers.conformance.test'
-
-
-# -- helpers -----------------------------------------------------------------------
-
-
-def app_client(tmp_path: Path, **settings: Any) -> InProcess:
-    return InProcess(create_app(Config(root=tmp_path / 'data', **settings)))
-
-
-def next_link(r: Any) -> str | None:
-    """The path+query of an RFC 5988 ``Link: <…>; rel="next"``, or None."""
-    value = r.headers.get('link')
-    if value is None:
-        return None
-    m = LINK_RE.match(value)
-    assert m, f'Link is not RFC 5988 rel="next": {value!r}'
-    parts = urlsplit(m['url'])
-    assert parts.path.startswith('/v2/'), value
-    return f'{parts.path}?{parts.query}' if parts.query else parts.path
-
-
-def follow(c: Any, url: str, key: str, limit: int = 100) -> tuple[list[Any], int]:
-    """Follow Link headers from ``url``; return every item of ``key`` and the pages."""
-    items: list[Any] = []
-    pages = 0
-    next_url: str | None = url
-    while next_url is not None:
-        r = c.get(next_url)
-        assert r.status_code == 200, (next_url, r.content)
-        items += r.json()[key]
-        pages += 1
-        assert pages <= limit
-        next_url = next_link(r)
-    return items, pages
-
-
-def tag_all(c: Any, name: str, tags: list[str]) -> str:
-    """One manifest carrying every tag in ``tags``; returns its digest."""
-    d, body = push_image(c, name, tags[0])
-    for start in range(1, len(tags), 50):
-        query = '&'.join(f'tag={t}' for t in tags[start:start + 50])
-        r = c.put(f'/v2/{name}/manifests/{d}?{query}', content=body,
-                  headers={'Content-Type': OCI_MANIFEST})
-        assert r.status_code == 201, r.content
-    return d
-
-
-def subject_of(c: Any, name: str, reference: str = 'subject') -> dict[str, Any]:
-    d, body = push_image(c, name, reference, seed=f'subject-{reference}')
-    return {'mediaType': OCI_MANIFEST, 'digest': d, 'size': len(body)}
-
-
-def push_artifact(c: Any, name: str, subject: dict[str, Any] | None, *,
-                  artifact_type: str | None = None, config_type: str = EMPTY_JSON,
-                  config: bytes = b'{}', annotations: dict[str, str] | None = None,
-                  layer: bytes = b'artifact payload', tag: str | None = None
-                  ) -> tuple[str, bytes]:
-    push_blob(c, name, config)
-    push_blob(c, name, layer)
-    doc: dict[str, Any] = {'schemaVersion': 2, 'mediaType': OCI_MANIFEST}
-    if artifact_type is not None:
-        doc['artifactType'] = artifact_type
-    doc['config'] = descriptor(config_type, config)
-    doc['layers'] = [descriptor('application/octet-stream', layer)]
-    if subject is not None:
-        doc['subject'] = subject
-    if annotations is not None:
-        doc['annotations'] = annotations
-    body = json.dumps(doc).encode()
-    ref = tag or digest(body)
-    r = c.put(f'/v2/{name}/manifests/{ref}', content=body,
-              headers={'Content-Type': OCI_MANIFEST})
-    assert r.status_code == 201, r.content
-    return digest(body), body
-
-
-def push_index(c: Any, name: str, children: list[tuple[str, bytes]],
-               subject: dict[str, Any] | None, **extra: Any) -> tuple[str, bytes]:
-    doc: dict[str, Any] = {
-        'schemaVersion': 2, 'mediaType': OCI_INDEX,
-        'manifests': [{'mediaType': OCI_MANIFEST, 'digest': d, 'size': len(b)}
-                      for d, b in children],
-        **extra,
-    }
-    if subject is not None:
-        doc['subject'] = subject
-    body = json.dumps(doc).encode()
-    r = c.put(f'/v2/{name}/manifests/{digest(body)}', content=body,
-              headers={'Content-Type': OCI_INDEX})
-    assert r.status_code == 201, r.content
-    return digest(body), body
-
-
-def referrers(c: Any, name: str, subject_digest: str, query: str = '') -> Any:
-    r = c.get(f'/v2/{name}/referrers/{subject_digest}{query}')
-    assert r.status_code == 200, r.content
-    assert r.headers['content-type'] == OCI_INDEX
-    body = r.json()
-    assert body['schemaVersion'] == 2
-    assert body['mediaType'] == OCI_INDEX
-    assert isinstance(body['manifests'], list)
-    return r
-
-
-def by_digest(r: Any) -> dict[str, dict[str, Any]]:
-    entries = r.json()['manifests']
-    found = {e['digest']: e for e in entries}
-    assert len(found) == len(entries), 'duplicate referrers'
-    return found
-
 
 # -- end-1: /v2/ ---------------------------------------------------------------------
 
@@ -297,7 +184,6 @@ def test_legacy_tags_test0_to_3_and_upper_case_are_distinct(client, repo):
 
 
 # '%C2%B2' is '²' and '%EF%BC%93' is a full-width '3': str.isdigit() accepts both.
-INVALID_N = ['-1', 'abc', '1.5', '0x10', '%203', '%2B3', '%C2%B2', '%EF%BC%93']
 
 
 @pytest.mark.parametrize('n', INVALID_N)
@@ -343,322 +229,6 @@ def test_r68_referrers_tag_schema_tags_are_plain_tags(client, repo):
     assert set(fallback) <= set(client.get(f'/v2/{repo}/tags/list').json()['tags'])
 
 
-# -- §1.9 Referrers ------------------------------------------------------------------
-
-
-def test_r58_referrers_of_unknown_repo_is_200_empty_index(client, repo):
-    r = referrers(client, repo, digest(b'anything'))
-    assert r.json()['manifests'] == []
-    assert client.get('/v2/').status_code == 200
-
-
-def test_r58_oras_probe_with_the_zero_digest_is_200(client, repo):
-    r = referrers(client, repo, 'sha256:' + '0' * 64)
-    assert r.json()['manifests'] == []
-    push_image(client, repo, 'v1')
-    assert referrers(client, repo, 'sha256:' + '0' * 64).json()['manifests'] == []
-
-
-def test_new_referrers_before_anything_is_pushed_is_200_index(client, repo):
-    r = client.get(f'/v2/{repo}/referrers/{digest(b"random", "sha512")}')
-    assert r.status_code == 200
-    body = r.json()
-    assert body['schemaVersion'] == 2
-    assert body['mediaType'] == OCI_INDEX
-    assert body['manifests'] == []
-
-
-@pytest.mark.parametrize('bad', ['sha256:abc', 'notadigest', 'sha256:' + 'A' * 64,
-                                 'md5:' + 'a' * 32, 'sha512:' + 'a' * 64, 'sha256:'])
-def test_r59_malformed_digest_is_400_digest_invalid(client, repo, bad):
-    push_image(client, repo, 'v1')
-    assert_error(client.get(f'/v2/{repo}/referrers/{bad}'), 400, 'DIGEST_INVALID')
-
-
-@pytest.mark.parametrize('n', INVALID_N)
-def test_r58_referrers_with_a_garbage_n_is_never_a_server_error(client, repo, n):
-    """oras may add n= to referrers requests; the spec defines no n here, so a
-    garbage value is either ignored (200 index) or refused (400 envelope)."""
-    subject = subject_of(client, repo)
-    r = client.get(f'/v2/{repo}/referrers/{subject["digest"]}?n={n}')
-    assert r.status_code in (200, 400), (r.status_code, r.content)
-    if r.status_code == 200:
-        assert r.headers['content-type'] == OCI_INDEX
-    else:
-        assert r.json()['errors'][0]['code'] in SPEC_CODES
-
-
-def test_r60_referrers_content_type_is_exactly_the_oci_index(client, repo):
-    subject = subject_of(client, repo)
-    push_artifact(client, repo, subject, artifact_type='application/x.a')
-    r = client.get(f'/v2/{repo}/referrers/{subject["digest"]}',
-                   headers={'Accept': 'application/json'})
-    assert r.status_code == 200
-    assert r.headers['content-type'] == OCI_INDEX
-    body = r.json()
-    assert body['schemaVersion'] == 2
-    assert body['mediaType'] == OCI_INDEX
-    assert len(body['manifests']) == 1
-
-
-def test_r61_entries_describe_referrers_in_the_same_repository_only(client, repo):
-    subject = subject_of(client, repo)
-    other = f'{repo}-other'
-    push_image(client, other, 'subject', seed='subject-subject')  # same subject bytes
-    mine, mine_body = push_artifact(client, repo, subject, artifact_type='application/x.a')
-    push_artifact(client, other, subject, artifact_type='application/x.b')
-    unrelated = subject_of(client, repo, 'unrelated')
-    push_artifact(client, repo, unrelated, artifact_type='application/x.c',
-                  layer=b'other payload')
-    entries = by_digest(referrers(client, repo, subject['digest']))
-    assert set(entries) == {mine}
-    assert entries[mine] == {'mediaType': OCI_MANIFEST, 'digest': mine,
-                             'size': len(mine_body), 'artifactType': 'application/x.a'}
-
-
-def test_r62_artifact_type_is_the_manifest_artifact_type(client, repo):
-    subject = subject_of(client, repo)
-    d, _ = push_artifact(client, repo, subject,
-                         artifact_type='application/vnd.example.sbom',
-                         config_type=EMPTY_JSON)
-    entry = by_digest(referrers(client, repo, subject['digest']))[d]
-    assert entry['artifactType'] == 'application/vnd.example.sbom'
-
-
-@pytest.mark.parametrize('artifact_type', [None, ''])
-def test_r62_artifact_type_falls_back_to_config_media_type(client, repo, artifact_type):
-    subject = subject_of(client, repo)
-    d, _ = push_artifact(client, repo, subject, artifact_type=artifact_type,
-                         config_type=TYPE_A, config=b'NHL Peanut Butter on my NHL bagel')
-    entry = by_digest(referrers(client, repo, subject['digest']))[d]
-    assert entry['artifactType'] == TYPE_A
-    r = referrers(client, repo, subject['digest'], f'?artifactType={TYPE_A}')
-    assert set(by_digest(r)) == {d}
-
-
-def test_r62_index_without_artifact_type_omits_it(client, repo):
-    subject = subject_of(client, repo)
-    child = push_artifact(client, repo, None, artifact_type='application/x.child')
-    for artifact_type in (None, ''):
-        extra = {} if artifact_type is None else {'artifactType': artifact_type}
-        d, body = push_index(client, repo, [child], subject, **extra)
-        entry = by_digest(referrers(client, repo, subject['digest']))[d]
-        assert 'artifactType' not in entry
-        assert entry['mediaType'] == OCI_INDEX
-        assert entry['size'] == len(body)
-
-
-def test_r62_index_with_subject_is_listed_with_its_artifact_type(client, repo):
-    subject = subject_of(client, repo)
-    child = push_artifact(client, repo, None, artifact_type='application/x.child')
-    d, body = push_index(client, repo, [child], subject, artifactType=TYPE_INDEX,
-                         annotations={ANNOTATION: 'test index'})
-    entries = by_digest(referrers(client, repo, subject['digest']))
-    assert entries == {d: {'mediaType': OCI_INDEX, 'digest': d, 'size': len(body),
-                           'artifactType': TYPE_INDEX,
-                           'annotations': {ANNOTATION: 'test index'}}}
-
-
-def test_r63_annotations_are_carried_exactly(client, repo):
-    subject = subject_of(client, repo)
-    annotations = {'org.opencontainers.image.created': '2022-01-01T14:42:55Z',
-                   'org.example.sbom.format': 'json', 'org.example.empty': ''}
-    d, _ = push_artifact(client, repo, subject, artifact_type='application/x.sbom',
-                         annotations=annotations)
-    plain, _ = push_artifact(client, repo, subject, artifact_type='application/x.sig',
-                             layer=b'no annotations')
-    entries = by_digest(referrers(client, repo, subject['digest']))
-    assert entries[d]['annotations'] == annotations
-    assert entries[plain].get('annotations', {}) == {}
-
-
-def test_r64_no_match_is_an_empty_manifest_list(client, repo):
-    subject = subject_of(client, repo)
-    push_artifact(client, repo, subject, artifact_type='application/x.a')
-    r = referrers(client, repo, subject['digest'], '?artifactType=application/x.none')
-    assert r.json()['manifests'] == []
-    other = subject_of(client, repo, 'lonely')
-    assert referrers(client, repo, other['digest']).json()['manifests'] == []
-
-
-def test_r65_referrers_paginate_with_link_when_many(tmp_path):
-    c = app_client(tmp_path, referrers_page_max=2)
-    name = 'many/referrers'
-    subject = subject_of(c, name)
-    pushed = {push_artifact(c, name, subject, artifact_type='application/x.a',
-                            layer=f'payload {i}'.encode())[0] for i in range(5)}
-    r = referrers(c, name, subject['digest'])
-    assert len(r.json()['manifests']) == 2
-    link = next_link(r)
-    assert link is not None and link.startswith(f'/v2/{name}/referrers/{subject["digest"]}')
-    items, pages = follow(c, f'/v2/{name}/referrers/{subject["digest"]}', 'manifests')
-    assert pages == 3
-    assert [e['digest'] for e in items] == sorted(e['digest'] for e in items)
-    assert {e['digest'] for e in items} == pushed
-    assert len(items) == 5
-
-
-def test_r65_filtered_pagination_keeps_the_filter(tmp_path):
-    c = app_client(tmp_path, referrers_page_max=2)
-    name = 'many/filtered'
-    subject = subject_of(c, name)
-    wanted = {push_artifact(c, name, subject, artifact_type=TYPE_A,
-                            layer=f'a {i}'.encode())[0] for i in range(3)}
-    for i in range(3):
-        push_artifact(c, name, subject, artifact_type=TYPE_B, layer=f'b {i}'.encode())
-    start = f'/v2/{name}/referrers/{subject["digest"]}?artifactType={TYPE_A}'
-    r = c.get(start)
-    assert r.headers['oci-filters-applied'] == 'artifactType'
-    link = next_link(r)
-    assert link is not None
-    assert parse_qs(urlsplit(link).query)['artifactType'] == [TYPE_A]
-    second = c.get(link)
-    assert second.headers['oci-filters-applied'] == 'artifactType'
-    items, _ = follow(c, start, 'manifests')
-    assert {e['digest'] for e in items} == wanted
-    assert all(e['artifactType'] == TYPE_A for e in items)
-
-
-def test_r66_artifact_type_filter_sets_oci_filters_applied(client, repo):
-    subject = subject_of(client, repo)
-    a, _ = push_artifact(client, repo, subject, artifact_type=TYPE_A)
-    b, _ = push_artifact(client, repo, subject, artifact_type=TYPE_B, layer=b'b')
-    r = referrers(client, repo, subject['digest'], f'?artifactType={TYPE_A}')
-    assert r.headers['oci-filters-applied'] == 'artifactType'
-    assert set(by_digest(r)) == {a}
-    unfiltered = referrers(client, repo, subject['digest'])
-    assert 'oci-filters-applied' not in unfiltered.headers
-    assert set(by_digest(unfiltered)) == {a, b}
-
-
-@pytest.mark.parametrize('encode', ['raw', 'percent', 'percent-plus-only'])
-def test_r66_artifact_type_filter_with_plus_in_the_query(client, repo, encode):
-    subject = subject_of(client, repo)
-    wanted_type = 'application/vnd.example.sbom+json'
-    d, _ = push_artifact(client, repo, subject, artifact_type=wanted_type)
-    push_artifact(client, repo, subject, artifact_type='application/vnd.example.sbom',
-                  layer=b'without suffix')
-    value = {'raw': wanted_type,
-             'percent': 'application%2Fvnd.example.sbom%2Bjson',
-             'percent-plus-only': 'application/vnd.example.sbom%2Bjson'}[encode]
-    r = referrers(client, repo, subject['digest'], f'?artifactType={value}')
-    assert r.headers['oci-filters-applied'] == 'artifactType'
-    assert set(by_digest(r)) == {d}
-
-
-def test_r67_referrers_pushed_before_their_subject_are_listed(client, repo):
-    config = json.dumps({'architecture': 'amd64', 'os': 'linux', 'late': True}).encode()
-    layer = b'late subject layer'
-    subject_body = image_manifest(config, [layer])
-    subject = {'mediaType': OCI_MANIFEST, 'digest': digest(subject_body),
-               'size': len(subject_body)}
-    early, _ = push_artifact(client, repo, subject, artifact_type='application/x.early')
-    assert set(by_digest(referrers(client, repo, subject['digest']))) == {early}
-    push_blob(client, repo, config)
-    push_blob(client, repo, layer)
-    r = client.put(f'/v2/{repo}/manifests/late', content=subject_body,
-                   headers={'Content-Type': OCI_MANIFEST})
-    assert r.status_code == 201
-    late, _ = push_artifact(client, repo, subject, artifact_type='application/x.late',
-                            layer=b'after')
-    assert set(by_digest(referrers(client, repo, subject['digest']))) == {early, late}
-
-
-def test_r67_deleted_referrer_leaves_the_list(client, repo):
-    subject = subject_of(client, repo)
-    keep, _ = push_artifact(client, repo, subject, artifact_type='application/x.keep')
-    drop, _ = push_artifact(client, repo, subject, artifact_type='application/x.drop',
-                            layer=b'drop me')
-    assert set(by_digest(referrers(client, repo, subject['digest']))) == {keep, drop}
-    assert client.delete(f'/v2/{repo}/manifests/{drop}').status_code == 202
-    assert set(by_digest(referrers(client, repo, subject['digest']))) == {keep}
-
-
-def test_r67_referrers_of_a_sha512_subject(client, repo):
-    config = b'{"sha512": "subject"}'
-    push_blob(client, repo, config)
-    subject_body = image_manifest(config, [])
-    d512 = digest(subject_body, 'sha512')
-    r = client.put(f'/v2/{repo}/manifests/{d512}', content=subject_body,
-                   headers={'Content-Type': OCI_MANIFEST})
-    assert r.status_code == 201
-    subject = {'mediaType': OCI_MANIFEST, 'digest': d512, 'size': len(subject_body)}
-    d, _ = push_artifact(client, repo, subject, artifact_type='application/x.a')
-    assert set(by_digest(referrers(client, repo, d512))) == {d}
-
-
-def test_legacy_referrers_scenario_five_entries_one_annotation_each(client, repo):
-    """The legacy suite: two config-typed and two layer-typed artifacts and one index,
-    all pushed before their subject, each with exactly one annotation; a filter on
-    type A gives 2; an artifact of a never-pushed subject is not listed."""
-    config = json.dumps({'architecture': 'amd64', 'os': 'linux'}).encode()
-    layer = b'legacy subject layer'
-    subject_body = json.dumps({
-        'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
-        'config': descriptor(OCI_CONFIG, config), 'layers': [descriptor(OCI_LAYER, layer)],
-    }, indent='\t').encode()
-    subject = {'mediaType': OCI_MANIFEST, 'digest': digest(subject_body),
-               'size': len(subject_body)}
-    missing_subject = {'mediaType': OCI_MANIFEST, 'digest': digest(b'manifests[3]'),
-                       'size': 12}
-    blob_a = b'NHL Peanut Butter on my NHL bagel'
-    blob_b = b'NBA Strawberry Jam on my NBA croissant'
-    for blob in (b'{}', blob_a, blob_b):
-        push_blob(client, repo, blob)
-    empty = descriptor(EMPTY_JSON, b'{}')
-
-    def put_tabbed(doc: dict[str, Any], media_type: str = OCI_MANIFEST
-                   ) -> tuple[str, bytes]:
-        body = json.dumps(doc, indent='\t').encode()
-        r = client.put(f'/v2/{repo}/manifests/{digest(body)}', content=body,
-                       headers={'Content-Type': media_type})
-        assert r.status_code == 201, r.content
-        assert r.headers['oci-subject'] == doc['subject']['digest']
-        return digest(body), body
-
-    def artifact(config_desc: dict[str, Any], layer_desc: dict[str, Any], note: str | None,
-                 artifact_type: str | None = None,
-                 subj: dict[str, Any] = subject) -> dict[str, Any]:
-        doc: dict[str, Any] = {'schemaVersion': 2, 'mediaType': OCI_MANIFEST}
-        if artifact_type:
-            doc['artifactType'] = artifact_type
-        doc |= {'config': config_desc, 'subject': subj, 'layers': [layer_desc]}
-        if note is not None:
-            doc['annotations'] = {ANNOTATION: note}
-        return doc
-
-    a_config = put_tabbed(artifact(descriptor(TYPE_A, blob_a), empty, 'test config a'))
-    put_tabbed(artifact(descriptor(TYPE_B, blob_b), empty, 'test config b'))
-    a_layer = put_tabbed(artifact(empty, descriptor(TYPE_A, blob_a), 'test layer a',
-                                  TYPE_A))
-    put_tabbed(artifact(empty, descriptor(TYPE_B, blob_b), 'test layer b', TYPE_B))
-    put_tabbed(artifact(empty, descriptor(TYPE_B, blob_b), None, TYPE_B, missing_subject))
-    put_tabbed({
-        'schemaVersion': 2, 'mediaType': OCI_INDEX, 'artifactType': TYPE_INDEX,
-        'manifests': [{'mediaType': OCI_MANIFEST, 'digest': d, 'size': len(b)}
-                      for d, b in (a_config, a_layer)],
-        'subject': subject, 'annotations': {ANNOTATION: 'test index'},
-    }, OCI_INDEX)
-
-    push_blob(client, repo, config)
-    push_blob(client, repo, layer)
-    r = client.put(f'/v2/{repo}/manifests/{subject["digest"]}', content=subject_body,
-                   headers={'Content-Type': OCI_MANIFEST})
-    assert r.status_code == 201
-
-    entries = referrers(client, repo, subject['digest']).json()['manifests']
-    assert len(entries) == 5
-    for e in entries:
-        assert len(e['annotations']) == 1, e
-        assert ANNOTATION in e['annotations']
-    assert sorted(e['annotations'][ANNOTATION] for e in entries) == [
-        'test config a', 'test config b', 'test index', 'test layer a', 'test layer b']
-    types = sorted(e.get('artifactType', '') for e in entries)
-    assert types == sorted([TYPE_A, TYPE_A, TYPE_B, TYPE_B, TYPE_INDEX])
-    r = referrers(client, repo, subject['digest'], f'?artifactType={TYPE_A}')
-    assert r.headers['oci-filters-applied'] == 'artifactType'
-    assert set(by_digest(r)) == {a_config[0], a_layer[0]}
-    assert len(referrers(client, repo, missing_subject['digest']).json()['manifests']) == 1
 
 
 # -- Catalog -------------------------------------------------------------------------

@@ -10,8 +10,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import httpx
+import jwt
 import pytest
 
 from oci_ref.api.access import TOKEN_FORM_MAX
@@ -19,7 +22,7 @@ from oci_ref.auth import KEY_FILE
 from oci_ref.testing import free_port
 from tests.e2e._helpers import parse_head, raw, read_to_eof, read_until
 from tests.interop.auth import AuthServer, basic_header, htpasswd_entry, write_htpasswd
-from tests.support import rss_kib
+from tests.support import rss_kib, stored_token_key
 
 pytestmark = pytest.mark.e2e
 
@@ -62,15 +65,55 @@ def test_serve_refuses_a_short_signing_key(tmp_path: Path, htpasswd: Path,
 
 def test_serve_makes_the_key_before_the_workers_start(tmp_path: Path,
                                                       htpasswd: Path) -> None:
-    """With 4 workers there is exactly one key, whole, and every worker's tokens
-    are accepted by the others (tests/e2e/test_auth.py checks the 2-worker case)."""
+    """With 4 workers there is exactly one key, whole, in the metadata store (no key
+    file), and every worker's tokens are accepted by the others."""
     srv = AuthServer(tmp_path / 'data', '--auth', 'token', '--htpasswd', str(htpasswd),
                      '--workers', '4')
     try:
-        assert (srv.root / KEY_FILE).stat().st_size == 32
-        assert sorted(p.name for p in srv.root.glob(f'{KEY_FILE}*')) == [KEY_FILE]
+        key = stored_token_key(srv.root)
+        assert key is not None and len(key) == 32
+        assert not list(srv.root.glob(f'{KEY_FILE}*'))
+        for _ in range(12):  # fresh connections: spread over the workers
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                r = c.get('/token', params={'service': 'oci-ref'},
+                          headers={'Authorization': basic_header('alice',
+                                                                 USERS['alice'])})
+                assert r.status_code == 200, r.text
+                token = r.json()['token']
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                assert c.get('/v2/', headers={
+                    'Authorization': f'Bearer {token}'}).status_code == 200
+        assert key.hex() not in srv.log.read_text(errors='replace')
     finally:
         srv.stop()
+
+
+def test_an_upgraded_registry_keeps_its_key_file_s_tokens_valid(
+        tmp_path: Path, htpasswd: Path) -> None:
+    """A registry from before the key moved into the metadata store has
+    <root>/.token-key: serve imports it (tokens signed with it stay valid), and
+    renames the file so a key later deleted from the store to rotate it does not
+    come back from it."""
+    root = tmp_path / 'data'
+    root.mkdir()
+    old = os.urandom(32)
+    (root / KEY_FILE).write_bytes(old)
+    now = int(time.time())
+    forged = jwt.encode({'iss': 'oci-ref', 'sub': 'alice', 'aud': 'oci-ref', 'iat': now,
+                         'nbf': now - 1, 'exp': now + 300, 'access': [],
+                         'typ': 'access'}, old, algorithm='HS256')
+    for _ in range(2):  # the upgrade, then a plain restart
+        srv = AuthServer(root, '--auth', 'token', '--htpasswd', str(htpasswd))
+        try:
+            assert stored_token_key(root) == old
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                assert c.get('/v2/', headers={
+                    'Authorization': f'Bearer {forged}'}).status_code == 200
+            assert old.hex() not in srv.log.read_text(errors='replace')
+        finally:
+            srv.stop()
+        assert not (root / KEY_FILE).exists()
+        assert (root / f'{KEY_FILE}.imported').read_bytes() == old
 
 
 def test_serve_refuses_a_malformed_htpasswd_naming_the_line(tmp_path: Path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -80,7 +81,9 @@ def failed(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope='module')
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def upstream(tmp_path_factory: pytest.TempPathFactory, module_stores: dict[str, str]
+             ) -> Iterator[AuthServer]:
+    # Per store pair (through ``module_stores``): each counts its own requests.
     server = token_upstream(tmp_path_factory.mktemp('upstream'))
     try:
         yield server
@@ -89,11 +92,12 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
 
 
 @pytest.fixture(scope='module')
-def mirror(tmp_path_factory: pytest.TempPathFactory, upstream: AuthServer
-           ) -> Iterator[Server]:
+def mirror(tmp_path_factory: pytest.TempPathFactory, upstream: AuthServer,
+           module_stores: dict[str, str]) -> Iterator[Server]:
     base = tmp_path_factory.mktemp('mirror')
     server = Server(base / 'data', '--config',
-                    str(mirror_config(base / 'mirror.toml', upstream.url)), env=ENV)
+                    str(mirror_config(base / 'mirror.toml', upstream.url)),
+                    env={**ENV, **module_stores})
     try:
         yield server
     finally:
@@ -314,7 +318,8 @@ def test_distribution_upstream_with_basic_auth(tmp_path: Path) -> None:
 
 
 def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServer,
-                                              image: dict[str, str]) -> None:
+                                              image: dict[str, str],
+                                              module_stores: dict[str, str]) -> None:
     with pusher(upstream) as u:
         push_image(u, 'mirrored/fsck', 'v1', seed='fsck: manifest only')
     with mirror.client() as c:
@@ -331,7 +336,8 @@ def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServ
     config = mirror.root.parent / 'mirror.toml'
     done = subprocess.run([sys.executable, '-m', 'oci_ref', 'fsck', '--root',
                            str(mirror.root), '--config', str(config), '--json'],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **module_stores})
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
     counts = {k: summary.pop(k) for k in ('pushed', 'cached')}
@@ -340,6 +346,14 @@ def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServ
     # Cached content is counted apart from pushed content (the fsck image: its
     # manifest, cached, and nothing of it pushed).
     assert counts['cached']['manifests'] >= 1 and counts['cached']['blobs'] >= 1, counts
+    if module_stores:  # the scale-out pair: the cache lives in the shared stores
+        import psycopg
+
+        with psycopg.connect(module_stores['OCI_REF_METADATA_STORE']) as db:
+            assert db.execute('SELECT count(*) FROM cache_tags').fetchone()[0] > 0
+            assert db.execute("SELECT count(*) FROM repo_blobs WHERE repo = "
+                              "'up.test/mirrored/app'").fetchone()[0] >= 3
+        assert not (mirror.root / 'blobs').exists()  # blobs went to S3
 
 
 

@@ -1,6 +1,7 @@
 """Pull-through cache faults that no real registry here can be made to produce, against
 tests/e2e/upstreams.py's Stub: wrong bytes for a digest, a blob cut off midway, 429
-with Retry-After, and a blob read (with Range) while its download is held midway."""
+with Retry-After, and a blob read (with Range) while its download is held midway.
+The tests of one mirror run on both store pairs (tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,11 +36,12 @@ def stub() -> Iterator[Stub]:
 
 
 @pytest.fixture
-def mirror(tmp_path: Path, stub: Stub) -> Iterator[Server]:
+def mirror(tmp_path: Path, stub: Stub, stores: dict[str, str]) -> Iterator[Server]:
     config = tmp_path / 'mirror.toml'
     config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n'
                       'read_timeout = 20\n')
-    server = Server(tmp_path / 'data', '--config', str(config))
+    server = Server(tmp_path / 'data', '--config', str(config), env=stores)
+    server.stores = stores  # type: ignore[attr-defined]
     try:
         yield server
     finally:
@@ -57,9 +60,47 @@ def pull(mirror: Server, **headers: str) -> tuple[int, bytes, bool]:
             return 200, b'', False
 
 
+def _s3_keys(stores: dict[str, str], prefix: str) -> list[str]:
+    import boto3
+    from botocore.config import Config
+
+    s3: Any = boto3.client(
+        's3', endpoint_url=stores['OCI_REF_S3_ENDPOINT_URL'],
+        region_name=stores['OCI_REF_S3_REGION'],
+        aws_access_key_id=stores['AWS_ACCESS_KEY_ID'],
+        aws_secret_access_key=stores['AWS_SECRET_ACCESS_KEY'],
+        config=Config(s3={'addressing_style': 'path'}))
+    page = s3.list_objects_v2(Bucket=stores['OCI_REF_S3_BUCKET'], Prefix=prefix)
+    return [o['Key'] for o in page.get('Contents', [])]
+
+
+def _rows(stores: dict[str, str], sql: str) -> int:
+    import psycopg
+
+    with psycopg.connect(stores['OCI_REF_METADATA_STORE']) as db:
+        return int(db.execute(sql).fetchone()[0])
+
+
 def blob_cached(mirror: Server) -> bool:
+    stores: dict[str, str] = mirror.stores  # type: ignore[attr-defined]
+    if stores:
+        return bool(_s3_keys(stores, f'blobs/sha256/{D[7:9]}/{D[7:]}'))
     return any((mirror.root / 'blobs').rglob(D.split(':')[1])) if (
         mirror.root / 'blobs').exists() else False
+
+
+def spools_left(mirror: Server) -> list[str]:
+    """Download spools (and claims) still there."""
+    stores: dict[str, str] = mirror.stores  # type: ignore[attr-defined]
+    if stores:
+        left = _s3_keys(stores, 'uploads/')
+        if _rows(stores, 'SELECT count(*) FROM blob_spools'):
+            left.append('a blob_spools row')
+        if _rows(stores, 'SELECT count(*) FROM cache_fetches'):
+            left.append('a cache_fetches row')
+        return left
+    return [p.name for p in (mirror.root / 'uploads').iterdir()
+            if p.name.startswith('tmp-cache-')]
 
 
 @pytest.mark.parametrize('fault', ['wrong bytes', 'cut off'])
@@ -76,8 +117,7 @@ def test_bad_upstream_bytes_are_never_served_whole_nor_cached(
     assert not (status == 200 and complete and body != DATA)
     assert status != 500
     assert not blob_cached(mirror)
-    assert not [p for p in (mirror.root / 'uploads').iterdir()
-                if p.name.startswith('tmp-cache-')]
+    assert not spools_left(mirror)
     # Once the upstream behaves, the same blob pulls whole and is cached.
     stub.routes[BLOB] = answer(200, DATA)
     assert pull(mirror) == (200, DATA, True)

@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from oci_ref.testing import OCIRegistry
 from tests.engines import PostgresServer, S3Bucket
-from tests.replicas import LoadBalancer, Replicas, ReplicaSets
+from tests.replicas import LoadBalancer, Replicas, ReplicaSets, s3_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engines]
 
@@ -36,17 +34,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, postgres_url: str, load_balancer: LoadBalancer
-             ) -> Iterator[Replicas]:
-    with Replicas(tmp_path / 'data', postgres_url, load_balancer) as r:
+def replicas(tmp_path: Path, postgres_url: str, load_balancer: LoadBalancer,
+             request: pytest.FixtureRequest) -> Iterator[Replicas]:
+    """Two replicas; ``@pytest.mark.parametrize('replicas', [n], indirect=True)``
+    for ``n``."""
+    count = getattr(request, 'param', 2)
+    with Replicas(tmp_path / 'data', postgres_url, load_balancer, count) as r:
         yield r
 
 
+def round_robin(requests: int, replicas: int) -> list[int]:
+    """How many of ``requests`` consecutive requests each replica gets from a
+    round-robin balancer (sorted: which one starts does not matter)."""
+    return sorted(len(range(i, requests, replicas)) for i in range(replicas))
+
+
+@pytest.mark.parametrize('replicas', [2, 3], indirect=True)
 def test_a_chunked_push_whose_patches_land_on_different_replicas_completes(
         replicas: Replicas) -> None:
     """POST, four PATCHes and the closing PUT go round-robin: each replica continues
     the session another one started (state in PostgreSQL, spool shared); the blob is
-    then served by both, byte for byte."""
+    then served by every replica, byte for byte."""
     data = bytes(range(256)) * 4096  # 1 MiB in four chunks
     digest = f'sha256:{hashlib.sha256(data).hexdigest()}'
     chunks = [data[i:i + len(data) // 4] for i in range(0, len(data), len(data) // 4)]
@@ -67,31 +75,32 @@ def test_a_chunked_push_whose_patches_land_on_different_replicas_completes(
         r = c.put(location, params={'digest': digest})
         assert r.status_code == 201, r.text
     patches = replicas.requests_seen('PATCH', session)
-    assert sorted(patches) == [2, 2], patches  # alternate replicas, no stickiness
+    # Every replica took its turn, no stickiness.
+    assert sorted(patches) == round_robin(4, len(replicas.servers)), patches
     for server in replicas.servers:
         r = httpx.get(f'{server.url}/v2/scale/out/blobs/{digest}', timeout=30)
         assert r.status_code == 200 and r.content == data
 
 
+def own_roots(parent: Path, count: int) -> list[dict[str, Any]]:
+    """``each`` for replicas that share nothing on disk."""
+    return [{'root': parent / f'r{i}' / 'data'} for i in range(count)]
+
+
+@pytest.mark.parametrize('count', [2, 3])
 def test_replicas_on_postgresql_and_s3_continue_each_others_chunked_push(
         tmp_path: Path, postgres_url: str, s3_bucket: S3Bucket,
-        load_balancer: LoadBalancer) -> None:
+        load_balancer: LoadBalancer, count: int) -> None:
     """The scale-out pair: metadata in PostgreSQL, blobs in S3 (moto), each replica
-    with its own --root. PATCHes alternate between replicas; the multipart state
-    lives in PostgreSQL (blob_spools), so the push completes."""
+    with its own --root. PATCHes go round-robin over the replicas; the multipart
+    state lives in PostgreSQL (blob_spools), so the push completes."""
     data = bytes(range(256)) * 4096 * 12  # 12 MiB: three 4 MiB chunks
     digest = f'sha256:{hashlib.sha256(data).hexdigest()}'
     step = 4 * 1024 * 1024
-    settings = {'blob_store': 's3', 's3_bucket': s3_bucket.bucket,
-                's3_endpoint_url': s3_bucket.endpoint_url, 's3_region': s3_bucket.region,
-                's3_path_style': True}
-    servers = []
-    try:
-        for i in range(2):  # each its own root: nothing shared on disk
-            servers.append(OCIRegistry(tmp_path / f'r{i}' / 'data', env={
-                **s3_bucket.env, 'OCI_REF_METADATA_STORE': postgres_url}, **settings))
-        lb = load_balancer([s.url for s in servers])
-        with httpx.Client(base_url=lb.url, timeout=60) as c:
+    env, settings = s3_settings(s3_bucket)
+    with Replicas(tmp_path, postgres_url, load_balancer, count, env=env,
+                  each=own_roots(tmp_path, count), **settings) as replicas:
+        with httpx.Client(base_url=replicas.url, timeout=60) as c:
             r = c.post('/v2/scale/s3/blobs/uploads/')
             assert r.status_code == 202, r.text
             location = r.headers['location']
@@ -105,21 +114,18 @@ def test_replicas_on_postgresql_and_s3_continue_each_others_chunked_push(
             r = c.put(location, params={'digest': digest})
             assert r.status_code == 201, r.text
         session = location.rstrip('/').rsplit('/', 1)[-1].split('?')[0]
-        seen = [len(re.findall(rf'"PATCH [^"]*{session}', s.log.read_text()))
-                for s in servers]
-        assert sorted(seen) == [1, 2], seen
-        for server in servers:
+        seen = replicas.requests_seen('PATCH', session)
+        assert sorted(seen) == round_robin(3, count), seen
+        for server in replicas.servers:
             r = httpx.get(f'{server.url}/v2/scale/s3/blobs/{digest}', timeout=60)
             assert r.status_code == 200 and r.content == data
-    finally:
-        for server in servers:
-            server.stop()
 
 
+@pytest.mark.parametrize('replicas', [2, 3], indirect=True)
 def test_a_replica_killed_mid_patch_leaves_a_session_another_continues(
         replicas: Replicas, postgres_url: str) -> None:
     """SIGKILL the replica a PATCH streams into while it holds the session's claim:
-    the client's retry through the load balancer is served by the other replica at
+    the client's retry through the load balancer is served by another replica at
     once (the dead one's lease is not waited out: its presence died with it), the
     push completes, and fsck on the shared stores is clean."""
     import psycopg
@@ -199,11 +205,12 @@ def test_a_tag_pushed_through_one_replica_is_listed_by_the_other(
         assert c.get('/v2/a/b/manifests/v1').content == manifest
 
 
+@pytest.mark.parametrize('replicas', [2, 3], indirect=True)
 def test_concurrent_pushes_of_one_image_through_both_replicas_agree(
         replicas: Replicas) -> None:
     """Eight clients push the same blobs, manifest and tag at once, through the load
-    balancer (so onto both replicas): every push succeeds and both replicas then
-    answer alike."""
+    balancer (so onto every replica): every push succeeds and every replica then
+    answers alike."""
     config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers",' \
              b'"diff_ids":[]}}'
     layer = b'shared layer ' * 50000
@@ -257,7 +264,7 @@ runner = _load_runner()
 
 
 # Each suite once (legacy, the redesigned one in both modes with every area on) and
-# token auth (the signing key under the shared root): the others add only time.
+# token auth (the signing key in PostgreSQL): the others add only time.
 # And the redesigned suite once more with blobs in S3 (moto).
 @pytest.mark.parametrize(('run', 'blobs'), [('legacy', 'fs'), ('all', 'fs'),
                                             ('dev', 'fs'), ('token', 'fs'), ('all', 's3')])

@@ -1,10 +1,10 @@
 """oci_ref.auth without HTTP: the htpasswd file (long passwords, malformed edits,
-the dummy hash's cost) and the token signing key (made once, whole, never short)."""
+the dummy hash's cost) and the token issuer (never with a short key)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import multiprocessing
 import os
 import re
 from pathlib import Path
@@ -13,8 +13,7 @@ import bcrypt
 import jwt
 import pytest
 
-import oci_ref.auth
-from oci_ref.auth import KEY_BYTES, KEY_FILE, AuthError, Htpasswd, TokenIssuer, signing_key
+from oci_ref.auth import KEY_BYTES, AuthError, Htpasswd, TokenIssuer
 from tests.interop.auth import htpasswd_entry, write_htpasswd
 
 USERS = {'alice': 'alice-pw', 'bob': 'bob-pw'}
@@ -134,55 +133,11 @@ def test_a_single_cost_file_gives_every_unknown_user_that_cost(
 
 
 # ------------------------------------------------------------ signing key ----
-def _make_key(root: str) -> bytes:
-    return signing_key(Path(root))
-
-
-def test_the_signing_key_is_made_once_whole_and_private(tmp_path: Path) -> None:
-    """Eight processes racing to make the key all end up with the same full key,
-    and no temporary file is left behind."""
-    root = tmp_path / 'data'
-    with multiprocessing.get_context('spawn').Pool(8) as pool:
-        keys = pool.map(_make_key, [str(root)] * 8)
-    assert len(set(keys)) == 1
-    assert len(keys[0]) == KEY_BYTES
-    path = root / KEY_FILE
-    assert path.read_bytes() == keys[0]
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in root.iterdir()) == [KEY_FILE]
-
-
-def test_a_crash_while_making_the_key_leaves_no_key(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch
-                                                    ) -> None:
-    """The key file appears only once its bytes are on disk: a failure before
-    (here: fsync) leaves no key at all, never an empty one."""
-    root = tmp_path / 'data'
-
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, 'Input/output error')
-
-    monkeypatch.setattr(oci_ref.auth.os, 'fsync', failing_fsync)
-    with pytest.raises(OSError):
-        signing_key(root)
-    assert not (root / KEY_FILE).exists()
-    assert list(root.iterdir()) == []
-    monkeypatch.undo()
-    assert len(signing_key(root)) == KEY_BYTES
-
-
+# Where the key is kept (the metadata store, per backend): tests/unit/test_shared_auth.py.
 @pytest.mark.parametrize('size', [0, 1, KEY_BYTES - 1])
-def test_a_short_key_is_refused_never_used(tmp_path: Path, size: int) -> None:
-    root = tmp_path / 'data'
-    root.mkdir()
-    (root / KEY_FILE).write_bytes(b'k' * size)
+def test_an_issuer_refuses_a_short_key(size: int) -> None:
     with pytest.raises(AuthError, match=f'{size} bytes'):
-        signing_key(root)
-    with pytest.raises(AuthError):
-        TokenIssuer.for_root(root, 'oci-ref', 300)
-    with pytest.raises(AuthError):
         TokenIssuer(b'k' * size, 'oci-ref', 300)
-    assert (root / KEY_FILE).read_bytes() == b'k' * size  # not replaced behind our back
 
 
 def test_pyjwt_refuses_an_empty_hmac_key() -> None:
@@ -201,9 +156,14 @@ def test_the_dependency_pin_is_the_one_that_refuses_empty_keys() -> None:
     assert pins and tuple(map(int, pins[0].split('.'))) >= (2, 13), pins
 
 
-def test_token_issuer_signs_with_a_full_key(tmp_path: Path) -> None:
-    issuer = TokenIssuer.for_root(tmp_path, 'oci-ref', 300)
-    token, ttl, _ = issuer.issue('alice', [])
-    assert issuer.check(token)['sub'] == 'alice'
-    assert ttl == 300
-    assert os.path.getsize(tmp_path / KEY_FILE) == KEY_BYTES
+def test_token_issuer_signs_with_a_full_key() -> None:
+    issuer = TokenIssuer(os.urandom(KEY_BYTES), 'oci-ref', 300)
+
+    async def run() -> None:
+        token, ttl, _ = await issuer.issue('alice', [])
+        assert (await issuer.check(token))['sub'] == 'alice'
+        assert ttl == 300
+        with pytest.raises(AuthError, match='wrong kind'):
+            await issuer.check(token, refresh=True)
+
+    asyncio.run(run())

@@ -96,7 +96,7 @@ def test_everything_is_carried_over_and_reads_back_the_same(source, sample, targ
         'blobs_present': 0, 'links_made': links, 'links_present': 0,
         'manifests_copied': 6, 'manifests_present': 0, 'manifests_sparse': 0,
         'referrers': 1, 'tags_set': 5, 'tags_present': 0, 'repositories': 3,
-        'upload_sessions': 0}
+        'upload_sessions': 0, 'keys_copied': 0, 'keys_present': 0, 'keys_kept': 0}
     assert report.bytes_copied > 256 * 1024
     assert view(target.c, sample) == view(source.c, sample)
     assert asyncio.run(fsck(target.registry)) == []
@@ -410,3 +410,30 @@ def test_progress_lines(tty):
         assert lines[0] == 'blobs: 0/20 (0%), 0 B of 20.0 MiB'
         assert lines[-1] == 'blobs: 20/20 (100%), 20.0 MiB of 20.0 MiB'
         assert '\r' not in text
+
+
+def test_signing_keys_are_carried_over_and_a_target_key_in_use_is_kept(
+        source, target, dating):
+    """Tokens the single node issued stay valid on the replicas (issue 14: the key
+    lives in the metadata store); a key the target already signs with is kept."""
+    from oci_ref.auth import TOKEN_KEY
+    from oci_ref.ui.csrf import KEY_NAME
+
+    token_key, csrf_key = b't' * 32, b'c' * 32
+
+    async def store(stores: Stores, name: str, key: bytes) -> None:
+        assert await stores.meta.signing_key(name, key) == key
+
+    async def read(stores: Stores, name: str) -> bytes | None:
+        return await stores.meta.signing_key(name, None)
+
+    asyncio.run(store(source.stores, TOKEN_KEY, token_key))
+    asyncio.run(store(source.stores, KEY_NAME, csrf_key))
+    asyncio.run(store(target.stores, KEY_NAME, b'x' * 32))  # the target made its own
+    report = migrate(source, target, dating)
+    assert (report.keys_copied, report.keys_present, report.keys_kept) == (1, 0, 1)
+    assert asyncio.run(read(target.stores, TOKEN_KEY)) == token_key
+    assert asyncio.run(read(target.stores, KEY_NAME)) == b'x' * 32
+    assert any('must be renewed' in line for line in report.summary())
+    again = migrate(source, target, dating)
+    assert (again.keys_copied, again.keys_present, again.keys_kept) == (0, 1, 1)

@@ -38,3 +38,35 @@ def test_embedded_default_serves_without_the_scale_extra(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ['200'], out.stdout
+
+
+def test_the_wheel_holds_every_package_template_and_schema(tmp_path: Path) -> None:
+    """`pip install oci-ref` installs the wheel, not the tree: a package missing from
+    pyproject's list (oci_ref.storage and oci_ref.lint were, hidden by the
+    editable install) would break every import of it."""
+    import shutil
+    import zipfile
+
+    root = Path(__file__).resolve().parents[2]
+    # A copy: setuptools builds in the tree, and a build/lib left by an earlier
+    # build would slip into the wheel what pyproject leaves out.
+    tree = tmp_path / 'tree'
+    skip = shutil.ignore_patterns('__pycache__', '*.egg-info')
+    for part in ('oci_ref', 'schemas'):
+        shutil.copytree(root / part, tree / part, ignore=skip)
+    for part in ('pyproject.toml', 'README.md'):
+        shutil.copy(root / part, tree / part)
+    out = subprocess.run(
+        [sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '-w', str(tmp_path),
+         str(tree)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    [wheel] = tmp_path.glob('oci_ref-*.whl')
+    names = set(zipfile.ZipFile(wheel).namelist())
+    source = root / 'oci_ref'
+    wanted = {p.relative_to(root).as_posix() for p in source.rglob('*.py')
+              if '__pycache__' not in p.parts}
+    wanted |= {f'oci_ref/ui/{p.relative_to(source / "ui").as_posix()}'
+               for d in ('templates', 'static') for p in (source / 'ui' / d).rglob('*')
+               if p.is_file()}
+    wanted |= {f'oci_ref/_schemas/{p.name}' for p in (root / 'schemas').glob('*.json')}
+    assert wanted - names == set()

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from oci_ref.app import create_app
+from oci_ref.reference import Digest
 from oci_ref.registry import Registry
 from oci_ref.storage.s3_spools import MIN_PART, PART_SIZE, SpoolState
 from tests.s3_backend import S3Backend
@@ -161,4 +162,53 @@ def test_a_closing_put_retried_after_a_crash_between_complete_and_copy_finishes(
     r = replicas[1][1].put(f'{loc}?digest={digest(data)}')
     assert r.status_code == 201, r.content
     assert c.get(f'/v2/a/b/blobs/{digest(data)}').content == data
+    assert backend.objects('uploads/') == []
+
+
+async def _pieces(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def test_a_readable_spool_grows_in_pieces_and_a_crashed_commit_is_aborted(
+        backend, replicas):
+    """The pull-through cache's spool: plain pieces while it grows (no multipart
+    upload to read back), joined at commit by a multipart upload that is tracked
+    in the state first, so the purge aborts it when a crash interrupts the commit."""
+    reg = replicas[0][0]
+    blobs = reg.blobs
+    data = os.urandom(2 * MIN_PART + 4000)
+    sizes = [4000, MIN_PART, MIN_PART]
+
+    async def grow(spool: str) -> None:
+        await blobs.create_spool(spool, readable=True)
+        at = 0
+        for n in sizes:
+            await blobs.append(spool, at, _pieces([data[at:at + n]]), [])
+            at += n
+
+    asyncio.run(grow('tmp-cache-ok'))
+    s = state(backend, 'tmp-cache-ok')
+    assert s is not None and s.readable and s.mpu is None and not s.parts
+    assert [n for _, n, _ in s.pending] == sizes
+    assert backend.multipart_uploads() == []
+    d = Digest.parse(digest(data))
+    asyncio.run(blobs.commit('tmp-cache-ok', d))
+    assert backend.multipart_uploads() == [] and backend.objects('uploads/') == []
+    assert asyncio.run(blobs.hash(d)) == d.encoded
+
+    # A commit that died after starting its multipart upload (what it records first).
+    asyncio.run(grow('tmp-cache-dead'))
+    s = state(backend, 'tmp-cache-dead')
+    assert s is not None
+    target = f'blobs/sha256/dead/{"0" * 64}'
+    mpu = backend.s3().create_multipart_upload(Bucket=backend.bucket.bucket, Key=target)
+    s.composing = [target, mpu['UploadId']]
+    with backend.db() as db:
+        db.execute('UPDATE blob_spools SET state = ? WHERE id = ?',
+                   [s.dump(), 'tmp-cache-dead'])
+    assert backend.multipart_uploads() == [target]
+    backend.clock.advance(reg.policy.upload_ttl + 1)
+    asyncio.run(reg.purge_uploads())
+    assert backend.multipart_uploads() == []
     assert backend.objects('uploads/') == []

@@ -26,6 +26,8 @@ LAZY = (
     'bcrypt', 'jwt', 'cryptography',        # auth: only with htpasswd / token
     'sqlite_utils',                         # migrations an old database misses
     'aiobotocore', 'botocore', 'psycopg',   # the scale-out stores, when configured
+    'tomllib',                              # only with a settings or access file
+    'decimal', 'importlib.resources',       # manifests: first validation
 )
 
 _PROBE = '''
@@ -34,19 +36,22 @@ from pathlib import Path
 from oci_ref.app import create_app
 from oci_ref.config import Config
 app = create_app(Config(root=Path(sys.argv[1])))
-print(json.dumps(sorted(sys.modules)))
+from oci_ref.syntax import _compiled
+print(json.dumps([sorted(sys.modules), _compiled.cache_info().currsize]))
 '''
 
 
 def test_building_the_app_imports_none_of_the_lazy_modules(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, '-c', _PROBE, str(tmp_path)], check=True,
                          capture_output=True, text=True).stdout
-    loaded = set(json.loads(out))
+    modules, regexes = json.loads(out)
+    loaded = set(modules)
     # falcon, uvicorn's pieces and the stores are needed: the probe really ran.
     assert {'falcon', 'oci_ref.app', 'oci_ref.storage.sqlite'} <= loaded
     eager = sorted(m for m in loaded if any(m == lazy or m.startswith(lazy + '.')
                                             for lazy in LAZY))
     assert eager == []
+    assert regexes == 0  # the manifest grammars (oci_ref/syntax.py): first manifest
 
 
 def _structure(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -129,3 +134,36 @@ def test_exchanges_answered_before_the_metrics_exist_are_counted(tmp_path: Path)
     out = subprocess.run([sys.executable, '-c', _METRICS_PROBE, str(tmp_path)],
                          check=True, capture_output=True, text=True).stdout
     assert 'oci_ref_requests_total{endpoint="end-1",method="GET",status="200"} 3.0' in out
+
+
+def test_a_registry_started_without_bytecode_writing_caches_it_aside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PYTHONDONTWRITEBYTECODE made every fixture start compile oci_ref again (issue
+    17): the server gets a cache of its own instead, and the sources stay clean."""
+    from oci_ref.testing import OCIRegistry
+
+    monkeypatch.delenv('PYTHONPYCACHEPREFIX', raising=False)
+    cache = tmp_path / 'cache'
+    env = {'PYTHONDONTWRITEBYTECODE': '1', 'XDG_CACHE_HOME': str(cache)}
+    with OCIRegistry(tmp_path / 'data', env=env) as registry:
+        environ = Path(f'/proc/{registry.process.pid}/environ').read_bytes().split(b'\0')
+        assert f'PYTHONPYCACHEPREFIX={cache}/oci-ref/pycache'.encode() in environ
+        assert not any(e.startswith(b'PYTHONDONTWRITEBYTECODE=') for e in environ)
+        package = Path(sys.modules['oci_ref'].__file__ or '').parent
+        cached = cache / 'oci-ref' / 'pycache' / package.relative_to('/')
+        assert list(cached.glob('cli.*.pyc'))
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({'HOME': '/h'}, {'HOME': '/h'}),  # writes bytecode as usual
+    ({'HOME': '/h', 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONPYCACHEPREFIX': '/p'},
+     {'HOME': '/h', 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONPYCACHEPREFIX': '/p'}),
+    ({'HOME': '/h', 'PYTHONDONTWRITEBYTECODE': '1'},
+     {'HOME': '/h', 'PYTHONPYCACHEPREFIX': '/h/.cache/oci-ref/pycache'}),
+    ({'PYTHONDONTWRITEBYTECODE': '1'}, {'PYTHONDONTWRITEBYTECODE': '1'}),  # no home
+])
+def test_bytecode_cache_respects_what_is_set(env: dict[str, str],
+                                             expected: dict[str, str]) -> None:
+    from oci_ref.testing import bytecode_cache
+
+    assert bytecode_cache(env) == expected

@@ -3,7 +3,7 @@ the filters and paths the templates use."""
 
 from __future__ import annotations
 
-import stat
+import secrets
 from pathlib import Path
 
 import pytest
@@ -12,10 +12,11 @@ from oci_ref.ui.csrf import Csrf, same_origin
 from oci_ref.ui.graph import BOX_W, layout
 from oci_ref.ui.model import Graph, GraphNode
 from oci_ref.ui.render import human_size, render, short_digest, ui_path
+from tests.backends import Backend
 
 
-def test_csrf_tokens_bind_user_action_and_target_and_expire(tmp_path: Path) -> None:
-    csrf = Csrf.for_root(tmp_path)
+def test_csrf_tokens_bind_user_action_and_target_and_expire() -> None:
+    csrf = Csrf(secrets.token_bytes(32))
     token = csrf.issue('alice', 'delete', 'a/b', 'v1', now=1000)
     assert csrf.valid(token, 'alice', 'delete', 'a/b', 'v1', now=1000 + 3599)
     for parts in (('bob', 'delete', 'a/b', 'v1'), ('alice', 'delete', 'a/b', 'v2'),
@@ -31,15 +32,24 @@ def test_csrf_tokens_bind_user_action_and_target_and_expire(tmp_path: Path) -> N
         assert not csrf.valid(forged, 'alice', 'delete', 'a/b', 'v1', now=1001), forged
 
 
-def test_csrf_key_is_made_once_private_and_shared_by_workers(tmp_path: Path) -> None:
-    first, second = Csrf.for_root(tmp_path), Csrf.for_root(tmp_path)
-    token = first.issue('u', 'delete', 'r', 't')
-    assert second.valid(token, 'u', 'delete', 'r', 't')
-    key = tmp_path / '.ui-csrf-key'
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
-    (tmp_path / 'other').mkdir()
-    assert not Csrf.for_root(tmp_path / 'other').valid(token, 'u', 'delete', 'r', 't')
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['.ui-csrf-key', 'other']
+@pytest.mark.parametrize('backend', ['sqlite+filesystem', 'postgresql+filesystem'],
+                         indirect=True)
+def test_the_csrf_key_is_one_for_every_process_of_a_store(backend: Backend,
+                                                          tmp_path: Path) -> None:
+    """Two stores on one database (two workers or replicas) issue and accept each
+    other's tokens; another registry's store does not; no key file on disk."""
+    one, two = backend.registry(), backend.registry()
+    other = Backend(tmp_path / 'other').registry()
+    try:
+        first, second = Csrf.from_store(one.meta), Csrf.from_store(two.meta)
+        token = first.issue('u', 'delete', 'r', 't')
+        assert second.valid(token, 'u', 'delete', 'r', 't')
+        assert len(first.key) == 32
+        assert not Csrf.from_store(other.meta).valid(token, 'u', 'delete', 'r', 't')
+        assert not list(backend.root.glob('.ui-csrf-key*'))
+    finally:
+        for registry in (one, two, other):
+            registry.close()
 
 
 @pytest.mark.parametrize(('origin', 'site', 'ok'), [

@@ -198,7 +198,8 @@ def test_a_reused_pid_is_not_the_lease_holder():
     belongs to another process (another start time) has no live holder, so a
     restarted server resumes the session instead of answering 416 until the lease
     runs out. (SQLite store: leases name their holder by PID and start time.)"""
-    from oci_ref.storage.sqlite import _alive, _my_start
+    from oci_ref.storage.sqlite_locks import alive as _alive
+    from oci_ref.storage.sqlite_locks import my_start as _my_start
 
     me = os.getpid()
     assert _alive(me, f'proc-lease@{_my_start()}')
@@ -213,7 +214,8 @@ def test_a_zombie_is_not_the_lease_holder():
     import subprocess
     import sys
 
-    from oci_ref.storage.sqlite import _alive, _process_stat
+    from oci_ref.storage.sqlite_locks import alive as _alive
+    from oci_ref.storage.sqlite_locks import process_stat as _process_stat
 
     child = subprocess.Popen([sys.executable, '-c', 'pass'])
     try:
