@@ -11,10 +11,8 @@ fsck is clean before and after."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -47,18 +45,8 @@ def blob_files(root: Path) -> list[Path]:
 @pytest.mark.parametrize('workers', ['1', '2'])
 def test_sigkill_mid_blob_leaves_no_partial_blob(tmp_path: Path, workers: str) -> None:
     stub = Stub()
-    sent_half = threading.Event()
-
-    def held(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header('Content-Length', str(len(DATA)))
-        h.end_headers()
-        h.wfile.write(DATA[:len(DATA) // 2])
-        h.wfile.flush()
-        sent_half.set()
-        stub.release.wait(60)  # the mirror is killed meanwhile
-
-    stub.routes[PATH] = held
+    # The rest never comes: the mirror is killed meanwhile.
+    sent_half = stub.hold(PATH, DATA, len(DATA) // 2, wait=60, finish=False)
     config = tmp_path / 'mirror.toml'
     config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n')
     root = tmp_path / 'data'

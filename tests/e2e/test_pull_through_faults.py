@@ -6,7 +6,6 @@ The tests of one mirror run on both store pairs (tests/e2e/conftest.py)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import threading
 import time
 from collections.abc import Iterator
@@ -139,19 +138,7 @@ def test_blob_streams_while_fetched_and_range_works_midway(mirror: Server,
     """The upstream sends half the blob and then waits: a client already has the
     first half, and a Range request inside it is answered, before the rest comes."""
     half = len(DATA) // 2
-    sent_half = threading.Event()
-
-    def held(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header('Content-Length', str(len(DATA)))
-        h.end_headers()
-        h.wfile.write(DATA[:half])
-        h.wfile.flush()
-        sent_half.set()
-        stub.release.wait(30)
-        h.wfile.write(DATA[half:])
-
-    stub.routes[BLOB] = held
+    sent_half = stub.hold(BLOB, DATA, half, wait=30)
     with httpx.Client(base_url=mirror.url, timeout=30) as c, \
             c.stream('GET', f'/v2/stub.test{BLOB[3:]}') as first:
         assert first.status_code == 200
@@ -176,19 +163,7 @@ def test_two_workers_share_one_download(tmp_path: Path, stub: Stub) -> None:
     (it passed at least half the blob to a socket: /proc/<pid>/io wchar), and the
     upstream saw one GET."""
     half = len(DATA) // 2
-    sent_half = threading.Event()
-
-    def held(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header('Content-Length', str(len(DATA)))
-        h.end_headers()
-        h.wfile.write(DATA[:half])
-        h.wfile.flush()
-        sent_half.set()
-        stub.release.wait(60)
-        h.wfile.write(DATA[half:])
-
-    stub.routes[BLOB] = held
+    sent_half = stub.hold(BLOB, DATA, half, wait=60)
     config = tmp_path / 'mirror.toml'
     config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n')
     m = Server(tmp_path / 'data', '--workers', '2', '--config', str(config))
@@ -245,19 +220,7 @@ def test_readers_behind_and_inside_the_memory_window_midway(mirror: Server,
     d = digest(big)
     path = f'/v2/lib/app/blobs/{d}'
     sent = 20 * 1024 * 1024
-    sent_most = threading.Event()
-
-    def held(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header('Content-Length', str(len(big)))
-        h.end_headers()
-        h.wfile.write(big[:sent])
-        h.wfile.flush()
-        sent_most.set()
-        stub.release.wait(30)
-        h.wfile.write(big[sent:])
-
-    stub.routes[path] = held
+    sent_most = stub.hold(path, big, sent, wait=30)
     url = f'/v2/stub.test{path[3:]}'
     with httpx.Client(base_url=mirror.url, timeout=30) as c, c.stream('GET', url) as first:
         assert first.status_code == 200

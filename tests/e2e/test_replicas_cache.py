@@ -9,7 +9,6 @@ stores, so the replicas share one cache: a blob is downloaded once for both.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import signal
 import threading
@@ -149,19 +148,7 @@ def test_a_replica_streams_the_download_another_replica_is_making(
     path = f'/v2/lib/app/blobs/{d}'
     held_at = 7 * 1024 * 1024
     stub = Stub()
-    sent = threading.Event()
-
-    def held(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header('Content-Length', str(len(data)))
-        h.end_headers()
-        h.wfile.write(data[:held_at])
-        h.wfile.flush()
-        sent.set()
-        stub.release.wait(60)
-        h.wfile.write(data[held_at:])
-
-    stub.routes[path] = held
+    sent = stub.hold(path, data, held_at, wait=60)
     config = tmp_path / 'mirror.toml'
     config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n'
                       'read_timeout = 90\n')
@@ -215,18 +202,7 @@ def test_a_replica_killed_mid_download_leaves_no_blob_and_another_takes_over(
     d = f'sha256:{hashlib.sha256(data).hexdigest()}'
     path = f'/v2/lib/app/blobs/{d}'
     stub = Stub()
-    sent = threading.Event()
-
-    def held(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header('Content-Length', str(len(data)))
-        h.end_headers()
-        h.wfile.write(data[:6 * 1024 * 1024])
-        h.wfile.flush()
-        sent.set()
-        stub.release.wait(120)
-
-    stub.routes[path] = held
+    sent = stub.hold(path, data, 6 * 1024 * 1024, wait=120, finish=False)
     config = tmp_path / 'mirror.toml'
     config.write_text(f'[[upstream]]\nname = "stub.test"\nurl = "{stub.url}"\n'
                       'read_timeout = 120\n')

@@ -182,6 +182,28 @@ class Stub:
                                        daemon=True)
         self.thread.start()
 
+    def hold(self, path: str, data: bytes, at: int, *, wait: float = 60,
+             finish: bool = True) -> threading.Event:
+        """Answer GET ``path`` with ``data`` (its full Content-Length) in two parts:
+        the first ``at`` bytes, then, once ``release`` is set (or ``wait`` seconds
+        passed), the rest, unless ``finish`` is off (a cut-off or a kill test).
+        Returns the event set once the first part is on the wire."""
+        sent = threading.Event()
+
+        def held(h: http.server.BaseHTTPRequestHandler) -> None:
+            h.send_response(200)
+            h.send_header('Content-Length', str(len(data)))
+            h.end_headers()
+            h.wfile.write(data[:at])
+            h.wfile.flush()
+            sent.set()
+            self.release.wait(wait)
+            if finish:
+                h.wfile.write(data[at:])
+
+        self.routes[path] = held
+        return sent
+
     def stop(self) -> None:
         self.release.set()
         self.server.shutdown()
