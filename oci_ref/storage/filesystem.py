@@ -121,31 +121,8 @@ class FilesystemBlobStore:
 
     async def reader(self, digest: Digest, start: int = 0, length: int | None = None
                      ) -> AsyncIterator[bytes]:
-        def open_at() -> Any:
-            try:
-                f = open(self._path(digest), 'rb', buffering=0)  # noqa: SIM115
-            except FileNotFoundError:
-                raise BlobMissing(str(digest)) from None
-            f.seek(start)
-            return f
-
-        f = await self._run(open_at)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            remaining = length
-            try:
-                while remaining is None or remaining > 0:
-                    want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-                    chunk = await self._run(f.read, want)
-                    if not chunk:
-                        break
-                    if remaining is not None:
-                        remaining -= len(chunk)
-                    yield chunk
-            finally:
-                f.close()  # closing a read-only file does no I/O worth a hop
-
-        return chunks()
+        return await self._file_chunks(self._path(digest), start, length,
+                                       lambda: BlobMissing(str(digest)))
 
     async def delete(self, digest: Digest) -> None:
         await self._run(self._path(digest).unlink, True)
@@ -294,30 +271,46 @@ class FilesystemBlobStore:
 
     async def spool_reader(self, session_id: str, start: int, length: int
                            ) -> AsyncIterator[bytes]:
-        path = self._spool(session_id)
+        # An open file survives the spool's rename at commit (POSIX); a spool
+        # shorter than asked was cut back under us.
+        def gone() -> Exception:
+            return SessionMissing(session_id)
 
+        return await self._file_chunks(self._spool(session_id), start, length, gone,
+                                       cut=gone)
+
+    async def _file_chunks(self, path: Path, start: int, length: int | None,
+                           missing: Callable[[], Exception], *,
+                           cut: Callable[[], Exception] | None = None
+                           ) -> AsyncIterator[bytes]:
+        """``length`` bytes of ``path`` from ``start`` (None: to its end), each read
+        in a pool thread. ``missing()`` is raised when there is no such file, and
+        ``cut()``, if given, when it ends before ``length`` (else it just ends)."""
         def open_at() -> Any:
             try:
                 f = open(path, 'rb', buffering=0)  # noqa: SIM115
             except FileNotFoundError:
-                raise SessionMissing(session_id) from None
+                raise missing() from None
             f.seek(start)
             return f
 
         f = await self._run(open_at)
 
         async def chunks() -> AsyncIterator[bytes]:
-            # An open file survives the spool's rename at commit (POSIX).
             remaining = length
             try:
-                while remaining > 0:
-                    chunk = await self._run(f.read, min(READ_CHUNK, remaining))
+                while remaining is None or remaining > 0:
+                    want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                    chunk = await self._run(f.read, want)
                     if not chunk:
-                        raise SessionMissing(session_id)  # cut back under us
-                    remaining -= len(chunk)
+                        if cut is not None and remaining is not None:
+                            raise cut()
+                        break
+                    if remaining is not None:
+                        remaining -= len(chunk)
                     yield chunk
             finally:
-                f.close()
+                f.close()  # closing a read-only file does no I/O worth a hop
 
         return chunks()
 
