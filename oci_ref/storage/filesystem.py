@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from oci_ref.reference import ALGORITHMS, Digest
+from oci_ref.storage.bodies import batches
 from oci_ref.storage.interfaces import (
     BlobInfo,
     BlobMissing,
@@ -213,25 +214,14 @@ class FilesystemBlobStore:
             return asyncio.ensure_future(self._run(write, batch, last))
 
         written = 0
-        batch: list[bytes] = []
-        batched = 0
         try:
-            async for chunk in body:
-                if not chunk:
-                    continue
-                written += len(chunk)
-                if limit is not None and written > limit:
-                    raise BodyTooLarge(limit)
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= WRITE_BATCH or len(batch) >= WRITE_BATCH_CHUNKS:
-                    if in_flight is not None:
-                        await in_flight
-                    in_flight = stage(batch, False)
-                    batch, batched = [], 0
-            if in_flight is not None:
-                await in_flight
-            in_flight = stage(batch, True)
+            async for batch, last in batches(body, size=WRITE_BATCH,
+                                             chunks=WRITE_BATCH_CHUNKS, limit=limit):
+                written += sum(map(len, batch))
+                if in_flight is not None:
+                    await in_flight
+                in_flight = stage(batch, last)
+            assert in_flight is not None  # the last batch is always staged
             await in_flight
         except BaseException:
             if in_flight is not None:

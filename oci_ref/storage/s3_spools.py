@@ -49,9 +49,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from oci_ref.reference import ALGORITHMS, Digest
+from oci_ref.storage.bodies import batches
 from oci_ref.storage.interfaces import (
     BlobMissing,
-    BodyTooLarge,
     MetadataStore,
     SessionMissing,
     SpoolInfo,
@@ -221,8 +221,7 @@ class S3Spools:
         resumable = new.hashers()
         in_pending = sum(size for _, size, _ in new.pending)
         buf = bytearray()
-        batch: list[bytes] = []
-        batched = written = 0
+        written = 0
 
         def absorb(chunks: list[bytes]) -> None:
             for chunk in chunks:
@@ -254,21 +253,13 @@ class S3Spools:
             # a leftover otherwise.
             await self._save(session_id, base)
 
-        async for chunk in body:
-            if not chunk:
+        async for batch, last in batches(body, size=HASH_BATCH, limit=limit):
+            if not batch:
                 continue
-            written += len(chunk)
-            if limit is not None and written > limit:
-                raise BodyTooLarge(limit)
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= HASH_BATCH:
-                await self._thread(absorb, batch)
-                batch, batched = [], 0
-                if not new.readable and in_pending + len(buf) >= self.part_size:
-                    await flush_part()
-        if batch:
+            written += sum(map(len, batch))
             await self._thread(absorb, batch)
+            if not last and not new.readable and in_pending + len(buf) >= self.part_size:
+                await flush_part()
         if not new.readable and in_pending + len(buf) >= max(self.part_size, MIN_PART):
             await flush_part()
         # A readable spool's append is one piece (its caller bounds the batch).
