@@ -122,24 +122,30 @@ class RequestGuard:
     def __init__(self, app: ASGIApp):
         self.app = app
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
-                       send: Send) -> None:
+    def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+                 send: Send) -> Awaitable[None]:
+        # A plain function returning the awaitable: no coroutine of its own to
+        # create and resume on every request.
         if scope['type'] != 'http':
-            await self.app(scope, receive, send)
-            return
-        # ASGI allows any iterables here (even one-shot pairs): make them tuples in a
-        # list before reading them, so the app can read them again.
-        scope['headers'] = headers = [tuple(pair) for pair in scope['headers']]
-        size = sum(len(k) + len(v) for k, v in headers)
+            return self.app(scope, receive, send)
+        headers = scope['headers']
+        if type(headers) is not list or not all(type(p) is tuple for p in headers):
+            # ASGI allows any iterables here (even one-shot pairs): make them tuples
+            # in a list before reading them, so the app can read them again.
+            # (uvicorn's is a list of tuples already: kept as it is.)
+            scope['headers'] = headers = [tuple(pair) for pair in headers]
+        size = 0
+        hosts: list[bytes] = []
+        for k, v in headers:  # one pass: this runs for every request
+            size += len(k) + len(v)
+            if k.lower() == b'host':
+                hosts.append(v)
         if size > MAX_HEADER_BYTES:
-            await _refuse_headers(send, size)
-            return
-        hosts = [v for k, v in headers if k.lower() == b'host']
+            return _refuse_headers(send, size)
         if len(hosts) > 1 or (hosts and not _HOST.fullmatch(hosts[0])):
-            await _refuse(send, RegistryError(
+            return _refuse(send, RegistryError(
                 ErrorCode.UNSUPPORTED, 'invalid Host header',
                 detail={'rule': 'Host is one host[:port] (RFC 9112 §3.2)'}, status=400))
-            return
 
         async def watched() -> Any:
             event = await receive()
@@ -147,7 +153,7 @@ class RequestGuard:
                 scope[_DISCONNECTED] = True
             return event
 
-        await self.app(scope, watched, send)
+        return self.app(scope, watched, send)
 
 
 async def _refuse_headers(send: Send, size: int) -> None:

@@ -14,9 +14,10 @@ import asyncio
 import logging
 import os
 import threading
-import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from oci_ref.http import ASGIApp, Receive, Send
 from oci_ref.storage.interfaces import StoreStats
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger('oci_ref')
 ENDPOINT_KEY = 'oci_ref.endpoint'
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
+
+
+# The latency histogram's upper bounds (seconds); +Inf is added by prometheus_client.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+           60, 300)
 
 
 class _Instruments:
@@ -43,9 +49,7 @@ class _Instruments:
         )
         self.latency = Histogram(
             'oci_ref_request_duration_seconds', 'Time to answer, by spec endpoint id',
-            ['endpoint'],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                     10, 30, 60, 300),
+            ['endpoint'], buckets=BUCKETS,
         )
         self.bytes_in = Counter('oci_ref_received_bytes', 'Request body bytes',
                                 ['endpoint'])
@@ -59,18 +63,27 @@ class _Instruments:
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._bytes: dict[tuple[str, bool], Any] = {}
 
-    def count(self, o: _Observation) -> None:
-        key = (o.endpoint, o.method, o.status)
+    def add(self, key: tuple[str, str, str], tally: _Tally) -> None:
+        """Count ``tally``'s exchanges at once: one increment per counter and one
+        per histogram bucket they fell in, not a locked update per request."""
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (self.requests.labels(*key),
-                                              self.latency.labels(o.endpoint))
-        children[0].inc()
-        children[1].observe(o.seconds)
-        if o.bytes_in:
-            self._byte_counter(o.endpoint, True).inc(o.bytes_in)
-        if o.bytes_out:
-            self._byte_counter(o.endpoint, False).inc(o.bytes_out)
+                                              self.latency.labels(key[0]))
+        requests, latency = children
+        requests.inc(tally.count)
+        # Histogram.observe() has no "n observations" form; its buckets and sum are
+        # what observe() updates (prometheus_client keeps them per bucket, summed
+        # at collection), so adding the counts there is the same as n observe()s.
+        latency._raise_if_not_observable()
+        latency._sum.inc(tally.seconds)
+        for i, n in enumerate(tally.buckets):
+            if n:
+                latency._buckets[i].inc(n)
+        if tally.bytes_in:
+            self._byte_counter(key[0], True).inc(tally.bytes_in)
+        if tally.bytes_out:
+            self._byte_counter(key[0], False).inc(tally.bytes_out)
 
     def _byte_counter(self, endpoint: str, received: bool) -> Any:
         counter = self._bytes.get((endpoint, received))
@@ -80,18 +93,26 @@ class _Instruments:
         return counter
 
 
-class _Observation(NamedTuple):
-    endpoint: str
-    method: str
-    status: str
-    seconds: float
-    bytes_in: int
-    bytes_out: int
+class _Tally:
+    """Exchanges of one (endpoint, method, status) not yet added to the metrics."""
+
+    __slots__ = ('buckets', 'bytes_in', 'bytes_out', 'count', 'seconds')
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.bytes_in = 0
+        self.bytes_out = 0
 
 
 _built: _Instruments | None = None
 _build_lock = threading.Lock()
-_pending: list[_Observation] = []
+# Exchanges seen and not yet counted: added to the metrics once per event-loop turn
+# (and before a scrape), so a busy turn pays one update per label set, not one per
+# request.
+_window: dict[tuple[str, str, str], _Tally] = {}
+_flush_on: asyncio.AbstractEventLoop | None = None
 _loading: asyncio.Future[_Instruments] | None = None
 
 
@@ -104,19 +125,37 @@ def instruments() -> _Instruments:
     return _built
 
 
-def _observe(o: _Observation) -> None:
-    """Count one exchange. Until the metrics are built, exchanges wait in a list and
-    the build runs in a thread: the event loop never waits for the import."""
-    global _loading
-    if _built is not None:
-        if _pending:  # counted while building, if their loop ended before the flush
-            _drain(_built)
-        _built.count(o)
-        return
-    _pending.append(o)
+def _observe(endpoint: str, method: str, status: int, seconds: float, bytes_in: int,
+             bytes_out: int) -> None:
+    """Note one exchange in this turn's window; the window is counted at the end of
+    the turn. Until the metrics are built, the window waits and the build runs in a
+    thread: the event loop never waits for the import."""
+    global _flush_on
+    key = (endpoint, method, str(status or 500))
+    tally = _window.get(key)
+    if tally is None:
+        tally = _window[key] = _Tally()
+    tally.count += 1
+    tally.seconds += seconds
+    tally.buckets[bisect_left(BUCKETS, seconds)] += 1
+    tally.bytes_in += bytes_in
+    tally.bytes_out += bytes_out
     loop = asyncio.get_running_loop()
-    # (One loop per request in falcon.testing: a build started on an ended loop
-    # never reports back; a failed build is tried again.)
+    if _flush_on is not loop:
+        # (One loop per request in falcon.testing: a flush scheduled on an ended
+        # loop never runs; the next exchange schedules one on its own loop.)
+        _flush_on = loop
+        loop.call_soon(_flush_window)
+
+
+def _flush_window() -> None:
+    global _flush_on, _loading
+    _flush_on = None
+    if _built is not None:
+        _drain(_built)
+        return
+    loop = asyncio.get_running_loop()
+    # A failed build is tried again by the next turn's exchanges.
     if _loading is None or _loading.done() or _loading.get_loop() is not loop:
         _loading = loop.run_in_executor(None, instruments)
         _loading.add_done_callback(_flush)
@@ -131,8 +170,9 @@ def _flush(loading: asyncio.Future[_Instruments]) -> None:
 
 
 def _drain(built: _Instruments) -> None:
-    while _pending:
-        built.count(_pending.pop(0))
+    while _window:
+        key = next(iter(_window))
+        built.add(key, _window.pop(key))
 
 
 async def flushed() -> None:
@@ -182,7 +222,7 @@ class Observe:
         if scope['type'] != 'http':
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        start = perf_counter()
         bytes_in = bytes_out = 0
         status = 0
 
@@ -206,9 +246,8 @@ class Observe:
         try:
             await self.app(scope, counted_receive, counted_send)
         finally:
-            _observe(_Observation(scope.get(ENDPOINT_KEY, 'other'), scope['method'],
-                                  str(status or 500), time.perf_counter() - start,
-                                  bytes_in, bytes_out))
+            _observe(scope.get(ENDPOINT_KEY, 'other'), scope['method'], status,
+                     perf_counter() - start, bytes_in, bytes_out)
 
 
 class StorageCollector:

@@ -29,6 +29,8 @@ log = logging.getLogger('oci_ref.cache')
 # What own storage answers when a default upstream may have the content instead.
 UNKNOWN_OWN = frozenset({ErrorCode.MANIFEST_UNKNOWN, ErrorCode.NAME_UNKNOWN,
                          ErrorCode.BLOB_UNKNOWN})
+# Routes kept per worker (names and ns values): more distinct ones start afresh.
+ROUTES_KEPT = 4096
 
 
 class UpstreamRouting:
@@ -37,18 +39,32 @@ class UpstreamRouting:
         self.upstreams = cache.upstreams
         self.purge_interval = purge_interval
         self._evictions: asyncio.Task[None] | None = None
+        self._routes: dict[tuple[str, str | None],
+                           tuple[Route, dict[str, str], bool]] = {}
 
     async def process_resource(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                                resource: Any, params: dict[str, Any]) -> None:
         name = params.get('name')
         if name is None:
             return
-        route = self.upstreams.route(name, query_value(req, 'ns'))
+        key = (name, query_value(req, 'ns'))
+        routed = self._routes.get(key)
+        if routed is None:
+            # A pure function of the name, ns and the configured upstreams: worked
+            # out once per name, not on every request (bounded: names come from
+            # clients).
+            if len(self._routes) >= ROUTES_KEPT:
+                self._routes.clear()
+            route = self.upstreams.route(*key)
+            routed = self._routes[key] = (route, namespace_header(route),
+                                          not route.proxied or route.allowed)
+        route, headers, readable = routed
         req.context.route = route
-        for k, v in namespace_header(route).items():
+        for k, v in headers.items():
             resp.set_header(k, v)
         check_write(route, req.method, self.upstreams.upstreams)
-        check_read(route)
+        if not readable:
+            check_read(route)
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         if self.cache.evictor.capped:

@@ -215,10 +215,15 @@ class Sweep:
 
 @dataclass(frozen=True, slots=True)
 class CacheTag:
-    """Pull-through cache: the digest a cached tag pointed at when last checked."""
+    """Pull-through cache: the digest a cached tag pointed at when last checked.
+
+    ``record``: that manifest, when the store read it in the same query (SQLite:
+    a cached tag within its TTL is then served with one store call, not two); None
+    when it did not, or the manifest is gone (evicted)."""
 
     digest: str
     validated_at: float
+    record: ManifestRecord | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,24 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from oci_ref.storage.interfaces import CacheTag, FetchClaim
+from oci_ref.storage.interfaces import CacheTag, FetchClaim, ManifestRecord
 from oci_ref.storage.sqlite_locks import alive
 
 T = TypeVar('T')
 
 
 def cache_tag(conn: sqlite3.Connection, repo: str, tag: str) -> CacheTag | None:
-    row = conn.execute('SELECT digest, validated_at FROM cache_tags '
-                       'WHERE repo = ? AND tag = ?', [repo, tag]).fetchone()
-    return None if row is None else CacheTag(row[0], float(row[1]))
+    # With its manifest, in the same read: a hit needs nothing else (issue 13).
+    row = conn.execute('SELECT c.digest, c.validated_at, m.media_type, m.size, m.content '
+                       'FROM cache_tags c LEFT JOIN manifests m '
+                       'ON m.repo = c.repo AND m.digest = c.digest '
+                       'WHERE c.repo = ? AND c.tag = ?', [repo, tag]).fetchone()
+    if row is None:
+        return None
+    digest, validated_at, media_type, size, content = row
+    record = (None if content is None
+              else ManifestRecord(digest, media_type, size, content))
+    return CacheTag(digest, float(validated_at), record)
 
 
 def cache_tags_validated(conn: sqlite3.Connection, repo: str, tags: list[str]

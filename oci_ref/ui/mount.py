@@ -9,7 +9,7 @@ so it runs in a thread: the event loop never waits on it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oci_ref.http import ASGIApp, Receive, Send
@@ -35,12 +35,16 @@ class Mount:
                     self._ui = await asyncio.to_thread(self._build_ui)
         return self._ui
 
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function returning the awaitable: the API's requests pay no
+        # coroutine of this wrapper's own.
         path = scope.get('path', '') if scope['type'] == 'http' else ''
         if path == PREFIX or path.startswith(PREFIX + '/'):
-            from oci_ref.metrics import ENDPOINT_KEY
+            return self._serve_ui(scope, receive, send)
+        return self.api(scope, receive, send)
 
-            scope[ENDPOINT_KEY] = 'ui'
-            await (await self.ui())(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+    async def _serve_ui(self, scope: Any, receive: Receive, send: Send) -> None:
+        from oci_ref.metrics import ENDPOINT_KEY
+
+        scope[ENDPOINT_KEY] = 'ui'
+        await (await self.ui())(scope, receive, send)

@@ -88,6 +88,7 @@ class PullThrough:
         self.evictor = Evictor(registry, upstreams.upstreams, clock)
         self.fetches.on_commit = self.evictor.soon
         self._once: dict[Hashable, asyncio.Future[Any]] = {}
+        self._hits: dict[str, Any] = {}
 
     async def aclose(self) -> None:
         self.fetches.cancel()
@@ -104,6 +105,13 @@ class PullThrough:
     async def read_blob(self, d: Digest, fetch: Fetch | None, start: int, length: int
                         ) -> AsyncIterator[bytes]:
         return await self.fetches.read_blob(d, fetch, start, length)
+
+    def _hit(self, upstream: str) -> None:
+        # labels() validates and locks on every call; a hit is the cache's hot path.
+        counter = self._hits.get(upstream)
+        if counter is None:
+            counter = self._hits[upstream] = EVENTS.labels(upstream, 'hit')
+        counter.inc()
 
     # -- single flight ------------------------------------------------------------------
 
@@ -149,7 +157,7 @@ class PullThrough:
                                     detail={'reference': reference[:200], 'rule': problem})
             record = await self.meta.get_manifest(cache, reference)
             if record is not None:
-                EVENTS.labels(upstream, 'hit').inc()
+                self._hit(upstream)
                 await self._used(route, record)
                 return Served(record)
             return Served(await self._single(
@@ -161,9 +169,10 @@ class PullThrough:
         known = await self.meta.cache_tag(cache, reference)
         ttl = route.upstream.tag_ttl if route.upstream is not None else 0
         if known is not None and self.clock() - known.validated_at < ttl:
-            record = await self.meta.get_manifest(cache, known.digest)
+            # The store may have read the manifest with the tag (one call, SQLite).
+            record = known.record or await self.meta.get_manifest(cache, known.digest)
             if record is not None:
-                EVENTS.labels(upstream, 'hit').inc()
+                self._hit(upstream)
                 await self._used(route, record)
                 return Served(record)
         served = await self._single(('tag', cache, reference),
@@ -201,7 +210,8 @@ class PullThrough:
     async def _used(self, route: Route, record: ManifestRecord) -> None:
         """Eviction's least-recently-used order (coarse: see evict.py)."""
         assert route.upstream is not None
-        await self.evictor.touch(route.upstream, cache_name_of(route), record.digest)
+        if route.upstream.name in self.evictor.capped:  # else nothing to record
+            await self.evictor.touch(route.upstream, cache_name_of(route), record.digest)
 
     async def _revalidate(self, route: Route, tag: str) -> Served:
         cache, upstream = cache_name_of(route), route.upstream

@@ -73,7 +73,10 @@ class Upstream:
 
     def allows(self, repository: str) -> bool:
         """May ``repository`` (the upstream's own name for it) be fetched?"""
-        return any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
+        for p in self.repositories:
+            if p == '*' or fnmatch.fnmatchcase(repository, p):  # '*': the default
+                return True
+        return False
 
     def upstream_repository(self, repository: str) -> str:
         """Docker Hub keeps official images under ``library/``: ``alpine`` is

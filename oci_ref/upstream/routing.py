@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oci_ref.errors import ErrorCode, RegistryError
 from oci_ref.upstream.config import Upstream
@@ -45,18 +45,19 @@ class Route:
     repository: str | None = None
     namespace: str | None = None
     fallback: bool = False
+    # The local name cached content of this route is recorded under (derived, once:
+    # routes are kept per name, oci_ref/api/mirror.py).
+    cache_name: str | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'cache_name', (
+            None if self.upstream is None or self.repository is None
+            else f'{self.upstream.name}/{self.repository}'))
 
     @property
     def proxied(self) -> bool:
         """Served from the upstream only (prefix or ``ns``): never own content."""
         return self.upstream is not None and not self.fallback
-
-    @property
-    def cache_name(self) -> str | None:
-        """The local name cached content of this route is recorded under."""
-        if self.upstream is None or self.repository is None:
-            return None
-        return f'{self.upstream.name}/{self.repository}'
 
     @property
     def allowed(self) -> bool:
