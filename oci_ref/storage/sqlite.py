@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +60,7 @@ from oci_ref.storage.sqlite_locks import (
     release_in,
     take,
 )
+from oci_ref.storage.sqlite_recent import MISS, Recent
 from oci_ref.storage.sqlite_schema import DB_FILE, migrate
 from oci_ref.storage.threads import ThreadPool
 
@@ -105,10 +106,15 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
             migrate(conn)
         finally:
             conn.close()
+        # Reads served on the event loop while the database is unchanged (issue 17).
+        self._recent = Recent.open(path, self._connect)
 
     def close(self) -> None:
         self._reads.shutdown()
         self._writes.shutdown()
+        if self._recent is not None:
+            self._recent.close()
+            self._recent = None
         with self._conns_lock:
             for conn in self._conns:
                 conn.close()
@@ -151,6 +157,19 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._writes.run(self._call, fn, *args)
+
+    async def _recent_read(self, key: Hashable, size: Callable[[Any], int],
+                           fn: Callable[..., T], *args: Any) -> T:
+        """``_read(fn, *args)``, answered from the recent results (sqlite_recent.py)
+        while no commit happened since it was read: no thread hop then."""
+        recent = self._recent
+        if recent is None:
+            return await self._read(fn, *args)
+        hit = recent.get(key)
+        if hit is not MISS:
+            result: T = hit
+            return result
+        return await self._read(recent.through, key, size, fn, *args)
 
     # -- repositories and blobs --------------------------------------------------------
 
@@ -379,23 +398,12 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
         return await self._write(run)
 
     async def get_manifest(self, repo: str, digest: str) -> ManifestRecord | None:
-        def run(conn: sqlite3.Connection) -> ManifestRecord | None:
-            row = conn.execute(f'SELECT {_MANIFEST_COLS} FROM manifests m '
-                               'WHERE m.repo = ? AND m.digest = ?', [repo, digest]
-                               ).fetchone()
-            return None if row is None else ManifestRecord(*row)
-
-        return await self._read(run)
+        return await self._recent_read(('manifest', repo, digest), _record_size,
+                                       _manifest, repo, digest)
 
     async def get_tagged_manifest(self, repo: str, tag: str) -> ManifestRecord | None:
-        def run(conn: sqlite3.Connection) -> ManifestRecord | None:
-            row = conn.execute(
-                f'SELECT {_MANIFEST_COLS} FROM tags t JOIN manifests m '
-                'ON m.repo = t.repo AND m.digest = t.digest '
-                'WHERE t.repo = ? AND t.tag = ?', [repo, tag]).fetchone()
-            return None if row is None else ManifestRecord(*row)
-
-        return await self._read(run)
+        return await self._recent_read(('tag', repo, tag), _record_size,
+                                       _tagged_manifest, repo, tag)
 
     async def delete_manifest(self, repo: str, digest: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -414,15 +422,9 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
     # -- listings ----------------------------------------------------------------------
 
     async def tags(self, repo: str, last: str | None, limit: int) -> list[str] | None:
-        def run(conn: sqlite3.Connection) -> list[str] | None:
-            if not _repo_exists(conn, repo):
-                return None
-            rows = conn.execute(
-                'SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?',
-                [repo, last or '', limit])
-            return [r[0] for r in rows]
-
-        return await self._read(run)
+        # The list is shared by the requests it answers: callers never change it.
+        return await self._recent_read(('tags', repo, last, limit), _tags_size, _tags,
+                                       repo, last, limit)
 
     async def repositories(self, last: str | None, limit: int,
                            readable: Callable[[str], bool] | None = None) -> list[str]:
@@ -690,6 +692,40 @@ def _tx(conn: sqlite3.Connection, *, commit: bool = True) -> Iterator[None]:
 def _repo_exists(conn: sqlite3.Connection, repo: str) -> bool:
     return conn.execute('SELECT 1 FROM repositories WHERE name = ?',
                         [repo]).fetchone() is not None
+
+
+def _manifest(conn: sqlite3.Connection, repo: str, digest: str) -> ManifestRecord | None:
+    row = conn.execute(f'SELECT {_MANIFEST_COLS} FROM manifests m '
+                       'WHERE m.repo = ? AND m.digest = ?', [repo, digest]).fetchone()
+    return None if row is None else ManifestRecord(*row)
+
+
+def _tagged_manifest(conn: sqlite3.Connection, repo: str, tag: str
+                     ) -> ManifestRecord | None:
+    row = conn.execute(
+        f'SELECT {_MANIFEST_COLS} FROM tags t JOIN manifests m '
+        'ON m.repo = t.repo AND m.digest = t.digest '
+        'WHERE t.repo = ? AND t.tag = ?', [repo, tag]).fetchone()
+    return None if row is None else ManifestRecord(*row)
+
+
+def _tags(conn: sqlite3.Connection, repo: str, last: str | None, limit: int
+          ) -> list[str] | None:
+    rows = [r[0] for r in conn.execute(
+        'SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?',
+        [repo, last or '', limit])]
+    # A repository with tags exists; only an empty page needs the second look.
+    if not rows and not _repo_exists(conn, repo):
+        return None
+    return rows
+
+
+def _record_size(record: ManifestRecord) -> int:
+    return record.size + 200
+
+
+def _tags_size(tags: list[str]) -> int:
+    return 64 * len(tags) + 100
 
 
 def _ensure_repo(conn: sqlite3.Connection, repo: str, now: float) -> None:

@@ -28,6 +28,10 @@ def cache_tag(conn: sqlite3.Connection, repo: str, tag: str) -> CacheTag | None:
     return CacheTag(digest, float(validated_at), record)
 
 
+def _cache_tag_size(tag: CacheTag) -> int:
+    return 200 + (tag.record.size if tag.record is not None else 0)
+
+
 def cache_tags_validated(conn: sqlite3.Connection, repo: str, tags: list[str]
                          ) -> dict[str, float]:
     found: dict[str, float] = {}
@@ -112,10 +116,14 @@ class CacheQueries:
     (which provides ``_read``/``_write``: its read and write threads)."""
 
     _read: Callable[..., Any]
+    _recent_read: Callable[..., Any]
     _write: Callable[..., Any]
 
     async def cache_tag(self, repo: str, tag: str) -> CacheTag | None:
-        result: CacheTag | None = await self._read(cache_tag, repo, tag)
+        # A hit of the pull-through cache: served without a thread hop while the
+        # database is unchanged (sqlite_recent.py).
+        result: CacheTag | None = await self._recent_read(
+            ('cache_tag', repo, tag), _cache_tag_size, cache_tag, repo, tag)
         return result
 
     async def set_cache_tag(self, repo: str, tag: str, digest: str,

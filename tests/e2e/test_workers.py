@@ -161,3 +161,43 @@ def test_stop_terminates_supervisor_and_workers_cleanly(tmp_path: Path):
     log = srv.log.read_text()
     assert 'Traceback' not in log, log[-3000:]
     assert not os.path.exists(f'/proc/{srv.proc.pid}/status') or not alive(srv.proc.pid)
+
+
+def test_reads_kept_by_one_worker_never_outlive_a_push_by_the_other(two_workers):
+    """Each worker serves a repeated manifest or tags read without a query while
+    the database is unchanged (oci_ref/storage/sqlite_recent.py). A tag moved, added
+    or deleted through either worker is what the next read answers, from either."""
+    srv = two_workers
+    config = b'{}'
+    config_digest = 'sha256:' + hashlib.sha256(config).hexdigest()
+    assert fresh(srv, 'POST', f'/v2/coherent/blobs/uploads/?digest={config_digest}',
+                 content=config).status_code == 201
+    tags: list[str] = []
+    for i in range(24):
+        body = (b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1'
+                b'+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json",'
+                b'"digest":"' + config_digest.encode() + b'","size":2},"layers":[],'
+                b'"annotations":{"n":"' + str(i).encode() + b'"}}')
+        digest = 'sha256:' + hashlib.sha256(body).hexdigest()
+        tag = f't{i:02d}'
+        ct = {'Content-Type': 'application/vnd.oci.image.manifest.v1+json'}
+        assert fresh(srv, 'PUT', '/v2/coherent/manifests/moving', content=body,
+                     headers=ct).status_code == 201
+        assert fresh(srv, 'PUT', f'/v2/coherent/manifests/{tag}', content=body,
+                     headers=ct).status_code == 201
+        tags.append(tag)
+        for _ in range(4):  # new connections: either worker, its cache warm
+            got = fresh(srv, 'GET', '/v2/coherent/manifests/moving')
+            assert got.status_code == 200
+            assert got.headers['Docker-Content-Digest'] == digest
+            head = fresh(srv, 'HEAD', f'/v2/coherent/manifests/{tag}')
+            assert head.headers['Docker-Content-Digest'] == digest
+            listed = fresh(srv, 'GET', '/v2/coherent/tags/list')
+            assert listed.json()['tags'] == ['moving', *tags]
+        if i % 6 == 5:
+            assert fresh(srv, 'DELETE', f'/v2/coherent/manifests/{tag}').status_code == 202
+            tags.remove(tag)
+            for _ in range(4):
+                assert fresh(srv, 'GET', f'/v2/coherent/manifests/{tag}').status_code == 404
+                assert fresh(srv, 'GET', '/v2/coherent/tags/list').json()['tags'] == [
+                    'moving', *tags]
