@@ -19,6 +19,7 @@ from oci_ref.storage import StoreUnavailable
 log = logging.getLogger('oci_ref')
 
 API_VERSION = ('Docker-Distribution-API-Version', 'registry/2.0')
+_NO_PARAMS: dict[str, Any] = {}
 INDEX_TYPE = 'application/vnd.oci.image.index.v1+json'
 
 
@@ -35,8 +36,10 @@ class DistributionMiddleware:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any,
         params: dict[str, Any],
     ) -> None:
-        req.scope[self._endpoint_key] = self._endpoint_id(req.uri_template, req.method,
-                                                          req.params)
+        # The query matters only to uploads' POST (mount, digest): parsed then only.
+        method = req.method
+        req.scope[self._endpoint_key] = self._endpoint_id(
+            req.uri_template, method, req.params if method == 'POST' else _NO_PARAMS)
         if 'name' in params:
             validate_name(params['name'])
 
@@ -129,7 +132,7 @@ class RequestGuard:
         if scope['type'] != 'http':
             return self.app(scope, receive, send)
         headers = scope['headers']
-        if type(headers) is not list or not all(type(p) is tuple for p in headers):
+        if type(headers) is not list or not _tuples(headers):
             # ASGI allows any iterables here (even one-shot pairs): make them tuples
             # in a list before reading them, so the app can read them again.
             # (uvicorn's is a list of tuples already: kept as it is.)
@@ -138,7 +141,7 @@ class RequestGuard:
         hosts: list[bytes] = []
         for k, v in headers:  # one pass: this runs for every request
             size += len(k) + len(v)
-            if k.lower() == b'host':
+            if len(k) == 4 and k.lower() == b'host':
                 hosts.append(v)
         if size > MAX_HEADER_BYTES:
             return _refuse_headers(send, size)
@@ -154,6 +157,13 @@ class RequestGuard:
             return event
 
         return self.app(scope, watched, send)
+
+
+def _tuples(headers: list[Any]) -> bool:
+    for pair in headers:  # noqa: SIM110 (a loop: all() would build a generator per request)
+        if type(pair) is not tuple:
+            return False
+    return True
 
 
 async def _refuse_headers(send: Send, size: int) -> None:

@@ -40,8 +40,20 @@ def is_valid_name(name: str) -> bool:
     return len(name) <= NAME_MAX and NAME_RE.fullmatch(name) is not None
 
 
+# Names seen valid (every request checks its name; clients ask for few names, so
+# the check is a set lookup after the first): bounded, names come from clients.
+_VALID_NAMES: set[str] = set()
+_VALID_NAMES_KEPT = 4096
+
+
 def validate_name(name: str) -> str:
-    if not is_valid_name(name):
+    if name in _VALID_NAMES:
+        return name
+    if is_valid_name(name):
+        if len(_VALID_NAMES) >= _VALID_NAMES_KEPT:
+            _VALID_NAMES.clear()
+        _VALID_NAMES.add(name)
+    else:
         raise RegistryError(
             ErrorCode.NAME_INVALID,
             detail={
