@@ -28,14 +28,19 @@ LAZY = (
     'aiobotocore', 'botocore', 'psycopg',   # the scale-out stores, when configured
     'tomllib',                              # only with a settings or access file
     'decimal', 'importlib.resources',       # manifests: first validation
+    'oci_ref.faults', 'oci_ref.variations',  # only with --faults / --variations
+    'oci_ref.upstream.config',              # only with upstreams
 )
 
 _PROBE = '''
-import json, sys
+import json, os, sys
 from pathlib import Path
+import oci_ref.cli, oci_ref.protocol
 from oci_ref.app import create_app
 from oci_ref.config import Config
-app = create_app(Config(root=Path(sys.argv[1])))
+# As `oci-ref serve` and its worker do: load, hand over by environment, load again.
+Config.load({'root': Path(sys.argv[1])}, {}, None).hand_to_workers(os.environ)
+app = create_app(Config.from_env())
 from oci_ref.syntax import _compiled
 print(json.dumps([sorted(sys.modules), _compiled.cache_info().currsize]))
 '''
