@@ -172,3 +172,22 @@ def test_bytecode_cache_respects_what_is_set(env: dict[str, str],
     from oci_ref.testing import bytecode_cache
 
     assert bytecode_cache(env) == expected
+
+
+def test_opening_a_store_leaves_its_wal_to_the_first_writes(tmp_path: Path) -> None:
+    """The migrating connection stays open: closing the only one would checkpoint
+    and delete the WAL (two fdatasyncs per start of a new database, issue 17),
+    which the first write then creates again. Closing the store still does."""
+    from oci_ref.storage.sqlite import SQLiteMetadataStore
+
+    path = tmp_path / 'oci-ref.db'
+    store = SQLiteMetadataStore(path)
+    wal = path.with_name(path.name + '-wal')
+    try:
+        assert wal.exists()
+    finally:
+        store.close()
+    assert not wal.exists()
+    with sqlite3.connect(path) as conn:  # and what the migration wrote is there
+        assert conn.execute('SELECT count(*) FROM _sqlite_migrations').fetchone()[0] \
+            == len(MIGRATIONS)
