@@ -100,14 +100,21 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
         # other.
         self._reads = ThreadPool(READ_POOL, 'oci-ref-db-r', batch=READ_BATCH)
         self._writes = ThreadPool(WRITE_POOL, 'oci-ref-db-w')
-        # Migrate now, before any request (startup, not on the request path).
+        # Migrate now, before any request (startup, not on the request path). The
+        # connection stays open, closed with the others: closing the only one
+        # checkpoints the WAL and deletes it, two more fdatasyncs at the start
+        # (issue 17), and the first write would create the WAL again.
         conn = self._connect()
         try:
             migrate(conn)
-        finally:
+        except BaseException:
             conn.close()
-        # Reads served on the event loop while the database is unchanged (issue 17).
-        self._recent = Recent.open(path, self._connect)
+            raise
+        with self._conns_lock:
+            self._conns.append(conn)
+        # Reads served on the event loop while the database is unchanged (issue 17);
+        # the connection kept open above keeps the -shm file mapped there in use.
+        self._recent = Recent.open(path, conn)
 
     def close(self) -> None:
         self._reads.shutdown()

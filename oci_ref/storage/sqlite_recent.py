@@ -17,10 +17,11 @@ has committed anything since. Reading the header is a read of shared memory: no
 system call, no lock, nothing to wait for, so the check runs on the event loop; a
 query still runs in a store thread (oci_ref/storage/threads.py).
 
-The ``-shm`` file is deleted when the last connection to the database closes; an
-anchor connection stays open for as long as the file is mapped, so it stays the
-file every connection uses. Anything unexpected (no ``-shm``: not WAL, another VFS)
-turns the cache off: every read then goes to a thread as before.
+The ``-shm`` file is deleted when the last connection to the database closes; the
+store's first connection (its migration's) stays open for as long as the file is
+mapped, so it stays the file every connection uses. Anything unexpected (no
+``-shm``: not WAL, another VFS) turns the cache off: every read then goes to a
+thread as before.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ MISS: Any = object()
 class Recent:
     """Results keyed by the caller, each with the database version it was read at."""
 
-    def __init__(self, anchor: sqlite3.Connection, header: mmap.mmap):
-        self._anchor = anchor
+    def __init__(self, header: mmap.mmap):
         self._map = header
         self._entries: dict[Hashable, tuple[bytes, Any, int]] = {}
         self._bytes = 0
@@ -61,9 +61,10 @@ class Recent:
         self.hits = 0  # served without a query (tests, and the profile's story)
 
     @classmethod
-    def open(cls, path: Path, connect: Callable[[], sqlite3.Connection]) -> Recent | None:
-        """Map ``path``'s wal-index header, or None when it cannot be used."""
-        anchor = connect()
+    def open(cls, path: Path, anchor: sqlite3.Connection) -> Recent | None:
+        """Map ``path``'s wal-index header, or None when it cannot be used.
+        ``anchor``: a connection to it that the caller keeps open for as long as
+        this is used (and closes)."""
         try:
             # A read initialises the wal-index (the -shm file) if nobody has yet.
             anchor.execute('SELECT count(*) FROM sqlite_master').fetchone()
@@ -75,15 +76,14 @@ class Recent:
             finally:
                 os.close(fd)
         except (OSError, ValueError, sqlite3.Error) as ex:
-            anchor.close()
             log.info('read cache off for %s: %s', path, ex)
             return None
-        return cls(anchor, header)
+        return cls(header)
 
     def close(self) -> None:
+        """Before the anchor connection closes."""
         self._entries.clear()
         self._map.close()
-        self._anchor.close()
 
     def version(self) -> bytes | None:
         """The wal-index header now, or None while it is being written."""

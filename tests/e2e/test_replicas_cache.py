@@ -114,12 +114,11 @@ def test_replicas_on_postgresql_and_s3_share_one_cache(
                          if f'"GET /v2/up.test/mirrored/shared/blobs/{d}' in line])
                     for s in servers]
             assert all(seen) and sum(seen) == CLIENTS, seen  # no stickiness
-        # Manifests are single-flight per process (not across replicas): at most
-        # one tag check and one manifest GET per replica.
-        assert 1 <= upstream_requests(upstream, 'HEAD',
-                                      '/v2/mirrored/shared/manifests/v1') <= 2
+        # Manifests are single-flight across replicas too (a metadata-store lock per
+        # tag and digest): one tag check and one manifest GET in all.
+        assert upstream_requests(upstream, 'HEAD', '/v2/mirrored/shared/manifests/v1') == 1
         assert upstream_requests(upstream, 'GET',
-                                 f'/v2/mirrored/shared/manifests/{digest(body)}') <= 2
+                                 f'/v2/mirrored/shared/manifests/{digest(body)}') == 1
         with psycopg.connect(postgres_url) as db:
             assert db.execute('SELECT count(*) FROM cache_fetches').fetchone() == (0,)
             assert db.execute('SELECT count(*) FROM blob_spools').fetchone() == (0,)
