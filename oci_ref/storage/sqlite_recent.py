@@ -13,9 +13,10 @@ A result is kept with the header read before its query when the header reads the
 same after it: no commit happened in between, so the query saw that header's state.
 It is served while the header still reads the same, i.e. while no connection of any
 process (workers, other servers on the same file, the CLI, even the sqlite3 shell)
-has committed anything since. Reading the header is a read of shared memory: no
-system call, no lock, nothing to wait for, so the check runs on the event loop; a
-query still runs in a store thread (oci_ref/storage/threads.py).
+has committed anything since. Reading the header is a read of shared memory (a
+page every connection keeps in use): no system call, no lock, nothing to wait for,
+so the check runs on the event loop; a query still runs in a store thread
+(oci_ref/storage/threads.py).
 
 The ``-shm`` file is deleted when the last connection to the database closes; the
 store's first connection (its migration's) stays open for as long as the file is
