@@ -119,13 +119,13 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
     def close(self) -> None:
         self._reads.shutdown()
         self._writes.shutdown()
-        if self._recent is not None:
-            self._recent.close()
-            self._recent = None
+        recent, self._recent = self._recent, None
         with self._conns_lock:
             for conn in self._conns:
                 conn.close()
             self._conns.clear()
+        if recent is not None:  # after the connections: see Recent.close
+            recent.close()
 
     # -- plumbing ----------------------------------------------------------------------
 

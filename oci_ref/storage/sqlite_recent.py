@@ -54,8 +54,9 @@ MISS: Any = object()
 class Recent:
     """Results keyed by the caller, each with the database version it was read at."""
 
-    def __init__(self, header: mmap.mmap):
+    def __init__(self, header: mmap.mmap | None, fd: int):
         self._map = header
+        self._fd = fd
         self._entries: dict[Hashable, tuple[bytes, Any, int]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -72,24 +73,40 @@ class Recent:
             if anchor.execute('PRAGMA journal_mode').fetchone()[0].lower() != 'wal':
                 raise OSError('not in WAL mode')
             fd = os.open(f'{path}-shm', os.O_RDONLY)
-            try:
-                header = mmap.mmap(fd, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
-            finally:
-                os.close(fd)
-        except (OSError, ValueError, sqlite3.Error) as ex:
+        except (OSError, sqlite3.Error) as ex:
             log.info('read cache off for %s: %s', path, ex)
             return None
-        return cls(header)
+        try:
+            header = mmap.mmap(fd, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
+        except (OSError, ValueError) as ex:
+            log.info('read cache off for %s: %s', path, ex)
+            # Kept all the same: see close().
+            return cls(None, fd)
+        return cls(header, fd)
+
+    @property
+    def usable(self) -> bool:
+        return self._map is not None
 
     def close(self) -> None:
-        """Before the anchor connection closes."""
+        """Only after every connection of this process to the database is closed:
+        closing a descriptor of the -shm file releases every POSIX lock this
+        process holds on it, SQLite's included (fcntl(2)). Released while SQLite
+        still uses the file, another process would take itself for the first one
+        and reset the file under this one's connections (and mapping)."""
         self._entries.clear()
-        self._map.close()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        os.close(self._fd)
 
     def version(self) -> bytes | None:
         """The wal-index header now, or None while it is being written."""
-        first = self._map[0:_HEADER]
-        if first != self._map[_HEADER:2 * _HEADER] or not first[_IS_INIT]:
+        header = self._map
+        if header is None:
+            return None
+        first = header[0:_HEADER]
+        if first != header[_HEADER:2 * _HEADER] or not first[_IS_INIT]:
             return None
         return first
 

@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,32 @@ def test_a_header_being_written_is_never_trusted():
     assert recent.get('k') is MISS
     header[48 + 8] = 1  # both copies written: a new version
     assert recent.get('k') is MISS
+
+
+def test_mapping_the_header_keeps_sqlite_s_lock_on_the_shm_file(tmp_path: Path):
+    """Closing any descriptor of the -shm file would drop every POSIX lock this
+    process holds on it, SQLite's "a connection is open" lock (the DMS byte)
+    included; another process would then reset the file under the open store (a
+    two-worker server lost a worker to SIGBUS that way). Another process must not
+    get that lock while the store is open, and gets it once the store is closed."""
+    store = SQLiteMetadataStore(tmp_path / DB_FILE)
+    assert store._recent is not None
+    probe = (
+        'import fcntl, os, sys\n'
+        'try:\n'
+        f'    fd = os.open({str(tmp_path / DB_FILE) + "-shm"!r}, os.O_RDWR)\n'
+        'except FileNotFoundError:\n'  # the last connection closed: it is removed
+        '    sys.exit(0)\n'
+        'try:\n'
+        '    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)\n'  # UNIX_SHM_DMS
+        'except OSError:\n'
+        '    sys.exit(3)\n'
+        'sys.exit(0)\n'
+    )
+    try:
+        held = subprocess.run([sys.executable, '-c', probe], timeout=60)
+        assert held.returncode == 3, 'the DMS lock must still be held by the store'
+    finally:
+        store.close()
+    free = subprocess.run([sys.executable, '-c', probe], timeout=60)
+    assert free.returncode == 0
