@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from oci_ref.http import ASGIApp, Receive, Send
+from oci_ref.http import ASGIApp, Receive, Send, mark_disconnect
 from oci_ref.storage.interfaces import StoreStats
 
 if TYPE_CHECKING:
@@ -212,7 +212,8 @@ def endpoint_id(template: str | None, method: str, params: Mapping[str, Any]) ->
 
 
 class Observe:
-    """ASGI wrapper counting every HTTP exchange once it is over."""
+    """ASGI wrapper counting every HTTP exchange once it is over; it also marks a
+    client that went away (oci_ref.http.RequestGuard)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -232,6 +233,8 @@ class Observe:
             body = event.get('body')
             if body:
                 bytes_in += len(body)
+            else:  # RequestGuard's mark, set here (see its docstring)
+                mark_disconnect(scope, event)
             return event
 
         async def counted_send(event: Any) -> None:
