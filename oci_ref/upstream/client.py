@@ -422,7 +422,8 @@ class UpstreamClient:
                 or 'transfer-encoding' in headers
                 or headers.get('content-encoding', 'identity') != 'identity'
                 or response.http_version != 'HTTP/1.1'):
-            async for chunk in response.aiter_raw():
+            # Decoded: a Content-Encoding is the transfer's, the digest the blob's.
+            async for chunk in response.aiter_bytes():
                 yield chunk
             return
         remaining = int(length)
