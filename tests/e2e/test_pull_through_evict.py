@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from oci_ref.testing import OCIRegistry
 from tests.e2e.test_pull_through import upstream_requests
 from tests.e2e.upstreams import USERS, DistributionUpstream, pusher, token_upstream
 from tests.interop.auth import AuthServer
@@ -89,11 +90,11 @@ def pull(c: httpx.Client, repo: str, image: dict[str, str]) -> None:
         assert r.status_code == 200 and digest(r.content) == image[key], key
 
 
-def evicted(mirror: Server, manifests: int, *, at_least: bool = False) -> None:
+def evicted(mirror: OCIRegistry, manifests: int, *, at_least: bool = False) -> None:
     """Wait (on the metric) until ``manifests`` cached manifests were evicted
-    (exactly, or ``at_least``)."""
+    (exactly, or ``at_least``) by ``mirror`` (a process: its own count)."""
     deadline = time.monotonic() + 90
-    with mirror.client() as c:
+    with httpx.Client(base_url=mirror.url, timeout=60) as c:
         while True:
             m = re.search(r'^oci_ref_upstream_evicted_total\{kind="manifest",'
                           r'upstream="up\.test"\} (\S+)$', c.get('/metrics').text, re.M)
@@ -103,7 +104,8 @@ def evicted(mirror: Server, manifests: int, *, at_least: bool = False) -> None:
             assert seen < manifests and time.monotonic() < deadline, (seen, manifests)
 
 
-def fsck(mirror: Server, config: Path, stores: dict[str, str]) -> dict[str, object]:
+def fsck(mirror: OCIRegistry, config: Path, stores: dict[str, str]
+         ) -> dict[str, object]:
     """fsck of the mirror's stores (``stores``: the pair's environment)."""
     done = subprocess.run([sys.executable, '-m', 'oci_ref', 'fsck', '--root',
                            str(mirror.root), '--config', str(config), '--json'],
