@@ -178,5 +178,9 @@ class PostgresEvictQueries:
                 'cached_blobs', 'pushed_blobs')
         return dict(zip(keys, (int(v) for v in row), strict=True))
 
+    async def cache_uses(self) -> list[tuple[str, str, float]]:
+        return [(r, d, float(at)) for r, d, at in await self._all(
+            'SELECT repo, digest, used_at FROM cache_used ORDER BY repo, digest')]
+
 
 __all__ = ['PostgresEvictQueries', 'cache_range']
