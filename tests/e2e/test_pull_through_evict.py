@@ -272,9 +272,11 @@ def test_pulls_racing_evictions_get_whole_images(tmp_path: Path, upstream: AuthS
     """A cap no image fits, and an eviction round every second (purge_interval)
     besides the one after each fetch, removing all that is older than
     cache_min_age (2 s), while 6 clients pull three images over and over until
-    the cache's images were evicted a dozen times: every answer is whole and
-    correct (evicted content is fetched again), and fsck is clean after. With two
-    workers, evictions and downloads of both meet in one metadata store."""
+    the cache's images were evicted a dozen times, and a 7th pushes images of its
+    own sharing the base and image a's layer: every answer is whole and correct
+    (evicted content is fetched again), every pushed image is whole after, and
+    fsck is clean. With two workers (on PostgreSQL: as two replicas), evictions,
+    downloads and pushes of both meet in one metadata store."""
     repos = {n: f'mirrored/race{workers}-{n}' for n in 'abc'}
     with pusher(upstream) as u:
         images = {n: push(u, repo, f'race {n}') for n, repo in repos.items()}
@@ -295,13 +297,36 @@ def test_pulls_racing_evictions_get_whole_images(tmp_path: Path, upstream: AuthS
                     rounds += 1
             return rounds
 
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        def pushes() -> list[bytes]:
+            pushed = []
+            with mirror.client() as c:
+                while not stop.is_set():
+                    own = config_of(f'mine {len(pushed)}')
+                    for blob in (own, BASE, layer('race a')):
+                        push_blob(c, 'mine/race', blob)
+                    body = image_manifest(own, [BASE, layer('race a')])
+                    r = c.put(f'/v2/mine/race/manifests/v{len(pushed)}', content=body,
+                              headers={'Content-Type': OCI_MANIFEST})
+                    assert r.status_code == 201, r.content
+                    pushed.append(own)
+            return pushed
+
+        with concurrent.futures.ThreadPoolExecutor(7) as pool:
             running = [pool.submit(pulls, w) for w in range(6)]
+            pushing = pool.submit(pushes)
             try:
                 evicted(mirror, 12, at_least=True)
             finally:
                 stop.set()
             assert all(f.result() > 0 for f in running)
+            configs = pushing.result()
+        with mirror.client() as c:
+            for i, own in enumerate(configs):
+                r = c.get(f'/v2/mine/race/manifests/v{i}')
+                assert r.content == image_manifest(own, [BASE, layer('race a')])
+                for blob in (own, BASE, layer('race a')):
+                    r = c.get(f'/v2/mine/race/blobs/{digest(blob)}')
+                    assert r.status_code == 200 and r.content == blob
         text = counted(mirror, r'^oci_ref_upstream_evicted_total\{kind="blob",'
                                r'upstream="up\.test"\} [1-9]')
         assert 'oci_ref_upstream_evicted_bytes_total{upstream="up.test"}' in text
