@@ -10,14 +10,19 @@ Safe against the other replicas as GC's sweep is (postgres.py):
   honours), which every blob commit, mount and fetch takes shared: no blob gets
   linked anywhere while the blob rows nothing keeps are found and deleted, and the
   content is deleted after the commit under that lease.
-- The transaction locks the content tables against writers (``LOCK TABLE ... IN
-  EXCLUSIVE MODE``; readers go on): what it read to choose (the manifests, their
-  references, the links) stays so until it commits, as SQLite's write lock keeps
-  it. A manifest stored meanwhile on another replica waits and lands after, whole.
-- That lock is taken only when there is something to remove: the choice is made
-  once without it, and when it removes nothing (the cache is over its cap only
-  by content younger than ``cache_min_age``), nothing is locked. Else it is made
-  again under the lock, on what is there then.
+- The choice is made on a snapshot read without any lock (a large cache takes a
+  while to read and choose from). The removal is one transaction that locks the
+  content tables against writers (``LOCK TABLE ... IN EXCLUSIVE MODE``; readers
+  go on) and re-checks each row on what is there then, so what the choice no
+  longer holds for stays: a manifest served since the snapshot, a link a kept
+  manifest of its repository references (one stored meanwhile on another replica
+  included: the lock waits for its transaction), a link renewed by a fetch or
+  push; a blob row goes only when nothing links or references it, an empty
+  repository only when empty, each judged under the lock, which then holds
+  while nothing can change them. The lock is held for those few statements only,
+  and not at all when the choice removes nothing (a cache over its cap only by
+  content younger than ``cache_min_age``). What was kept back is left for the
+  next check (after the next fetch, or the purge round).
 
 An upstream's cached content is the key range ``'<name>/' <= repo < '<name>0'``,
 as in sqlite_evict.py (the columns sort bytewise, COLLATE "C").
@@ -26,6 +31,7 @@ as in sqlite_evict.py (the columns sort bytewise, COLLATE "C").
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -65,27 +71,36 @@ async def _snapshot(conn: Any, bounds: dict[str, str]
     return manifests, links
 
 
-# The evicted manifests with their tags, cached tags, references and last uses, and
-# the evicted blob links, in one statement.
-_REMOVE = (
-    'WITH d AS (SELECT * FROM unnest(%(repos)s::text[], %(digests)s::text[]) '
-    'AS d(repo, digest)), '
-    'm AS (DELETE FROM manifests x USING d WHERE x.repo = d.repo AND '
-    'x.digest = d.digest), '
-    't AS (DELETE FROM tags x USING d WHERE x.repo = d.repo AND x.digest = d.digest), '
-    'c AS (DELETE FROM cache_tags x USING d WHERE x.repo = d.repo AND '
-    'x.digest = d.digest), '
-    'r AS (DELETE FROM manifest_refs x USING d WHERE x.repo = d.repo AND '
-    'x.digest = d.digest), '
-    'u AS (DELETE FROM cache_used x USING d WHERE x.repo = d.repo AND '
-    'x.digest = d.digest), '
-    'l AS (DELETE FROM repo_blobs x USING unnest(%(link_repos)s::text[], '
-    '%(link_digests)s::text[]) AS k(repo, digest) WHERE x.repo = k.repo AND '
-    'x.digest = k.digest) '
-    'SELECT 1')
+# The chosen manifests still as they were chosen (not served since: a later use
+# would make them no longer the least recently used), with their tags, cached
+# tags, references and last uses; the ones removed.
+_REMOVE_MANIFESTS = (
+    'WITH d AS (SELECT * FROM unnest(%(repos)s::text[], %(digests)s::text[], '
+    '%(used)s::float8[]) AS d(repo, digest, used_at)), '
+    'g AS (SELECT m.repo, m.digest FROM manifests m JOIN d ON m.repo = d.repo AND '
+    'm.digest = d.digest LEFT JOIN cache_used u ON u.repo = m.repo AND '
+    'u.digest = m.digest WHERE COALESCE(u.used_at, m.created_at) <= d.used_at), '
+    'm AS (DELETE FROM manifests x USING g WHERE x.repo = g.repo AND '
+    'x.digest = g.digest RETURNING x.repo, x.digest), '
+    't AS (DELETE FROM tags x USING m WHERE x.repo = m.repo AND x.digest = m.digest), '
+    'c AS (DELETE FROM cache_tags x USING m WHERE x.repo = m.repo AND '
+    'x.digest = m.digest), '
+    'r AS (DELETE FROM manifest_refs x USING m WHERE x.repo = m.repo AND '
+    'x.digest = m.digest), '
+    'u AS (DELETE FROM cache_used x USING m WHERE x.repo = m.repo AND '
+    'x.digest = m.digest) '
+    'SELECT repo, digest FROM m')
+# The chosen blob links no kept manifest of their repository references now (the
+# rule choose() applied; it sees _REMOVE_MANIFESTS' deletions: it runs after),
+# not linked again since (a push or fetch renews created_at); the ones removed.
+_REMOVE_LINKS = (
+    'DELETE FROM repo_blobs x USING unnest(%(repos)s::text[], %(digests)s::text[], '
+    '%(at)s::float8[]) AS k(repo, digest, at) WHERE x.repo = k.repo AND '
+    'x.digest = k.digest AND x.created_at <= k.at AND NOT EXISTS (SELECT 1 FROM '
+    'manifest_refs r WHERE r.repo = x.repo AND r.child = x.digest) '
+    'RETURNING x.repo, x.digest')
 # Of the candidates, the blob rows nothing keeps any more: no link in any
-# repository and no reference from any kept manifest, pushed or cached (the
-# statement sees _REMOVE's deletions: it runs after it).
+# repository and no reference from any kept manifest, pushed or cached.
 _UNKEPT = (
     'DELETE FROM blobs b WHERE b.digest = ANY(%(candidates)s::text[]) AND '
     'NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest) AND '
@@ -99,37 +114,51 @@ _EMPTY = (
 
 
 async def evict(conn: Any, prefix: str, cap: int, choose: Choose) -> Evicted:
-    """One transaction: choose what goes under ``prefix`` to come under ``cap`` and
-    remove it (see the module's docstring); the blobs whose rows went, for the
-    caller to delete after the commit, holding the GC lease."""
+    """Choose what goes under ``prefix`` to come under ``cap``, then remove it in
+    one transaction (see the module's docstring); the blobs whose rows went, for
+    the caller to delete after the commit, holding the GC lease."""
     lo, hi = cache_range(prefix)
     bounds = {'lo': lo, 'hi': hi}
-    loop = asyncio.get_running_loop()
+    manifests, links = await _snapshot(conn, bounds)
+    plan = await asyncio.get_running_loop().run_in_executor(
+        None, choose, manifests, links, cap)
+    if not (plan.manifests or plan.links):
+        return Evicted(plan.usage, plan.freed, [], [], [])
+    used = {(m.repo, m.digest): m.used_at for m in manifests}
+    linked = {(k.repo, k.digest): k.linked_at for k in links}
+    # Candidates: the blobs of the dropped links, and what the evicted manifests
+    # referenced (a blob kept earlier only by their reference).
+    children = {(m.repo, m.digest): m.children for m in manifests}
+    candidates = list(dict.fromkeys([d for _, d in plan.links] + [
+        c for key in plan.manifests for c in children.get(key, ())]))
     async with conn.transaction():
-        manifests, links = await _snapshot(conn, bounds)
-        plan = await loop.run_in_executor(None, choose, manifests, links, cap)
-        if not (plan.manifests or plan.links):
-            return Evicted(plan.usage, plan.freed, [], [], [])
-        # Writers wait (readers do not) until this commits.
+        # Writers wait (readers do not) until this commits: what the removal
+        # checks stays so (module docstring).
         await conn.execute(f'LOCK TABLE {CONTENT_TABLES} IN EXCLUSIVE MODE')
-        manifests, links = await _snapshot(conn, bounds)
-        plan = await loop.run_in_executor(None, choose, manifests, links, cap)
-        # Candidates: the blobs of the dropped links, and what the evicted
-        # manifests referenced (a blob kept earlier only by their reference).
-        children = {(m.repo, m.digest): m.children for m in manifests}
-        candidates = list(dict.fromkeys([d for _, d in plan.links] + [
-            c for key in plan.manifests for c in children.get(key, ())]))
         async with conn.pipeline():
-            await conn.execute(_REMOVE, {
+            gone_manifests = await conn.execute(_REMOVE_MANIFESTS, {
                 'repos': [r for r, _ in plan.manifests],
                 'digests': [d for _, d in plan.manifests],
-                'link_repos': [r for r, _ in plan.links],
-                'link_digests': [d for _, d in plan.links]})
-            gone = await conn.execute(_UNKEPT, {'candidates': candidates})
+                'used': [used[key] for key in plan.manifests]})
+            gone_links = await conn.execute(_REMOVE_LINKS, {
+                'repos': [r for r, _ in plan.links],
+                'digests': [d for _, d in plan.links],
+                'at': [linked[key] for key in plan.links]})
+            gone_blobs = await conn.execute(_UNKEPT, {'candidates': candidates})
             await conn.execute(_EMPTY, bounds)
-        sizes = {d: int(s) for d, s in await gone.fetchall()}
+            removed = {tuple(r) for r in await gone_manifests.fetchall()}
+            unlinked = {tuple(r) for r in await gone_links.fetchall()}
+            sizes = {d: int(s) for d, s in await gone_blobs.fetchall()}
+    # What went, in the plan's order; what it freed, counted as choose() counts.
+    evicted = [key for key in plan.manifests if key in removed]
+    dropped = [key for key in plan.links if key in unlinked]
+    holders = Counter(k.digest for k in links)
+    holders.subtract(d for _, d in dropped)
+    size = {k.digest: k.size for k in links}
+    freed = sum(m.size for m in manifests if (m.repo, m.digest) in removed) + sum(
+        size[d] for d in {d for _, d in dropped} if holders[d] == 0)
     blobs = [(d, sizes[d]) for d in candidates if d in sizes]
-    return Evicted(plan.usage, plan.freed, list(plan.manifests), list(plan.links), blobs)
+    return Evicted(plan.usage, freed, evicted, dropped, blobs)
 
 
 class PostgresEvictQueries:

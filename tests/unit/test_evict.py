@@ -11,11 +11,12 @@ import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oci_ref.reference import Digest
-from oci_ref.storage.interfaces import CachedLink, CachedManifest
+from oci_ref.storage.interfaces import CachedLink, CachedManifest, EvictionPlan
 from oci_ref.upstream.config import Upstream
 from oci_ref.upstream.evict import Evictor, choose
 from tests.backends import Backend, PostgresBackend
@@ -352,4 +353,64 @@ def test_an_eviction_waits_for_a_manifest_another_replica_is_storing(
     finally:
         other.close()
         watch.close()
+        registry.close()
+
+
+@pytest.mark.engines
+def test_what_changed_between_the_choice_and_the_removal_stays(
+        postgres_metadata_url: str, tmp_path: Path) -> None:
+    """The choice is made on a snapshot without a lock; the removal re-checks each
+    row. Between the two (inside ``choose``, as another replica would), manifest 1
+    is served and an unreferenced link is renewed by a fetch: both stay, and so
+    do the link and blob manifest 1 references; manifest 2 goes as chosen. The
+    next eviction takes manifest 1 with its link and blob."""
+    import psycopg
+
+    backend = PostgresBackend(tmp_path / 'data', postgres_metadata_url)
+    registry = backend.registry()
+    meta, blobs = registry.meta, registry.blobs
+    layer, loose = b'layer' * 20, b'loose' * 30
+    one, two = b'{"manifest": 1}', b'{"manifest": 2}'
+
+    async def setup() -> None:
+        for repo, data in (('up/a', layer), ('up/c', loose)):
+            await blobs.create_spool('s')
+            await blobs.append('s', 0, _one(data), [])
+            await blobs.commit('s', Digest.of(data))
+            await meta.link_blob(repo, str(Digest.of(data)), len(data))
+        for repo, body, refs in (('up/a', one, [str(Digest.of(layer))]),
+                                 ('up/b', two, [])):
+            await meta.put_manifest(repo, str(Digest.of(body)), 'application/json', body,
+                                    subject=None, artifact_type=None, annotations=None,
+                                    blobs=refs, children=[], tags=['v1'], sparse=True)
+
+    asyncio.run(setup())
+    backend.age(3600)
+    chosen = []
+
+    def meanwhile(*args: Any) -> EvictionPlan:
+        plan = choose(*args)
+        chosen.append(plan)
+        with psycopg.connect(postgres_metadata_url, autocommit=True) as db:
+            db.execute('INSERT INTO cache_used VALUES (%s, %s, %s)',
+                       ['up/a', str(Digest.of(one)), time.time()])
+            db.execute("UPDATE repo_blobs SET created_at = %s WHERE repo = 'up/c'",
+                       [time.time()])
+        return plan
+
+    try:
+        evicted = asyncio.run(meta.evict_cached('up', 0, meanwhile))
+        (plan,) = chosen
+        assert len(plan.manifests) == 2 and len(plan.links) == 2  # all of it, chosen
+        assert (evicted.manifests, evicted.links, evicted.blobs) == (
+            [('up/b', str(Digest.of(two)))], [], [])
+        assert evicted.freed == len(two)
+        for repo, data in (('up/a', layer), ('up/c', loose)):
+            assert asyncio.run(meta.blob_size(repo, str(Digest.of(data)))) == len(data)
+        assert asyncio.run(meta.get_manifest('up/a', str(Digest.of(one)))) is not None
+        evicted = asyncio.run(meta.evict_cached('up', 0, choose))
+        assert evicted.manifests == [('up/a', str(Digest.of(one)))]
+        assert sorted(evicted.blobs) == sorted(
+            [(str(Digest.of(layer)), len(layer)), (str(Digest.of(loose)), len(loose))])
+    finally:
         registry.close()
