@@ -18,7 +18,6 @@ from oci_ref.api.mirror import CutOff, UpstreamRouting
 from oci_ref.auth import Access, AccessFile, Htpasswd, TokenIssuer
 from oci_ref.config import Config
 from oci_ref.errors import RegistryError
-from oci_ref.faults import Faults, Plan, new_seed, parse
 from oci_ref.hooks import Notifier
 from oci_ref.http import (
     ASGIApp,
@@ -34,7 +33,6 @@ from oci_ref.registry import Policy, Registry
 from oci_ref.routing import OCIRouter
 from oci_ref.storage import MetadataStore, StoreUnavailable, open_stores
 from oci_ref.ui.mount import Mount
-from oci_ref.variations import Variations, adjust, tag_page_max
 
 if TYPE_CHECKING:
     from oci_ref.upstream.cache import PullThrough
@@ -89,7 +87,7 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
          Manifest(registry, config.manifest_max_bytes, notifier, strict=config.strict,
                   cache=cache),
          None),
-        ('/v2/{name}/tags/list', TagList(registry, tag_page_max(config), cache), None),
+        ('/v2/{name}/tags/list', TagList(registry, _tag_page_max(config), cache), None),
         ('/v2/{name}/referrers/{digest}', Referrers(registry, config.referrers_page_max,
                                                    cache), None),
         ('/openapi.yaml', OpenAPIDocument(), None),
@@ -101,6 +99,14 @@ def routes(config: Config, registry: Registry, notifier: Notifier | None = None,
     ]
 
 
+def _tag_page_max(config: Config) -> int:
+    if not config.variations:
+        return config.page_max
+    from oci_ref.variations import tag_page_max
+
+    return tag_page_max(config)
+
+
 def open_registry(config: Config) -> Registry:
     """The registry over the stores ``config`` picks (built once per process)."""
     stores = open_stores(config)
@@ -109,7 +115,13 @@ def open_registry(config: Config) -> Registry:
 
 def create_app(config: Config | None = None, registry: Registry | None = None
                ) -> ASGIApp:
-    config = adjust(config or Config())
+    config = config or Config()
+    # The variations and the faults are imported only when set, as the linter and
+    # the web view below: none is on the default start's path (issue 17).
+    if config.variations:
+        from oci_ref.variations import adjust
+
+        config = adjust(config)
     registry = registry or open_registry(config)
     notifier = Notifier(config.hooks, config.hook_queue, config.hook_retries)
     control = access_control(config, registry.meta)
@@ -168,8 +180,12 @@ def create_app(config: Config | None = None, registry: Registry | None = None
         served = CutOff(served)
     # Variations and faults act around the registry, never inside it (README).
     if config.variations:
+        from oci_ref.variations import Variations
+
         served = Variations(served, config, registry)
     if config.faults:
+        from oci_ref.faults import Faults, Plan, new_seed, parse
+
         seed = config.faults_seed if config.faults_seed >= 0 else new_seed()
         log.warning('fault injection on: %s (seed %d)', config.faults, seed)
         served = Faults(served, Plan(parse(config.faults), seed))

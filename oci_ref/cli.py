@@ -135,9 +135,6 @@ def _faults_and_variations(config: Config) -> tuple[Config, list[socket.socket]]
         print(f'oci-ref: faults {config.faults} seed {config.faults_seed}',
               file=sys.stderr, flush=True)
     if 'blob-redirect' in config.variations:
-        from oci_ref.variations import redirect_key
-
-        redirect_key(config.root)
         host, _, port = config.redirect_listen.rpartition(':')
         host = host.strip('[]')
         sock = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)

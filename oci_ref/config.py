@@ -285,13 +285,18 @@ class Config:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f'{name}: no such file {str(path)!r}')
-        from oci_ref.faults import FaultSpecError, parse
-        from oci_ref.variations import check_names  # here: an import cycle
-
+        # Imported only when set (here: an import cycle): neither is on the
+        # default start's path (issue 17).
         try:
-            parse(self.faults)
-            check_names(self.variations)
-        except (FaultSpecError, ValueError) as ex:
+            if self.faults:
+                from oci_ref.faults import parse
+
+                parse(self.faults)
+            if self.variations:
+                from oci_ref.variations import check_names
+
+                check_names(self.variations)
+        except ValueError as ex:  # FaultSpecError is one
             raise ConfigError(str(ex)) from None
         if self.faults_seed < -1 or self.chunk_min_length < 1:
             raise ConfigError('faults_seed is -1 or more; chunk_min_length at least 1')
@@ -382,6 +387,8 @@ def _convert(cls: type[Config], name: str, value: Any) -> Any:
         if kind == 'Path | None':
             return None if value in (None, '') else Path(value)
         if kind == 'tuple[Upstream, ...]':
+            if isinstance(value, (list, tuple)) and not value:
+                return ()  # what every worker gets without upstreams: no import
             from oci_ref.upstream.config import parse_upstreams  # here: an import cycle
 
             return parse_upstreams(value)

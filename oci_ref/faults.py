@@ -42,15 +42,13 @@ import hashlib
 import logging
 import re
 import secrets
-import socket
-import struct
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 from oci_ref.errors import ErrorCode, ExtensionCode, RegistryError
-from oci_ref.http import API_VERSION, ASGIApp, Receive, Send
+from oci_ref.http import ABORT_KEY, API_VERSION, ASGIApp, Receive, Send
 from oci_ref.routing import split_path
 
 log = logging.getLogger('oci_ref')
@@ -59,8 +57,6 @@ log = logging.getLogger('oci_ref')
 ENDPOINT_KEY = 'oci_ref.endpoint'
 FAULT_HEADER = 'OCI-Ref-Fault'
 FAULT_KEY = 'oci_ref.fault'
-# Set by oci_ref.protocol: resets the connection (SO_LINGER 0, then close).
-ABORT_KEY = 'oci_ref.abort'
 
 KINDS = ('429', '500', '503', 'reset', 'slow', 'truncate')
 DEFAULT_PARAM = {'429': 1.0, '503': 1.0, 'slow': 2.0}
@@ -212,16 +208,6 @@ class Plan:
 
 def new_seed() -> int:
     return secrets.randbelow(2**31)
-
-
-def reset_transport(transport: Any) -> None:
-    """Close a connection with a TCP RST (SO_LINGER 0), as a crashed peer or a
-    middlebox does, instead of a clean FIN."""
-    sock = transport.get_extra_info('socket')
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-    transport.abort()
 
 
 class ConnectionReset(Exception):

@@ -95,6 +95,9 @@ Send = Callable[[Any], Awaitable[None]]
 # Falcon's App takes a dict scope; any ASGI callable fits here.
 ASGIApp = Callable[..., Awaitable[None]]
 _DISCONNECTED = 'oci_ref.client_disconnected'
+# Set by oci_ref.protocol in the scope: resets the connection (SO_LINGER 0, then
+# close); fault injection's `reset` calls it (oci_ref/faults.py).
+ABORT_KEY = 'oci_ref.abort'
 
 
 # Request headers larger than this are refused (431) before any handler runs.

@@ -210,8 +210,9 @@ class Migration:
         use would void the tokens issued with it."""
         from oci_ref.auth import TOKEN_KEY
         from oci_ref.ui.csrf import KEY_NAME as CSRF_KEY
+        from oci_ref.variations import REDIRECT_KEY
 
-        for name in (TOKEN_KEY, CSRF_KEY):
+        for name in (TOKEN_KEY, CSRF_KEY, REDIRECT_KEY):
             key = await self.source.meta.signing_key(name, None)
             if key is None:
                 continue

@@ -19,14 +19,17 @@ fallback depends on exactly that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.faults import ABORT_KEY, reset_transport
+from oci_ref.http import ABORT_KEY
 
 TLS_HANDSHAKE = b'\x16\x03'
 
@@ -47,6 +50,16 @@ def refusal(msg: str, url_length: int) -> tuple[int, bytes]:
     return 400, RegistryError(
         ErrorCode.UNSUPPORTED, 'malformed HTTP request',
         detail={'reason': msg, 'spec': 'RFC 9112'}, status=400).body()
+
+
+def reset_transport(transport: Any) -> None:
+    """Close a connection with a TCP RST (SO_LINGER 0), as a crashed peer or a
+    middlebox does, instead of a clean FIN."""
+    sock = transport.get_extra_info('socket')
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    transport.abort()
 
 
 class OCIHttpToolsProtocol(HttpToolsProtocol):

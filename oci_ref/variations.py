@@ -11,7 +11,6 @@ tests/unit/test_variations.py, which checks the two agree).
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -21,11 +20,10 @@ import re
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from oci_ref.errors import ErrorCode, RegistryError
+from oci_ref.errors import ErrorCode, RegistryError, store_unavailable
 from oci_ref.faults import ENDPOINT_KEY, scope_endpoint
 from oci_ref.http import (
     API_VERSION,
@@ -35,10 +33,12 @@ from oci_ref.http import (
     Send,
     parse_range,
 )
+from oci_ref.storage.interfaces import StoreUnavailable
 
 if TYPE_CHECKING:
     from oci_ref.config import Config
     from oci_ref.registry import Registry
+    from oci_ref.storage.interfaces import MetadataStore
 
 Headers = list[tuple[bytes, bytes]]
 VARIATION_KEY = 'oci_ref.variation'
@@ -46,6 +46,7 @@ VARIATION_KEY = 'oci_ref.variation'
 LEAKED_AUTH_KEY = 'oci_ref.authorization_forwarded'
 REDIRECT_PATH = '/redirected/'
 REDIRECT_TTL = 300
+REDIRECT_KEY = 'blob-redirect'  # its name in the metadata store's signing_keys
 WARNING = ('299 - "oci-ref: the warnings variation is on: a client SHOULD show this '
            'text to its user (distribution-spec, Warnings)"')
 
@@ -196,9 +197,8 @@ class Variations:
         self.redirect_host = host.strip('[]')
         self.redirect_port = int(port)
         self.redirect_scheme = 'https' if config.tls_cert else 'http'
-        self.key = b''
+        self._key: bytes | None = None
         if 'blob-redirect' in self.on:
-            self.key = redirect_key(config.root)
             # A presigned URL is a credential: the access log never shows it whole.
             logging.getLogger('uvicorn.access').addFilter(redact_signature)
 
@@ -319,8 +319,11 @@ class Variations:
             return False
         return bool(server[1] == self.redirect_port and server[0] == self.redirect_host)
 
-    def _sign(self, name: str, digest: str, expires: int) -> str:
-        mac = hmac.new(self.key, f'{name}\0{digest}\0{expires}'.encode(), hashlib.sha256)
+    async def _sign(self, name: str, digest: str, expires: int) -> str:
+        if self._key is None:
+            self._key = await redirect_key(self.registry.meta)
+        mac = hmac.new(self._key, f'{name}\0{digest}\0{expires}'.encode(),
+                       hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).decode().rstrip('=')
 
     async def _redirect(self, scope: MutableMapping[str, Any], receive: Receive,
@@ -335,8 +338,12 @@ class Variations:
         scope[VARIATION_KEY] = 'blob-redirect'
         name, _, digest = scope['path'][len('/v2/'):].rpartition('/blobs/')
         expires = int(time.time()) + REDIRECT_TTL
-        query = urlencode({'name': name, 'expires': expires,
-                           'signature': self._sign(name, digest, expires)})
+        try:
+            signature = await self._sign(name, digest, expires)
+        except StoreUnavailable as ex:
+            await _error(send, store_unavailable(ex.store, ex.reason))
+            return
+        query = urlencode({'name': name, 'expires': expires, 'signature': signature})
         host = (f'[{self.redirect_host}]' if ':' in self.redirect_host
                 else self.redirect_host)
         location = (f'{self.redirect_scheme}://{host}:{self.redirect_port}'
@@ -368,8 +375,12 @@ class Variations:
             expires = int(query.get('expires', '0'))
         except ValueError:
             expires = 0
-        good = hmac.compare_digest(self._sign(name, digest, expires),
-                                   query.get('signature', ''))
+        try:
+            good = hmac.compare_digest(await self._sign(name, digest, expires),
+                                       query.get('signature', ''))
+        except StoreUnavailable as ex:
+            await _error(send, store_unavailable(ex.store, ex.reason))
+            return
         if not good or expires < time.time():
             await _error(send, RegistryError(
                 ErrorCode.DENIED, 'the signed URL is invalid or expired', status=403))
@@ -418,11 +429,15 @@ def redact_signature(record: logging.LogRecord) -> bool:
     return True
 
 
-def redirect_key(root: Path) -> bytes:
-    """The presigned-URL key, shared by the workers through a 0600 file."""
-    path = Path(root) / 'redirect.key'
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'wb') as f:
-            f.write(os.urandom(32))
-    return path.read_bytes()
+async def redirect_key(store: MetadataStore) -> bytes:
+    """The presigned-URL key every worker and replica shares, kept in the metadata
+    store (``signing_keys``, name ``blob-redirect``; made at first use, the first
+    stored wins), so a URL one replica signed is served by any other."""
+    key = await store.signing_key(REDIRECT_KEY, None)
+    if key is None:
+        key = await store.signing_key(REDIRECT_KEY, os.urandom(32))
+    if key is None or len(key) < 32:
+        raise StoreUnavailable(store.name, (
+            f'the blob-redirect key in the {store.name} store is missing or short: '
+            f"delete it (DELETE FROM signing_keys WHERE name = '{REDIRECT_KEY}')"))
+    return key

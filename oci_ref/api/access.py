@@ -17,7 +17,9 @@ crowding out the storage threads. ``/metrics`` needs a login when auth is on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
@@ -90,23 +92,40 @@ class FailedLogins:
     """At most ``limit`` failed logins per client address per ``window`` seconds,
     counted in the metadata store: one budget for every worker and replica, so
     spreading attempts over them buys an attacker nothing (issue 14). Store calls
-    run off the event loop, as every store call does."""
+    run off the event loop, as every store call does.
+
+    Attempts still being checked count too, per process: a burst of concurrent
+    wrong passwords would otherwise all pass the check before the first failure
+    is counted, and queue for bcrypt. So one process never checks more than the
+    budget left, and P processes at most P times it (a right password still
+    writes nothing, so logins keep working while the store cannot write)."""
 
     def __init__(self, store: MetadataStore, limit: int, window: float = 60.0):
         self.store = store
         self.limit = limit
         self.window = window
+        self._checking: dict[str, int] = {}
 
-    async def check(self, addr: str) -> None:
+    @contextlib.asynccontextmanager
+    async def attempt(self, addr: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """Admit one password check of ``addr`` (429 when its budget is spent,
+        counting the checks in flight); the body calls what it yields when the
+        check failed, to count the failure before the attempt stops counting."""
         count, oldest_age = await self.store.failed_logins(addr, self.window)
-        if count >= self.limit:
-            retry = int(self.window - oldest_age) + 1
+        if count + self._checking.get(addr, 0) >= self.limit:
+            retry = int(self.window - oldest_age) + 1 if count else 1
             raise RegistryError(
                 ErrorCode.TOOMANYREQUESTS, 'too many failed logins; try again later',
                 headers={'Retry-After': str(max(retry, 1))})
-
-    async def failed(self, addr: str) -> None:
-        await self.store.count_failed_login(addr, self.window)
+        self._checking[addr] = self._checking.get(addr, 0) + 1
+        try:
+            yield functools.partial(self.store.count_failed_login, addr, self.window)
+        finally:
+            left = self._checking[addr] - 1
+            if left:
+                self._checking[addr] = left
+            else:
+                del self._checking[addr]
 
 
 class AccessControl:
@@ -207,12 +226,12 @@ class AccessControl:
         (429 once spent). Anything that is not a valid login counts: a wrong or
         unknown user, a password bcrypt cannot take (over 72 bytes)."""
         addr = req.remote_addr or '?'
-        await self.logins.check(addr)
-        if creds and self.htpasswd and await in_password_thread(self._check_password,
-                                                                *creds):
-            return True
-        await self.logins.failed(addr)
-        return False
+        async with self.logins.attempt(addr) as failed:
+            if creds and self.htpasswd and await in_password_thread(
+                    self._check_password, *creds):
+                return True
+            await failed()
+            return False
 
     async def login(self, req: falcon.asgi.Request) -> None:
         """Any valid user: Basic credentials (in both modes: scrapers and probes

@@ -24,8 +24,8 @@ stores answer alike::
                                             is the taking process's presence key
     blob_spools(id PK, state, updated_at)   a scale-out blob store's per-spool state
                                             (S3 multipart upload, parts, hash); opaque
-    signing_keys(name PK, key, created_at)  secrets every replica signs with (the
-                                            token key: 'token'), made once
+    signing_keys(name PK, key, created_at)  secrets every replica signs with,
+                                            made once: 'token', 'ui-csrf', 'blob-redirect'
     login_failures(client, at)              failed logins in the last minute, per
       INDEX (client, at), INDEX (at)        client address: one budget, all replicas
     cache_tags(repo, tag, digest,           pull-through cache: when a cached tag

@@ -99,12 +99,18 @@ class SQLiteMetadataStore(CacheQueries, EvictQueries, AuthQueries):
         # other.
         self._reads = ThreadPool(READ_POOL, 'oci-ref-db-r', batch=READ_BATCH)
         self._writes = ThreadPool(WRITE_POOL, 'oci-ref-db-w')
-        # Migrate now, before any request (startup, not on the request path).
+        # Migrate now, before any request (startup, not on the request path). The
+        # connection stays open, closed with the others: closing the only one
+        # checkpoints the WAL and deletes it, two more fdatasyncs at the start
+        # (issue 17), and the first write would create the WAL again.
         conn = self._connect()
         try:
             migrate(conn)
-        finally:
+        except BaseException:
             conn.close()
+            raise
+        with self._conns_lock:
+            self._conns.append(conn)
 
     def close(self) -> None:
         self._reads.shutdown()

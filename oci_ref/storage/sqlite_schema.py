@@ -26,8 +26,8 @@ The schema (built by the migrations below; the bytes of blobs live in the blob s
       validated_at) PK (repo, tag)          was last checked at its upstream
     cache_fetches(key PK, owner, spool,     pull-through cache: the one download of
       size, written, heartbeat)             a blob every worker's clients tail
-    signing_keys(name PK, key, created_at)  secrets every process signs with (the
-                                            token key: 'token'), made once
+    signing_keys(name PK, key, created_at)  secrets every process signs with,
+                                            made once: 'token', 'ui-csrf', 'blob-redirect'
     login_failures(client, at)              failed logins in the last minute, per
       INDEX (client, at), INDEX (at)        client address (the 429 budget)
     cache_used(repo, digest, used_at)       pull-through cache: when a cached manifest

@@ -21,9 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from oci_ref.errors import ErrorCode, RegistryError
-from oci_ref.upstream.config import Upstream
+
+if TYPE_CHECKING:  # with no upstream configured, the start never needs it (issue 17)
+    from oci_ref.upstream.config import Upstream
 
 # Methods that change a repository (push, delete, upload sessions).
 WRITE_METHODS = frozenset({'POST', 'PUT', 'PATCH', 'DELETE'})

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import bcrypt
+import falcon.testing
 import httpx
 import jwt
 import pytest
@@ -114,6 +115,29 @@ def test_a_failed_login_the_store_cannot_count_is_a_503_never_a_pass(
         assert_error(r, 429, 'TOOMANYREQUESTS')
     finally:
         registry.close()
+
+
+@pytest.mark.parametrize('auth', ['basic', 'token'])
+def test_a_burst_of_wrong_passwords_checks_no_more_than_the_budget(
+        tmp_path: Path, htpasswd: Path, auth: str) -> None:
+    """Twenty wrong passwords sent at once, a budget of 3: the checks still in
+    flight count, so exactly 3 are checked (401) and 17 refused at once (429),
+    not 20 bcrypt guesses queued behind a count that had not yet moved."""
+    config = Config(root=tmp_path / 'data', auth=auth, htpasswd=htpasswd,
+                    login_failures=3).validated()
+    url = '/v2/' if auth == 'basic' else '/token'
+    wrong = {'Authorization': basic_header('dev', 'wrong')}
+
+    async def burst() -> list[int]:
+        async with falcon.testing.ASGIConductor(create_app(config)) as c:
+            results = await asyncio.gather(*(
+                c.simulate_get(url, headers=wrong, remote_addr='192.0.2.7',
+                               params={'service': 'oci-ref'})
+                for _ in range(20)))
+        return [r.status_code for r in results]
+
+    statuses = asyncio.run(burst())
+    assert sorted(statuses) == [401] * 3 + [429] * 17, statuses
 
 
 # ---------------------------------------------------------- refresh tokens ----

@@ -475,7 +475,10 @@ def test_million_element_layers_while_serving(env: Env) -> None:
     meanwhile = [g for g in gets if g[0] < result['done']]
     assert all(status == 200 for _, _, status in gets), gets
     assert meanwhile, 'no GET /v2/ was answered while the PUT was being validated'
-    assert max(latency for _, latency, _ in gets) < 1.0, gets
+    # A blocked event loop holds some GET for about as long as the validation runs; a
+    # loaded machine (make test runs in several processes) slows both alike.
+    assert max(latency for _, latency, _ in gets) < max(1.0, result['seconds'] / 2), (
+        result['seconds'], gets)
 
 
 # -- ranges ----------------------------------------------------------------------------

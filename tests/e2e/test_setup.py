@@ -126,3 +126,78 @@ def test_serving_needs_no_test_tool(tmp_path):
     finally:
         server.stop()
     assert 'not in the serve install' not in server.log.read_text()
+
+
+STAND_IN = '''#!/bin/sh
+# A stand-in interpreter: Python {version}, ensurepip {venv}; `-m venv DIR` makes
+# DIR/bin/python, which records its arguments (pip) in {calls}.
+case "$1 $2" in
+  "-c import ensurepip") [ {venv} = yes ];;
+  "-c import sys; sys.exit(sys.version_info < (3, 11))") [ {version} != 3.10 ];;
+  "-m venv")
+    [ {venv} = yes ] || exit 1
+    mkdir -p "$3/bin"
+    printf '#!/bin/sh\\necho "$*" >> {calls}\\n' > "$3/bin/python"
+    chmod +x "$3/bin/python"
+    echo "$0" > "$3/made-by";;
+  *) exit 3;;
+esac
+'''
+
+
+def stand_in(path: Path, calls: Path, *, version: str, venv: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STAND_IN.format(version=version, venv='yes' if venv else 'no',
+                                    calls=calls))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize(('system', 'chosen'), [
+    ({'version': '3.11', 'venv': True}, 'system'),   # e.g. Debian's, PGO + LTO
+    ({'version': '3.10', 'venv': True}, 'path'),     # too old
+    ({'version': '3.11', 'venv': False}, 'path'),    # no python3-venv, no root + apt
+    (None, 'path'),                                  # no system Python
+])
+def test_setup_prefers_the_system_python_when_it_can_make_the_venv(tmp_path, system,
+                                                                   chosen):
+    """scripts/setup.sh makes .venv with /usr/bin/python3 when it is >= 3.11 and can
+    make a venv (a distribution's optimized build, issue 17), else with the first
+    python3 on PATH. Here without apt-get on PATH: nothing is installed."""
+    checkout = tmp_path / 'checkout'
+    (checkout / 'scripts').mkdir(parents=True)
+    shutil.copy(REPO / 'scripts' / 'setup.sh', checkout / 'scripts' / 'setup.sh')
+    calls = tmp_path / 'calls'
+    bin_dir = tmp_path / 'bin'  # the tools setup.sh uses, and python3; no apt-get
+    bin_dir.mkdir()
+    for tool in ('bash', 'dirname', 'id', 'rm', 'touch', 'mkdir', 'chmod'):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    path_python = stand_in(bin_dir / 'python3', calls, version='3.12', venv=True)
+    system_python = tmp_path / 'usr' / 'bin' / 'python3'
+    if system is not None:
+        stand_in(system_python, calls, **system)
+    r = subprocess.run(['bash', 'scripts/setup.sh', 'serve'], cwd=checkout,
+                       env={'PATH': str(bin_dir), 'SYSTEM_PYTHON': str(system_python)},
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    made_by = (checkout / '.venv' / 'made-by').read_text().strip()
+    assert made_by == str(system_python if chosen == 'system' else path_python)
+    assert calls.read_text().splitlines() == [
+        '-m pip install -q --upgrade pip', '-m pip install -q -e .']
+
+
+def test_setup_takes_the_python_it_is_given(tmp_path):
+    checkout = tmp_path / 'checkout'
+    (checkout / 'scripts').mkdir(parents=True)
+    shutil.copy(REPO / 'scripts' / 'setup.sh', checkout / 'scripts' / 'setup.sh')
+    calls = tmp_path / 'calls'
+    system_python = stand_in(tmp_path / 'system', calls, version='3.11', venv=True)
+    given = stand_in(tmp_path / 'given', calls, version='3.12', venv=True)
+    r = subprocess.run(['bash', 'scripts/setup.sh', 'serve'], cwd=checkout,
+                       env={'PATH': '/usr/bin:/bin', 'PYTHON': str(given),
+                            'SYSTEM_PYTHON': str(system_python)},
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert (checkout / '.venv' / 'made-by').read_text().strip() == str(given)

@@ -449,8 +449,9 @@ def test_signing_keys_are_carried_over_and_a_target_key_in_use_is_kept(
     lives in the metadata store); a key the target already signs with is kept."""
     from oci_ref.auth import TOKEN_KEY
     from oci_ref.ui.csrf import KEY_NAME
+    from oci_ref.variations import REDIRECT_KEY
 
-    token_key, csrf_key = b't' * 32, b'c' * 32
+    token_key, csrf_key, redirect_key = b't' * 32, b'c' * 32, b'r' * 32
 
     async def store(stores: Stores, name: str, key: bytes) -> None:
         assert await stores.meta.signing_key(name, key) == key
@@ -460,11 +461,13 @@ def test_signing_keys_are_carried_over_and_a_target_key_in_use_is_kept(
 
     asyncio.run(store(source.stores, TOKEN_KEY, token_key))
     asyncio.run(store(source.stores, KEY_NAME, csrf_key))
+    asyncio.run(store(source.stores, REDIRECT_KEY, redirect_key))
     asyncio.run(store(target.stores, KEY_NAME, b'x' * 32))  # the target made its own
     report = migrate(source, target, dating)
-    assert (report.keys_copied, report.keys_present, report.keys_kept) == (1, 0, 1)
+    assert (report.keys_copied, report.keys_present, report.keys_kept) == (2, 0, 1)
     assert asyncio.run(read(target.stores, TOKEN_KEY)) == token_key
+    assert asyncio.run(read(target.stores, REDIRECT_KEY)) == redirect_key
     assert asyncio.run(read(target.stores, KEY_NAME)) == b'x' * 32
     assert any('must be renewed' in line for line in report.summary())
     again = migrate(source, target, dating)
-    assert (again.keys_copied, again.keys_present, again.keys_kept) == (0, 1, 1)
+    assert (again.keys_copied, again.keys_present, again.keys_kept) == (0, 2, 1)

@@ -23,6 +23,7 @@ from oci_ref.config import Config
 from oci_ref.registry import Registry
 from oci_ref.storage import open_stores
 from oci_ref.storage.interfaces import StoreUnavailable
+from oci_ref.variations import redirect_key
 from tests.backends import Backend
 
 # The blob store plays no part here: one run per metadata store.
@@ -139,6 +140,25 @@ def test_issuers_of_different_processes_accept_each_others_tokens(
         b = TokenIssuer.from_store(two.meta, backend.root, 'oci-ref', 300)
         token, _, _ = asyncio.run(a.issue('alice', []))
         assert asyncio.run(b.check(token))['sub'] == 'alice'
+    finally:
+        one.close()
+        two.close()
+
+
+@METADATA
+def test_the_blob_redirect_key_is_one_for_every_process(backend: Backend) -> None:
+    """The blob-redirect variation signs URLs that any replica must serve: its key
+    is made once in the metadata store, and a short one there is a named 503
+    (StoreUnavailable), never a URL signed with it."""
+    one, two = backend.registry(), backend.registry()
+    try:
+        keys = [asyncio.run(redirect_key(r.meta)) for r in (one, two, one)]
+        assert len(keys[0]) == 32 and keys == [keys[0]] * 3
+        with backend.db() as db:
+            db.execute("UPDATE signing_keys SET key = ? WHERE name = 'blob-redirect'",
+                       [b'short'])
+        with pytest.raises(StoreUnavailable, match='blob-redirect key'):
+            asyncio.run(redirect_key(two.meta))
     finally:
         one.close()
         two.close()

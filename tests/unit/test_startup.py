@@ -28,14 +28,19 @@ LAZY = (
     'aiobotocore', 'botocore', 'psycopg',   # the scale-out stores, when configured
     'tomllib',                              # only with a settings or access file
     'decimal', 'importlib.resources',       # manifests: first validation
+    'oci_ref.faults', 'oci_ref.variations',  # only with --faults / --variations
+    'oci_ref.upstream.config',              # only with upstreams
 )
 
 _PROBE = '''
-import json, sys
+import json, os, sys
 from pathlib import Path
+import oci_ref.cli, oci_ref.protocol
 from oci_ref.app import create_app
 from oci_ref.config import Config
-app = create_app(Config(root=Path(sys.argv[1])))
+# As `oci-ref serve` and its worker do: load, hand over by environment, load again.
+Config.load({'root': Path(sys.argv[1])}, {}, None).hand_to_workers(os.environ)
+app = create_app(Config.from_env())
 from oci_ref.syntax import _compiled
 print(json.dumps([sorted(sys.modules), _compiled.cache_info().currsize]))
 '''
@@ -167,3 +172,22 @@ def test_bytecode_cache_respects_what_is_set(env: dict[str, str],
     from oci_ref.testing import bytecode_cache
 
     assert bytecode_cache(env) == expected
+
+
+def test_opening_a_store_leaves_its_wal_to_the_first_writes(tmp_path: Path) -> None:
+    """The migrating connection stays open: closing the only one would checkpoint
+    and delete the WAL (two fdatasyncs per start of a new database, issue 17),
+    which the first write then creates again. Closing the store still does."""
+    from oci_ref.storage.sqlite import SQLiteMetadataStore
+
+    path = tmp_path / 'oci-ref.db'
+    store = SQLiteMetadataStore(path)
+    wal = path.with_name(path.name + '-wal')
+    try:
+        assert wal.exists()
+    finally:
+        store.close()
+    assert not wal.exists()
+    with sqlite3.connect(path) as conn:  # and what the migration wrote is there
+        assert conn.execute('SELECT count(*) FROM _sqlite_migrations').fetchone()[0] \
+            == len(MIGRATIONS)
