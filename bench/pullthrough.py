@@ -89,8 +89,13 @@ def pull_through(b: Bench) -> None:
                 for which in b.order([UPSTREAM, CACHE], rep):
                     os.sync()  # nobody's dirty pages are flushed on our clock
                     if which == UPSTREAM:
+                        client_cpu = time.thread_time()
                         with Probe(up) as pr:
                             took, first = pull(upc, f'/v2/{path}', b.devnull, body.size)
+                        client_cpu = time.thread_time() - client_cpu
+                        # The cold pull's ceiling counts this CPU (stats.py).
+                        b.direct_pull_cpu.append(
+                            (pr.cpu_s + client_cpu) * 1000 / (body.size / MB))
                     else:
                         with Probe(cache) as pr:
                             took, first = pull(cachec, f'/v2/{NAME}/{path}', b.devnull,

@@ -59,9 +59,14 @@ def table(result: dict[str, Any]) -> str:
 LIMIT_LABELS = {
     'sha256_MBps': ('sha256, one core (hashlib)', 'MB/s'),
     'disk_write_fsync_MBps': ('disk: sequential 1 MiB writes, then fsync', 'MB/s'),
+    'disk_write_cpu_ms_per_MB': ('CPU of those writes (page cache, filesystem)',
+                                 'ms/MB'),
     'fsync_4k_ms': ('disk: 4 KiB write + fsync + rename + directory fsync, p50', 'ms'),
     'loopback_tcp_MBps': ('loopback TCP, one connection, 1 MiB send/recv', 'MB/s'),
     'push_ceiling_MBps': ('push ceiling: the slower of sha256 and the disk', 'MB/s'),
+    'cold_pull_ceiling_MBps': ('cold pull-through ceiling: the push ceiling, and the '
+                               'CPU of upstream, cache and client on the cores',
+                               'MB/s'),
     'falcon_bare_head_rps': ('bare Falcon app on uvicorn, 1 KiB body: HEAD', 'req/s'),
     'falcon_bare_get_rps': ('bare Falcon app on uvicorn, 1 KiB body: GET', 'req/s'),
 }
@@ -290,7 +295,8 @@ def markdown(result: dict[str, Any]) -> str:
             'Against the ceilings measured in the same run (bench/README.md: the push '
             "ceiling is the slower of sha256 on one core and fsync'd writes; pull, "
             'loopback TCP; manifest requests, a bare Falcon app on the same uvicorn; '
-            'a cold pull through the cache, the push ceiling):'
+            'a cold pull through the cache, the push ceiling and the CPU it shares '
+            'with its upstream and client):'
             f'\n\n{ceilings_table(ceilings)}\n\n'
         )
     return text + f'Machine limits, measured in the same run:\n\n{limits_table(result)}\n'

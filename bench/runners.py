@@ -14,7 +14,7 @@ from typing import Any
 from bench import figures, pullthrough
 from bench.client import Source
 from bench.environment import environment
-from bench.limits import limit_disk, limit_fsync_ms, limit_loopback, limit_sha256
+from bench.limits import limit_disk_write, limit_fsync_ms, limit_loopback, limit_sha256
 from bench.load import choose_loadgens
 from bench.metrics import Measured
 from bench.plan import BARE, DIST, GROUPS, OCI, GiB, Plan, log, size_text
@@ -23,6 +23,7 @@ from bench.stats import (
     Figure,
     Target,
     ceiling_rows,
+    cold_pull_ceiling_limit,
     harness_noise,
     median,
     push_ceiling_limit,
@@ -47,6 +48,8 @@ class Bench:
         self.loadgens = {'GET': 'python', 'HEAD': 'python'}
         self.source: Source | None = None
         self.bare_rates: dict[str, list[float]] = {}  # method → req/s of falcon-bare
+        # Figure 9: CPU ms per MB of each direct pull, the upstream's and the client's.
+        self.direct_pull_cpu: list[float] = []
         # Servers get bytecode caches in the work directory (a pip-installed
         # oci-ref has them; PYTHONDONTWRITEBYTECODE in the caller's environment
         # would otherwise make every start compile oci_ref from source).
@@ -108,12 +111,15 @@ class Bench:
         out: dict[str, list[float]] = {
             'sha256_MBps': [],
             'disk_write_fsync_MBps': [],
+            'disk_write_cpu_ms_per_MB': [],
             'fsync_4k_ms': [],
             'loopback_tcp_MBps': [],
         }
         for _ in range(p.limit_reps):
             out['sha256_MBps'].append(limit_sha256(p.limit_bytes))
-            out['disk_write_fsync_MBps'].append(limit_disk(self.workdir, p.limit_bytes))
+            speed, cpu = limit_disk_write(self.workdir, p.limit_bytes)
+            out['disk_write_fsync_MBps'].append(speed)
+            out['disk_write_cpu_ms_per_MB'].append(cpu)
             out['fsync_4k_ms'].append(limit_fsync_ms(self.workdir))
             out['loopback_tcp_MBps'].append(limit_loopback(p.limit_bytes))
         res: dict[str, Any] = {
@@ -203,6 +209,9 @@ class Bench:
                 'median': median(rates),
                 'samples': rates,
             }
+        if self.direct_pull_cpu:
+            limits['cold_pull_ceiling_MBps'] = cold_pull_ceiling_limit(
+                limits, self.direct_pull_cpu, os.cpu_count() or 1)
         # Numbered as in the issue; within a number, in the order measured.
         summaries = [
             f.summary()

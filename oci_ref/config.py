@@ -243,13 +243,6 @@ class Config:
             raise ConfigError(f'listen must be host:port, got {self.listen!r}')
         if self.workers < 1:
             raise ConfigError('workers must be at least 1')
-        for u in self.upstream:
-            if u.cache_max_bytes and self.metadata_store != 'sqlite':
-                # Eviction (oci_ref/upstream/evict.py) runs on the SQLite store only
-                # so far; a cap that silently never evicts would fill the disk.
-                raise ConfigError(f'upstream ({u.name}): cache_max_bytes: eviction on '
-                                  'a PostgreSQL metadata store is not built yet; leave '
-                                  'it unset (0: no cap) or use metadata_store = sqlite')
         if self.manifest_max_bytes < 4 * 1024 * 1024:
             raise ConfigError('manifest_max_bytes must be at least 4 MiB (spec SHOULD)')
         if self.page_max < 1 or self.referrers_page_max < 1:

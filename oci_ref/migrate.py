@@ -10,7 +10,9 @@ or missing source blob is reported and not copied), every repository's blob link
 every manifest (content re-hashed against its digest, re-parsed for the references,
 subject, artifactType and annotations the referrers API reports), every tag, with
 the times the source recorded (tag push times, manifest creation times), so the web
-view's order and GC's grace periods carry over.
+view's order and GC's grace periods carry over; and when each cached manifest was
+last served, so the target's cache eviction keeps the source's least-recently-used
+order (without it, the order would be the order of the fetches).
 
 What is not: upload sessions in progress (their clients start them again; the count
 is reported), pull-through cache validation times (a cached tag is revalidated
@@ -111,6 +113,8 @@ class MigrationReport:
     keys_copied: int = 0
     keys_present: int = 0
     keys_kept: int = 0
+    # Cached manifests' last uses (eviction's order), newer than the target's.
+    cache_uses_copied: int = 0
     failures: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
 
@@ -138,6 +142,8 @@ class MigrationReport:
             'be renewed)' if self.keys_kept else
             f'signing keys: {self.keys_copied} copied, {self.keys_present} already '
             'there',
+            f'cached manifests\' last uses (eviction order): {self.cache_uses_copied} '
+            'copied',
         ]
         if self.failures:
             lines.append(f'{len(self.failures)} failed (see above)')
@@ -192,6 +198,7 @@ class Migration:
                 self.report.upload_sessions = stats.upload_sessions
                 await self._blobs()
                 await self._manifests()
+                await self._uses()
                 await self._keys()
             self.report.repositories = len(self._repos)
             return self.report
@@ -220,6 +227,18 @@ class Migration:
                 self.report.keys_present += 1
             else:
                 self.report.keys_kept += 1
+
+    async def _uses(self) -> None:
+        """The source's last use of each cached manifest the target holds, unless
+        the target recorded a later one itself (a use never moves back)."""
+        there = {(r, d): at for r, d, at in await self.target.meta.cache_uses()}
+        for repo, digest, at in await self.source.meta.cache_uses():
+            if there.get((repo, digest), float('-inf')) >= at:
+                continue
+            if await self.target.meta.get_manifest(repo, digest) is None:
+                continue  # not copied (reported), or evicted in the source meanwhile
+            await self.target.meta.touch_cached(repo, digest, at)
+            self.report.cache_uses_copied += 1
 
     def _fail(self, message: str) -> None:
         self.report.failures.append(message)

@@ -453,6 +453,10 @@ class MetadataStore(Protocol):
         """cached_manifests, pushed_manifests, cached_blob_links, cached_blobs,
         pushed_blobs (fsck, metrics)."""
         ...
+    async def cache_uses(self) -> list[tuple[str, str, float]]:
+        """Every recorded last use: (repo, digest, used_at), sorted (oci-ref
+        migrate carries eviction's order)."""
+        ...
 
     # -- access control shared by every replica (issue 14; oci_ref/auth.py)
     async def signing_key(self, name: str, candidate: bytes | None) -> bytes | None:

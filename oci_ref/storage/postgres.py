@@ -21,8 +21,9 @@ refused or lost connection (the pool replaces it).
 Locks: lease rows in ``locks``, as in SQLite, taken under a transaction-scoped
 advisory lock and freed at once when their process dies (its presence advisory lock
 goes with its connection); ``postgres_locks.py`` says why not session advisory locks.
-The GC sweep locks the metadata tables against writers (``LOCK TABLE ... IN
-EXCLUSIVE MODE``) for its one transaction, as SQLite's write lock does.
+The GC sweep and the cache's eviction (``postgres_evict.py``) lock the content
+tables against writers (``LOCK TABLE ... IN EXCLUSIVE MODE``) for their one
+transaction, as SQLite's write lock does.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ from oci_ref.storage.interfaces import (
 from oci_ref.storage.loop_thread import LoopThread
 from oci_ref.storage.postgres_auth import AuthQueries
 from oci_ref.storage.postgres_cache import PostgresCacheQueries
+from oci_ref.storage.postgres_evict import PostgresEvictQueries
 from oci_ref.storage.postgres_locks import SERVER_NOW, LeaseLocks
 from oci_ref.storage.postgres_schema import (
+    CONTENT_TABLES,
     LOCK_SPACE,
     UPLOAD_CAP,
     migrate,
@@ -85,7 +88,6 @@ _LINK = ('r AS (INSERT INTO repositories (name, created_at) VALUES (%(repo)s, %(
          'k AS (INSERT INTO repo_blobs (repo, digest, created_at) VALUES (%(repo)s, '
          '%(digest)s, %(now)s) ON CONFLICT (repo, digest) DO UPDATE SET '
          'created_at = excluded.created_at)')
-_TABLES = 'repositories, blobs, repo_blobs, manifests, manifest_refs, tags'
 
 
 def _releasing(leases: Sequence[Lease]) -> dict[str, list[str]]:
@@ -102,7 +104,8 @@ def _first_line(ex: BaseException) -> str:
     return (str(ex).strip().splitlines() or [type(ex).__name__])[0]
 
 
-class PostgresMetadataStore(PostgresCacheQueries, LeaseLocks, AuthQueries):
+class PostgresMetadataStore(PostgresCacheQueries, PostgresEvictQueries, LeaseLocks,
+                            AuthQueries):
     """The :class:`~oci_ref.storage.interfaces.MetadataStore` on a PostgreSQL database
     shared by every replica. Built once per process; migrates at start."""
 
@@ -538,7 +541,7 @@ class PostgresMetadataStore(PostgresCacheQueries, LeaseLocks, AuthQueries):
             async with conn.transaction() as tx:
                 # Writers wait (readers do not) until this commits: what the sweep
                 # found unreferenced stays so while it deletes.
-                await conn.execute(f'LOCK TABLE {_TABLES} IN EXCLUSIVE MODE')
+                await conn.execute(f'LOCK TABLE {CONTENT_TABLES} IN EXCLUSIVE MODE')
                 if unreachable is not None:
                     graphs = await _graphs(conn)
                     loop = asyncio.get_running_loop()

@@ -6,22 +6,16 @@ download of that blob for the whole deployment.
 One addition: a claim records its owner's presence key (postgres_locks.py), so a
 claim whose process died (a replica killed mid-download) is stale at once, as the
 leases are, instead of after its heartbeat ages: ``claim_fetch`` takes it over and
-``get_fetch`` reports it with heartbeat 0, which ends its followers' wait."""
+``get_fetch`` reports it with heartbeat 0, which ends its followers' wait.
+
+Eviction's queries (last uses, usage, the eviction itself) are postgres_evict.py's."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from oci_ref.storage.interfaces import (
-    CachedLink,
-    CachedManifest,
-    CacheTag,
-    Evicted,
-    EvictionPlan,
-    FetchClaim,
-    StoreUnavailable,
-)
+from oci_ref.storage.interfaces import CacheTag, FetchClaim, StoreUnavailable
 from oci_ref.storage.postgres_locks import alive
 
 _COLS = 'owner, spool, size, written, heartbeat'
@@ -43,12 +37,6 @@ _CLAIM = (
     f'SELECT {_COLS} FROM won UNION ALL SELECT {_COLS} FROM cache_fetches '
     'WHERE key = %(key)s AND NOT EXISTS (SELECT 1 FROM won)')
 CLAIM_ATTEMPTS = 5
-
-
-def _range(prefix: str) -> tuple[str, str]:
-    # An upstream's cached repositories, ``<name>/…``, as a range of the keys ('0'
-    # follows '/'; the columns sort bytewise, COLLATE "C"), as sqlite_evict.py.
-    return f'{prefix}/', f'{prefix}0'
 
 
 def _claim(row: Any) -> FetchClaim:
@@ -111,47 +99,3 @@ class PostgresCacheQueries:
         rows = await self._all('SELECT tag, validated_at FROM cache_tags WHERE '
                                'repo = %s AND tag = ANY(%s::text[])', [repo, list(tags)])
         return {t: float(v) for t, v in rows}
-
-    # -- eviction's bookkeeping (oci_ref/upstream/evict.py; sqlite_evict.py)
-
-    async def touch_cached(self, repo: str, digest: str, now: float) -> None:
-        await self._one('INSERT INTO cache_used (repo, digest, used_at) '
-                        'VALUES (%s, %s, %s) ON CONFLICT (repo, digest) DO UPDATE SET '
-                        'used_at = greatest(cache_used.used_at, excluded.used_at) '
-                        'RETURNING 1', [repo, digest, now])
-
-    async def cache_usage(self, prefix: str) -> int:
-        lo, hi = _range(prefix)
-        row = await self._one(
-            'SELECT (SELECT COALESCE(sum(size), 0) FROM manifests WHERE repo >= %(lo)s '
-            'AND repo < %(hi)s) + (SELECT COALESCE(sum(size), 0) FROM blobs WHERE '
-            'digest IN (SELECT digest FROM repo_blobs WHERE repo >= %(lo)s AND '
-            'repo < %(hi)s))', {'lo': lo, 'hi': hi})
-        return int(row[0])
-
-    async def cache_counts(self, prefixes: list[str]) -> dict[str, int]:
-        """As sqlite_evict.cache_counts: a blob both cached and pushed is pushed."""
-        bounds = [_range(p) for p in prefixes]
-        params = {'lo': [b[0] for b in bounds], 'hi': [b[1] for b in bounds]}
-        cached = ('EXISTS (SELECT 1 FROM unnest(%(lo)s::text[], %(hi)s::text[]) '
-                  'AS r(lo, hi) WHERE {col} >= r.lo AND {col} < r.hi)')
-        m, lk = cached.format(col='m.repo'), cached.format(col='l.repo')
-        row = await self._one(
-            f'SELECT (SELECT count(*) FROM manifests m WHERE {m}), '
-            f'(SELECT count(*) FROM manifests m WHERE NOT {m}), '
-            f'(SELECT count(*) FROM repo_blobs l WHERE {lk}), '
-            f'(SELECT count(DISTINCT l.digest) FROM repo_blobs l WHERE {lk} AND '
-            f'l.digest NOT IN (SELECT l.digest FROM repo_blobs l WHERE NOT {lk})), '
-            f'(SELECT count(DISTINCT l.digest) FROM repo_blobs l WHERE NOT {lk})',
-            params)
-        keys = ('cached_manifests', 'pushed_manifests', 'cached_blob_links',
-                'cached_blobs', 'pushed_blobs')
-        return dict(zip(keys, (int(v) for v in row), strict=True))
-
-    async def evict_cached(self, prefix: str, cap: int,
-                           choose: Callable[[list[CachedManifest], list[CachedLink],
-                                             int], EvictionPlan]) -> Evicted:
-        """Not built on PostgreSQL: Config refuses cache_max_bytes with a PostgreSQL
-        metadata store, so the evictor (which runs for capped upstreams only) never
-        calls this."""
-        raise StoreUnavailable(self.name, 'cache eviction is not built on PostgreSQL')

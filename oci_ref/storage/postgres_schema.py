@@ -12,8 +12,9 @@ stores answer alike::
       size, content, subject,               artifact_type and annotations (JSON text,
       artifact_type, annotations,           as sent) are what end-12 lists
       created_at) PK (repo, digest)
-    manifest_refs(repo, digest, child)      what each manifest references (for GC)
-      PK (repo, digest, child), INDEX (repo, child)
+    manifest_refs(repo, digest, child)      what each manifest references (for GC
+      PK (repo, digest, child),             and eviction: is a blob referenced from
+      INDEX (repo, child), INDEX (child)    any repository; version 5)
     tags(repo, tag, digest, updated_at)     case-sensitive
       PK (repo, tag), INDEX (repo, digest)
     uploads(id PK, repo, size, algorithm,   open upload sessions: every replica
@@ -59,6 +60,9 @@ PRESENCE = 3        # (LOCK_SPACE + PRESENCE, key): held by a live process
 UPLOAD_CAP = 4      # serialises session creation while a cap applies
 
 _C = 'text COLLATE "C"'
+# What GC's sweep and the cache's eviction lock against writers for their one
+# transaction (postgres.py, postgres_evict.py).
+CONTENT_TABLES = 'repositories, blobs, repo_blobs, manifests, manifest_refs, tags'
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
@@ -118,6 +122,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         f'CREATE TABLE cache_used (repo {_C} NOT NULL, digest {_C} NOT NULL, '
         'used_at double precision NOT NULL, PRIMARY KEY (repo, digest))',
     ]),
+    (5, [
+        # Cache eviction (postgres_evict.py, issue 13): a blob row goes only when no
+        # manifest in any repository references it; (repo, child) cannot answer
+        # that without a scan per blob (SQLite's m001 has this index).
+        'CREATE INDEX manifest_refs_by_child ON manifest_refs (child)',
+    ]),
 ]
 
 
@@ -145,4 +155,4 @@ async def migrate(conn: Any) -> list[int]:
     return applied
 
 
-__all__ = ['LOCK_SPACE', 'MIGRATIONS', 'migrate']
+__all__ = ['CONTENT_TABLES', 'LOCK_SPACE', 'MIGRATIONS', 'migrate']

@@ -150,6 +150,11 @@ def cache_counts(conn: sqlite3.Connection, prefixes: list[str]) -> dict[str, int
     }
 
 
+def cache_uses(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+    return [(r, d, float(at)) for r, d, at in conn.execute(
+        'SELECT repo, digest, used_at FROM cache_used ORDER BY repo, digest')]
+
+
 class EvictQueries:
     """The eviction's MetadataStore methods, mixed into the SQLite store."""
 
@@ -169,4 +174,8 @@ class EvictQueries:
 
     async def cache_counts(self, prefixes: list[str]) -> dict[str, int]:
         result: dict[str, int] = await self._read(cache_counts, prefixes)
+        return result
+
+    async def cache_uses(self) -> list[tuple[str, str, float]]:
+        result: list[tuple[str, str, float]] = await self._read(cache_uses)
         return result

@@ -71,6 +71,20 @@ def upstream_requests(server: Server | DistributionUpstream, method: str, path: 
                           text))
 
 
+def signature(empty: bytes, subject_type: str, subject: str, subject_size: int
+              ) -> bytes:
+    """A signature-like artifact manifest (artifactType, the empty config and
+    layer ``empty``) whose subject is ``subject``: a referrer to pull through."""
+    descriptor = {'mediaType': 'application/vnd.oci.empty.v1+json',
+                  'digest': digest(empty), 'size': len(empty)}
+    return json.dumps({
+        'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
+        'artifactType': 'application/vnd.example.sig',
+        'config': descriptor, 'layers': [descriptor],
+        'subject': {'mediaType': subject_type, 'digest': subject, 'size': subject_size},
+    }).encode()
+
+
 def failed(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """An upstream failure: the spec's envelope with the code of what could not be
     had and the gateway status saying why (oci_ref/upstream/errors.py); its detail."""
@@ -188,16 +202,8 @@ def test_tags_list_and_referrers_pass_through(mirror: Server, upstream: AuthServ
         push_image(u, 'mirrored/app', 'v2', seed='second')
         config = b'{}'
         push_blob(u, 'mirrored/app', config)
-        sig = json.dumps({
-            'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
-            'artifactType': 'application/vnd.example.sig',
-            'config': {'mediaType': 'application/vnd.oci.empty.v1+json',
-                       'digest': digest(config), 'size': len(config)},
-            'layers': [{'mediaType': 'application/vnd.oci.empty.v1+json',
-                        'digest': digest(config), 'size': len(config)}],
-            'subject': {'mediaType': OCI_MANIFEST, 'digest': image['manifest'],
-                        'size': len(u.get('/v2/mirrored/app/manifests/v1').content)},
-        }).encode()
+        sig = signature(config, OCI_MANIFEST, image['manifest'],
+                        len(u.get('/v2/mirrored/app/manifests/v1').content))
         r = u.put(f'/v2/mirrored/app/manifests/{digest(sig)}', content=sig,
                   headers={'Content-Type': OCI_MANIFEST})
         assert r.status_code == 201, r.content
@@ -368,16 +374,8 @@ def test_prefetch_fills_the_cache_for_offline_pulls(tmp_path: Path) -> None:
             config = b'{}'
             push_blob(u, 'mirrored/pre', config)
             size = len(u.get(f'/v2/mirrored/pre/manifests/{index}').content)
-            sig = json.dumps({
-                'schemaVersion': 2, 'mediaType': OCI_MANIFEST,
-                'artifactType': 'application/vnd.example.sig',
-                'config': {'mediaType': 'application/vnd.oci.empty.v1+json',
-                           'digest': digest(config), 'size': len(config)},
-                'layers': [{'mediaType': 'application/vnd.oci.empty.v1+json',
-                            'digest': digest(config), 'size': len(config)}],
-                'subject': {'mediaType': 'application/vnd.oci.image.index.v1+json',
-                            'digest': index, 'size': size},
-            }).encode()
+            sig = signature(config, 'application/vnd.oci.image.index.v1+json', index,
+                            size)
             assert u.put(f'/v2/mirrored/pre/manifests/{digest(sig)}', content=sig,
                          headers={'Content-Type': OCI_MANIFEST}).status_code == 201
         cfg = mirror_config(tmp_path / 'm.toml', up.url)

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.e2e
 DATA = hashlib.sha256(b'faults').digest() * (1024 * 1024 // 32)  # 1 MiB
 D = digest(DATA)
 BLOB = f'/v2/lib/app/blobs/{D}'
+# Past the upstream client's DIRECT_MIN: its body is read from the connection, not
+# through httpx (oci_ref/upstream/client.py), so a fault there is caught there.
+LARGE = hashlib.sha256(b'large').digest() * (8 * 1024 * 1024 // 32)  # 8 MiB
 
 
 @pytest.fixture
@@ -47,12 +50,13 @@ def mirror(tmp_path: Path, stub: Stub, stores: dict[str, str]) -> Iterator[Serve
         server.stop()
 
 
-def pull(mirror: Server, **headers: str) -> tuple[int, bytes, bool]:
+def pull(mirror: Server, blob_path: str = BLOB, **headers: str
+         ) -> tuple[int, bytes, bool]:
     """(status, body, complete): ``complete`` is False when the response was cut
     short of its Content-Length."""
     with httpx.Client(base_url=mirror.url, timeout=30) as c:
         try:
-            with c.stream('GET', f'/v2/stub.test{BLOB[3:]}', headers=headers) as r:
+            with c.stream('GET', f'/v2/stub.test{blob_path[3:]}', headers=headers) as r:
                 body = b''.join(r.iter_bytes())
                 return r.status_code, body, True
         except httpx.RemoteProtocolError:
@@ -80,11 +84,11 @@ def _rows(stores: dict[str, str], sql: str) -> int:
         return int(db.execute(sql).fetchone()[0])
 
 
-def blob_cached(mirror: Server) -> bool:
+def blob_cached(mirror: Server, d: str = D) -> bool:
     stores: dict[str, str] = mirror.stores  # type: ignore[attr-defined]
     if stores:
-        return bool(_s3_keys(stores, f'blobs/sha256/{D[7:9]}/{D[7:]}'))
-    return any((mirror.root / 'blobs').rglob(D.split(':')[1])) if (
+        return bool(_s3_keys(stores, f'blobs/sha256/{d[7:9]}/{d[7:]}'))
+    return any((mirror.root / 'blobs').rglob(d.split(':')[1])) if (
         mirror.root / 'blobs').exists() else False
 
 
@@ -102,25 +106,33 @@ def spools_left(mirror: Server) -> list[str]:
             if p.name.startswith('tmp-cache-')]
 
 
-@pytest.mark.parametrize('fault', ['wrong bytes', 'cut off'])
+@pytest.mark.parametrize(('size', 'fault', 'cut_at'), [
+    ('1 MiB', 'wrong bytes', None), ('1 MiB', 'cut off', 300_000),
+    ('8 MiB', 'wrong bytes', None), ('8 MiB', 'cut off', 300_000),
+    ('8 MiB', 'cut off', 6 * 1024 * 1024),
+])
 def test_bad_upstream_bytes_are_never_served_whole_nor_cached(
-        mirror: Server, stub: Stub, fault: str) -> None:
+        mirror: Server, stub: Stub, size: str, fault: str, cut_at: int | None) -> None:
+    data = DATA if size == '1 MiB' else LARGE
+    d = digest(data)
+    blob = f'/v2/lib/app/blobs/{d}'
     if fault == 'wrong bytes':
-        bad = bytes(reversed(DATA))
-        stub.routes[BLOB] = answer(200, bad, Content_Type='application/octet-stream')
+        bad = bytes(reversed(data))
+        stub.routes[blob] = answer(200, bad, Content_Type='application/octet-stream')
     else:
-        stub.routes[BLOB] = cut_off(DATA[:300_000], len(DATA))
-    status, body, complete = pull(mirror)
+        assert cut_at is not None
+        stub.routes[blob] = cut_off(data[:cut_at], len(data))
+    status, body, complete = pull(mirror, blob)
     # The client never gets the wrong blob as complete: an error status, or a body
     # cut short of Content-Length.
-    assert not (status == 200 and complete and body != DATA)
+    assert not (status == 200 and complete and body != data)
     assert status != 500
-    assert not blob_cached(mirror)
+    assert not blob_cached(mirror, d)
     assert not spools_left(mirror)
     # Once the upstream behaves, the same blob pulls whole and is cached.
-    stub.routes[BLOB] = answer(200, DATA)
-    assert pull(mirror) == (200, DATA, True)
-    assert blob_cached(mirror)
+    stub.routes[blob] = answer(200, data)
+    assert pull(mirror, blob) == (200, data, True)
+    assert blob_cached(mirror, d)
 
 
 def test_rate_limit_passes_retry_after(mirror: Server, stub: Stub) -> None:

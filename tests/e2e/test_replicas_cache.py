@@ -2,8 +2,9 @@
 processes with their metadata in one PostgreSQL database and their blobs in one S3
 bucket (moto), each with its own --root (nothing shared on disk), behind haproxy
 round-robin, mirroring a token-auth `oci-ref serve` upstream. The cache's state
-(tag validations, download claims, the spool being downloaded) is in the shared
-stores, so the replicas share one cache: a blob is downloaded once for both.
+(tag validations, download claims, the spool being downloaded, last uses) is in
+the shared stores, so the replicas share one cache: a blob is downloaded once for
+both, and what one evicts is evicted for both.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ import pytest
 
 from oci_ref.testing import OCIRegistry
 from tests.e2e.test_pull_through import ENV, mirror_config, upstream_requests
+from tests.e2e.test_pull_through_evict import (
+    BASE,
+    config_file,
+    config_of,
+    evicted,
+    fsck,
+    layer,
+    pull,
+    push,
+)
+from tests.e2e.test_pull_through_evict import ENV as EVICT_ENV
 from tests.e2e.upstreams import Stub, answer, pusher, token_upstream
 from tests.engines import HAProxy, S3Bucket
 from tests.interop.auth import AuthServer
@@ -251,3 +263,93 @@ def test_a_replica_killed_mid_download_leaves_no_blob_and_another_takes_over(
         stub.stop()
         for server in servers:
             server.stop()
+
+
+def test_an_eviction_on_one_replica_is_what_the_other_serves(
+        tmp_path: Path, upstream: AuthServer, postgres_url: str, s3_bucket: S3Bucket,
+        load_balancer: LoadBalancer) -> None:
+    """A cap that fits two of three images (test_pull_through_evict.py's), two
+    replicas behind haproxy. Replica A fetches images a and b; a is used again
+    through replica B, so b is the least recently used of the deployment (the uses
+    both record are one order); c pulled through B fills the cache and B evicts
+    b, not a. Then replica A and the load balancer serve a and c without asking
+    the upstream, A fetches b again from it (and, over the cap again, evicts a,
+    the oldest use of either replica), an image pushed through B (sharing b's
+    layer and the base) stays whole everywhere, b's own config is gone from the
+    bucket, and fsck of the shared stores is clean."""
+    import boto3
+    import psycopg
+
+    repos = {n: f'mirrored/replicas-{n}' for n in 'abc'}
+    with pusher(upstream) as u:
+        images = {n: push(u, repo, n) for n, repo in repos.items()}
+    config = config_file(tmp_path / 'mirror.toml', upstream.url)
+    servers = start_replicas(tmp_path, config, postgres_url, s3_bucket, EVICT_ENV)
+    s3 = boto3.client('s3', **s3_bucket.client_kwargs())
+
+    def in_bucket(blob: str) -> bool:
+        hex_ = blob.removeprefix('sha256:')
+        listed = s3.list_objects_v2(Bucket=s3_bucket.bucket,
+                                    Prefix=f'blobs/sha256/{hex_[:2]}/{hex_}')
+        return bool(listed.get('Contents'))
+
+    def fetched(n: str, key: str) -> int:
+        kind = 'manifests' if key == 'manifest' else 'blobs'
+        return upstream_requests(upstream, 'GET', f'/v2/{repos[n]}/{kind}/{images[n][key]}')
+
+    own = image_manifest(config_of('mine'), [BASE, layer('b')])
+    keys = ('manifest', 'config', 'layer', 'base')
+    try:
+        a, b = servers
+        lb = load_balancer([s.url for s in servers])
+        with httpx.Client(base_url=a.url, timeout=60) as via_a, \
+                httpx.Client(base_url=b.url, timeout=60) as via_b, \
+                httpx.Client(base_url=lb.url, timeout=60) as via_lb:
+            for blob in (config_of('mine'), BASE, layer('b')):
+                push_blob(via_b, 'mine/app', blob)
+            r = via_b.put('/v2/mine/app/manifests/v1', content=own,
+                          headers={'Content-Type': OCI_MANIFEST})
+            assert r.status_code == 201, r.content
+            pull(via_a, repos['a'], images['a'])
+            pull(via_a, repos['b'], images['b'])
+            assert via_b.get(f'/v2/up.test/{repos["a"]}/manifests/v1').status_code == 200
+            pull(via_b, repos['c'], images['c'])
+            evicted(b, 1)
+            evicted(a, 0)  # A evicted nothing itself
+            assert not in_bucket(images['b']['config'])  # only b had it
+            assert all(in_bucket(images[n]['config']) for n in 'ac')
+            with psycopg.connect(postgres_url) as db:
+                assert db.execute('SELECT count(*) FROM manifests WHERE repo = %s',
+                                  [f'up.test/{repos["b"]}']).fetchone() == (0,)
+            before = {(n, k): fetched(n, k) for n in 'abc' for k in keys}
+            assert set(before.values()) == {1}, before
+            # What B kept, A and the load balancer serve without the upstream.
+            for c in (via_a, via_lb):
+                for n in 'ac':
+                    pull(c, repos[n], images[n])
+                for blob in (config_of('mine'), BASE, layer('b')):
+                    r = c.get(f'/v2/mine/app/blobs/{digest(blob)}')
+                    assert r.status_code == 200 and r.content == blob
+                assert c.get('/v2/mine/app/manifests/v1').content == own
+            assert {k: fetched(*k) for k in before} == before
+            # What B evicted, A fetches again.
+            pull(via_a, repos['b'], images['b'])
+            assert {k: fetched(*k) - v for k, v in before.items() if fetched(*k) != v
+                    } == {('b', k): 1 for k in keys}
+            evicted(a, 1)  # over the cap again: A evicts now, a (used before c)
+            with psycopg.connect(postgres_url) as db:
+                assert sorted(r[0] for r in db.execute(
+                    "SELECT repo FROM manifests WHERE repo LIKE 'up.test/%'")) == [
+                    f'up.test/{repos[n]}' for n in 'bc']
+            assert via_b.get('/v2/mine/app/manifests/v1').content == own
+    finally:
+        for server in servers:
+            server.stop()
+    summary = fsck(servers[0], config, {
+        **s3_bucket.env, 'OCI_REF_METADATA_STORE': postgres_url,
+        'OCI_REF_BLOB_STORE': 's3', 'OCI_REF_S3_BUCKET': s3_bucket.bucket,
+        'OCI_REF_S3_ENDPOINT_URL': s3_bucket.endpoint_url,
+        'OCI_REF_S3_REGION': s3_bucket.region, 'OCI_REF_S3_PATH_STYLE': 'true'})
+    # Cached only: b's and c's configs, c's layer (b's is pushed too, as is BASE).
+    assert summary['cached'] == {'manifests': 2, 'blobs': 3}, summary
+    assert summary['pushed'] == {'manifests': 1, 'blobs': 3}, summary

@@ -70,21 +70,20 @@ def _through_replicas(test: Callable[..., None], client: str) -> Callable[..., N
     return again
 
 
-test_skopeo_copy_all_index_in_and_out = _through_replicas(
-    test_skopeo.test_skopeo_copy_all_index_in_and_out, 'skopeo')
-test_skopeo_list_tags_copy_between_repos_and_delete = _through_replicas(
-    test_skopeo.test_skopeo_list_tags_copy_between_repos_and_delete, 'skopeo')
-test_podman_pull_tag_push_pull_back = _through_replicas(
-    test_podman.test_podman_pull_tag_push_pull_back, 'podman')
-test_podman_load_push_big_layer = _through_replicas(
-    test_podman.test_podman_load_push_big_layer, 'podman')
-test_crane_push_tarball_pull_copy_list_delete = _through_replicas(
-    test_crane.test_crane_push_tarball_pull_copy_list_delete, 'crane')
-test_crane_copy_multi_arch_index_and_validate = _through_replicas(
-    test_crane.test_crane_copy_multi_arch_index_and_validate, 'crane')
-test_oras_push_pull_tags_fetch_delete = _through_replicas(
-    test_oras.test_oras_push_pull_tags_fetch_delete, 'oras')
-test_oras_attach_discover_copy_through_referrers_api = _through_replicas(
-    test_oras.test_oras_attach_discover_copy_through_referrers_api, 'oras')
-test_oras_blob_push_delete_manifest_push_tag = _through_replicas(
-    test_oras.test_oras_blob_push_delete_manifest_push_tag, 'oras')
+# Each client's module, and its flows collected again here (by their own names).
+FLOWS = {
+    test_skopeo: ('test_skopeo_copy_all_index_in_and_out',
+                  'test_skopeo_list_tags_copy_between_repos_and_delete'),
+    test_podman: ('test_podman_pull_tag_push_pull_back',
+                  'test_podman_load_push_big_layer'),
+    test_crane: ('test_crane_push_tarball_pull_copy_list_delete',
+                 'test_crane_copy_multi_arch_index_and_validate'),
+    test_oras: ('test_oras_push_pull_tags_fetch_delete',
+                'test_oras_attach_discover_copy_through_referrers_api',
+                'test_oras_blob_push_delete_manifest_push_tag'),
+}
+for _module, _names in FLOWS.items():
+    for _name in _names:
+        # The client marker: the module's name (tests.interop.test_<client>).
+        globals()[_name] = _through_replicas(getattr(_module, _name),
+                                             _module.__name__.rsplit('.test_', 1)[1])

@@ -16,6 +16,8 @@ from bench.stats import (
     Figure,
     busy_share,
     ceiling_rows,
+    cold_pull_ceiling,
+    cold_pull_ceiling_limit,
     difference,
     figure_noise,
     harness_noise,
@@ -380,25 +382,54 @@ def test_ceiling_without_target_has_no_verdict() -> None:
     assert (rows[0]['met'], rows[0]['target']) == (None, '')
 
 
-def test_the_cold_pull_through_is_held_against_the_push_ceiling() -> None:
-    """A cold pull-through hashes and writes what it streams: a push's ceiling, for
-    the record (its target is the ratio to the direct pull)."""
+def test_the_cold_pull_through_is_held_against_its_own_ceiling() -> None:
+    """A cold pull-through hashes and writes what it streams, beside its upstream
+    and client on the same cores: for the record (its target is the ratio to the
+    direct pull)."""
     cold = Figure('9a_cache_cold_pull', 'cold', 'MB/s', 'higher', ('ratio', '>=', 0.8),
                   oci_label=CACHE, baseline=UPSTREAM)
     cold.add(CACHE, 300.0)
     cold.add(UPSTREAM, 1500.0)
-    (row,) = ceiling_rows([cold.summary()], {'push_ceiling_MBps': {'median': 600.0}})
+    (row,) = ceiling_rows([cold.summary()], {'cold_pull_ceiling_MBps': {'median': 600.0}})
     assert row['oci_share'] == pytest.approx(0.5)
     assert (row['distribution_share'], row['met'], row['target']) == (None, None, '')
+
+
+@pytest.mark.parametrize(
+    ('sha', 'disk', 'write_cpu', 'direct_cpu', 'cores', 'want'),
+    [
+        # The CPU binds: 2 x 0.5 + 1000 / 1600 + 0.5 = 2.125 ms per MB on 2 cores.
+        (1600.0, 2000.0, 0.5, 0.5, 2, 2000 / 2.125),
+        (1600.0, 2000.0, 0.5, 1.0, 2, 2000 / 3.125),
+        # The disk binds (the last bytes wait for the fsync).
+        (1600.0, 700.0, 0.5, 0.5, 2, 700.0),
+        # One core: the hash alone is 1 ms per MB.
+        (1000.0, 5000.0, 0.0, 0.0, 1, 1000.0),
+    ],
+)
+def test_cold_pull_ceiling(sha: float, disk: float, write_cpu: float,
+                           direct_cpu: float, cores: int, want: float) -> None:
+    assert cold_pull_ceiling(sha, disk, write_cpu, direct_cpu, cores) == pytest.approx(
+        want)
+
+
+def test_cold_pull_ceiling_limit_per_direct_pull() -> None:
+    limits = {'sha256_MBps': {'median': 1600.0}, 'disk_write_fsync_MBps': {'median': 900.0},
+              'disk_write_cpu_ms_per_MB': {'median': 0.5}}
+    lim = cold_pull_ceiling_limit(limits, [0.5, 1.0, 0.25], 2)
+    assert lim['samples'] == pytest.approx([900.0, 2000 / 3.125, 900.0])  # 941 > 900
+    assert lim['median'] == pytest.approx(900.0)
 
 
 def test_every_ceiling_names_a_limit_the_bench_measures() -> None:
     measured = {
         'sha256_MBps',
         'disk_write_fsync_MBps',
+        'disk_write_cpu_ms_per_MB',
         'fsync_4k_ms',
         'loopback_tcp_MBps',
         'push_ceiling_MBps',
+        'cold_pull_ceiling_MBps',
         'falcon_bare_head_rps',
         'falcon_bare_get_rps',
     }

@@ -1,20 +1,25 @@
 """Eviction of the pull-through cache (oci_ref/upstream/evict.py): the choice of
-what goes, without a server, and its application to a real SQLite file
-(oci_ref/storage/sqlite_evict.py) beside pushed content."""
+what goes, without a server, and its application beside pushed content in each
+store combination (the ``backend`` fixture: oci_ref/storage/sqlite_evict.py and
+postgres_evict.py), with what only PostgreSQL must get right last: replicas
+writing while one of them evicts."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oci_ref.reference import Digest
-from oci_ref.storage.interfaces import CachedLink, CachedManifest
+from oci_ref.storage.interfaces import CachedLink, CachedManifest, EvictionPlan
 from oci_ref.upstream.config import Upstream
 from oci_ref.upstream.evict import Evictor, choose
-from tests.backends import Backend
+from tests.backends import Backend, PostgresBackend
 
 
 def d(name: str) -> str:
@@ -97,11 +102,6 @@ def test_nothing_used_or_linked_recently_goes_even_over_the_cap() -> None:
     plan = choose([m(A, '1', 10, 1.0, 'x')], [link(A, 'x', 100, at=45.0)], 0,
                   young_after=40.0)
     assert plan.manifests == ((A, d('1')),) and plan.links == ()
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Backend:
-    return Backend(tmp_path / 'data')
 
 
 def test_eviction_in_the_store_keeps_pushed_content_and_shared_blobs(
@@ -270,10 +270,10 @@ def test_uses_are_written_at_most_once_per_touch_interval(backend: Backend) -> N
                       cache_touch_interval=60)
     free = Upstream(name='free', url='http://127.0.0.1:1')
     evictor = Evictor(registry, [capped, free], clock=lambda: now[0])
-    db = sqlite3.connect(backend.root / 'oci-ref.db')
 
     def used() -> dict[str, float]:
-        return dict(db.execute('SELECT repo, used_at FROM cache_used'))
+        with backend.db() as db:
+            return dict(db.execute('SELECT repo, used_at FROM cache_used').fetchall())
 
     async def run() -> None:
         await evictor.touch(capped, 'up/a', d('1'))
@@ -288,5 +288,129 @@ def test_uses_are_written_at_most_once_per_touch_interval(backend: Backend) -> N
         assert 'free/a' not in used()
 
     asyncio.run(run())
-    db.close()
     registry.close()
+
+
+# -- PostgreSQL: replicas writing while one of them evicts -----------------------------
+
+
+@pytest.mark.engines
+def test_an_eviction_waits_for_a_manifest_another_replica_is_storing(
+        postgres_metadata_url: str, tmp_path: Path) -> None:
+    """Another replica's transaction stores a cached manifest referencing a blob
+    whose link this eviction would drop as unreferenced (an old link, cap 0), not
+    committed yet when the eviction begins. The eviction waits for it (it locks the
+    content tables against writers) and chooses again on what is there then: the
+    manifest is young, so its blob's link and content stay. Once that manifest is
+    gone, the same eviction removes both: the setup was one to evict."""
+    import psycopg
+
+    backend = PostgresBackend(tmp_path / 'data', postgres_metadata_url)
+    registry = backend.registry()
+    meta, blobs = registry.meta, registry.blobs
+    data = b'layer' * 20
+    layer = str(Digest.of(data))
+    body = b'{"cached": "elsewhere"}'
+    manifest = str(Digest.of(body))
+    evict = functools.partial(choose, young_after=time.time() - 60)
+
+    async def store_blob() -> None:
+        await blobs.create_spool('s')
+        await blobs.append('s', 0, _one(data), [])
+        await blobs.commit('s', Digest.parse(layer))
+        await meta.link_blob('up/a', layer, len(data))
+
+    asyncio.run(store_blob())
+    backend.age(3600)
+    other = psycopg.connect(postgres_metadata_url)  # a transaction, as a replica's
+    watch = psycopg.connect(postgres_metadata_url, autocommit=True)
+    try:
+        other.execute('INSERT INTO manifests (repo, digest, media_type, size, content, '
+                      "created_at) VALUES ('up/a', %s, 'application/json', %s, %s, %s)",
+                      [manifest, len(body), body, time.time()])
+        other.execute("INSERT INTO manifest_refs (repo, digest, child) "
+                      "VALUES ('up/a', %s, %s)", [manifest, layer])
+        with ThreadPoolExecutor(1) as pool:
+            evicting = pool.submit(asyncio.run, meta.evict_cached('up', 0, evict))
+            deadline = time.monotonic() + 30
+            # The eviction waits on the table lock (an event in pg_locks).
+            while not watch.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND "
+                    'NOT granted AND database = (SELECT oid FROM pg_database WHERE '
+                    'datname = current_database())').fetchone()[0]:
+                assert not evicting.done(), evicting.result()
+                assert time.monotonic() < deadline, 'the eviction never waited'
+            other.commit()
+            evicted = evicting.result(timeout=30)
+        assert (evicted.manifests, evicted.links, evicted.blobs) == ([], [], [])
+        assert asyncio.run(meta.blob_size('up/a', layer)) == len(data)
+        assert asyncio.run(blobs.exists(Digest.parse(layer)))
+        other.execute("DELETE FROM manifest_refs WHERE repo = 'up/a'")
+        other.execute("DELETE FROM manifests WHERE repo = 'up/a'")
+        other.commit()
+        evicted = asyncio.run(meta.evict_cached('up', 0, evict))
+        assert evicted.links == [('up/a', layer)] and evicted.blobs == [(layer, len(data))]
+    finally:
+        other.close()
+        watch.close()
+        registry.close()
+
+
+@pytest.mark.engines
+def test_what_changed_between_the_choice_and_the_removal_stays(
+        postgres_metadata_url: str, tmp_path: Path) -> None:
+    """The choice is made on a snapshot without a lock; the removal re-checks each
+    row. Between the two (inside ``choose``, as another replica would), manifest 1
+    is served and an unreferenced link is renewed by a fetch: both stay, and so
+    do the link and blob manifest 1 references; manifest 2 goes as chosen. The
+    next eviction takes manifest 1 with its link and blob."""
+    import psycopg
+
+    backend = PostgresBackend(tmp_path / 'data', postgres_metadata_url)
+    registry = backend.registry()
+    meta, blobs = registry.meta, registry.blobs
+    layer, loose = b'layer' * 20, b'loose' * 30
+    one, two = b'{"manifest": 1}', b'{"manifest": 2}'
+
+    async def setup() -> None:
+        for repo, data in (('up/a', layer), ('up/c', loose)):
+            await blobs.create_spool('s')
+            await blobs.append('s', 0, _one(data), [])
+            await blobs.commit('s', Digest.of(data))
+            await meta.link_blob(repo, str(Digest.of(data)), len(data))
+        for repo, body, refs in (('up/a', one, [str(Digest.of(layer))]),
+                                 ('up/b', two, [])):
+            await meta.put_manifest(repo, str(Digest.of(body)), 'application/json', body,
+                                    subject=None, artifact_type=None, annotations=None,
+                                    blobs=refs, children=[], tags=['v1'], sparse=True)
+
+    asyncio.run(setup())
+    backend.age(3600)
+    chosen = []
+
+    def meanwhile(*args: Any) -> EvictionPlan:
+        plan = choose(*args)
+        chosen.append(plan)
+        with psycopg.connect(postgres_metadata_url, autocommit=True) as db:
+            db.execute('INSERT INTO cache_used VALUES (%s, %s, %s)',
+                       ['up/a', str(Digest.of(one)), time.time()])
+            db.execute("UPDATE repo_blobs SET created_at = %s WHERE repo = 'up/c'",
+                       [time.time()])
+        return plan
+
+    try:
+        evicted = asyncio.run(meta.evict_cached('up', 0, meanwhile))
+        (plan,) = chosen
+        assert len(plan.manifests) == 2 and len(plan.links) == 2  # all of it, chosen
+        assert (evicted.manifests, evicted.links, evicted.blobs) == (
+            [('up/b', str(Digest.of(two)))], [], [])
+        assert evicted.freed == len(two)
+        for repo, data in (('up/a', layer), ('up/c', loose)):
+            assert asyncio.run(meta.blob_size(repo, str(Digest.of(data)))) == len(data)
+        assert asyncio.run(meta.get_manifest('up/a', str(Digest.of(one)))) is not None
+        evicted = asyncio.run(meta.evict_cached('up', 0, choose))
+        assert evicted.manifests == [('up/a', str(Digest.of(one)))]
+        assert sorted(evicted.blobs) == sorted(
+            [(str(Digest.of(layer)), len(layer)), (str(Digest.of(loose)), len(loose))])
+    finally:
+        registry.close()

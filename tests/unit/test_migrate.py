@@ -96,7 +96,8 @@ def test_everything_is_carried_over_and_reads_back_the_same(source, sample, targ
         'blobs_present': 0, 'links_made': links, 'links_present': 0,
         'manifests_copied': 6, 'manifests_present': 0, 'manifests_sparse': 0,
         'referrers': 1, 'tags_set': 5, 'tags_present': 0, 'repositories': 3,
-        'upload_sessions': 0, 'keys_copied': 0, 'keys_present': 0, 'keys_kept': 0}
+        'upload_sessions': 0, 'keys_copied': 0, 'keys_present': 0, 'keys_kept': 0,
+        'cache_uses_copied': 0}
     assert report.bytes_copied > 256 * 1024
     assert view(target.c, sample) == view(source.c, sample)
     assert asyncio.run(fsck(target.registry)) == []
@@ -132,6 +133,36 @@ def test_a_second_run_changes_nothing(source, sample, target, dating):
         'manifests_present': first.manifests_copied, 'referrers': 1,
         'tags_present': first.tags_set, 'repositories': 3}
     assert view(target.c, sample) == view(source.c, sample)
+
+
+def test_last_uses_of_cached_manifests_are_carried_over(source, sample, target,
+                                                        dating):
+    """Eviction's least-recently-used order: the source's last uses go to the
+    target; a later use the target recorded itself stays; a use of a manifest the
+    target does not hold is not carried; a second run copies only what is newer."""
+    (one, two) = [(repo, d) for repo, ds in sorted(sample.manifests.items())
+                  for d in ds][:2]
+    orphan = ('up/gone', digest(b'evicted meanwhile'))
+
+    def touch(side: Side, uses: dict[tuple[str, str], float]) -> None:
+        async def run() -> None:
+            for (repo, d), at in uses.items():
+                await side.stores.meta.touch_cached(repo, d, at)
+        asyncio.run(run())
+
+    def uses(side: Side) -> dict[tuple[str, str], float]:
+        found = asyncio.run(side.stores.meta.cache_uses())
+        return {(r, d): at for r, d, at in found}
+
+    touch(source, {one: 100.0, two: 200.0, orphan: 300.0})
+    assert migrate(source, target, dating).cache_uses_copied == 2
+    assert uses(target) == {one: 100.0, two: 200.0}
+    touch(target, {one: 500.0})  # served by the target since
+    touch(source, {one: 400.0, two: 250.0})
+    report = migrate(source, target, dating)
+    assert report.cache_uses_copied == 1
+    assert "cached manifests' last uses (eviction order): 1 copied" in report.summary()
+    assert uses(target) == {one: 500.0, two: 250.0}
 
 
 def test_a_corrupt_source_blob_is_reported_and_not_copied(tmp_path, source, sample,

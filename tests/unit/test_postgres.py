@@ -48,6 +48,31 @@ def test_replicas_starting_at_once_migrate_once(postgres_url: str) -> None:
         assert conn.execute("SELECT to_regclass('locks')::text").fetchone() == ('locks',)
 
 
+def test_a_database_of_an_earlier_version_is_brought_up_to_date(postgres_url: str
+                                                                 ) -> None:
+    """A database at version 4 (before cache eviction) gets version 5, the index
+    eviction asks "does any manifest reference this blob" with, and keeps its rows."""
+    import psycopg
+
+    from oci_ref.storage.postgres_schema import MIGRATIONS
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute('CREATE TABLE oci_ref_schema (version integer PRIMARY KEY, '
+                     'applied_at timestamptz NOT NULL DEFAULT now())')
+        for version, statements in MIGRATIONS[:4]:
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute('INSERT INTO oci_ref_schema (version) VALUES (%s)', [version])
+        conn.execute("INSERT INTO manifest_refs VALUES ('up/a', 'sha256:m', 'sha256:c')")
+    open_store(postgres_url).close()  # type: ignore[attr-defined]
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute('SELECT max(version) FROM oci_ref_schema').fetchone() == (5,)
+        assert conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = "
+                            "'manifest_refs_by_child'").fetchone()[0].endswith('(child)')
+        assert conn.execute('SELECT repo FROM manifest_refs WHERE child = '
+                            "'sha256:c'").fetchall() == [('up/a',)]
+
+
 def test_an_unreachable_server_at_start_is_store_unavailable() -> None:
     url = f'postgresql://nobody@127.0.0.1:{free_port()}/nothing'
     with pytest.raises(StoreUnavailable) as caught:

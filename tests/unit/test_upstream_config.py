@@ -52,15 +52,15 @@ max_stale = 0
     assert ghcr.allows('anything/at/all') and not hub.allows('someone/else')
 
 
-def test_cache_max_bytes_parses_and_is_refused_on_postgresql(tmp_path: Path) -> None:
+def test_cache_max_bytes_parses_on_either_metadata_store(tmp_path: Path) -> None:
     (u,) = parse_upstreams([{'name': 'x', 'url': 'https://x', 'cache_max_bytes': '20 GiB',
                              'cache_touch_interval': '5'}])
     assert (u.cache_max_bytes, u.cache_touch_interval) == (20 * 1024**3, 5)
     table = '[[upstream]]\nname = "x"\nurl = "https://x"\ncache_max_bytes = "1 MB"\n'
     assert load(tmp_path, table).upstream[0].cache_max_bytes == 1000**2
-    with pytest.raises(ConfigError, match=r'upstream \(x\): cache_max_bytes: eviction '
-                       'on a PostgreSQL metadata store is not built yet'):
-        load(tmp_path, 'metadata_store = "postgresql://h/db"\n' + table)
+    # Eviction is built on PostgreSQL too (oci_ref/storage/postgres_evict.py).
+    config = load(tmp_path, 'metadata_store = "postgresql://h/db"\n' + table)
+    assert config.upstream[0].cache_max_bytes == 1000**2
 
 
 def test_no_upstreams_by_default() -> None:
