@@ -329,7 +329,18 @@ def test_metrics_and_fsck_know_cached_content(mirror: Server, upstream: AuthServ
     with pusher(upstream) as u:
         push_image(u, 'mirrored/fsck', 'v1', seed='fsck: manifest only')
     with mirror.client() as c:
-        # Only the manifest is pulled: its layers are not cached, and that is fine.
+        # What is counted below comes from this test's own pulls (tests of this
+        # module run in any order, on any pytest worker): mirrored/app whole, its
+        # manifest twice (the second a hit), and the ~3 MiB blob beside it.
+        for _ in range(2):
+            r = c.get('/v2/up.test/mirrored/app/manifests/v1')
+            assert r.status_code == 200, r.content
+        doc = json.loads(r.content)
+        for d in [*(layer['digest'] for layer in doc['layers']), doc['config']['digest'],
+                  image['big']]:
+            assert c.get(f'/v2/up.test/mirrored/app/blobs/{d}').status_code == 200, d
+        # Only the manifest is pulled (a miss): its layers are not cached, and that
+        # is fine.
         assert c.get('/v2/up.test/mirrored/fsck/manifests/v1').status_code == 200
         text = c.get('/metrics').text
     for event in ('hit', 'miss'):
