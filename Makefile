@@ -81,12 +81,13 @@ engines:
 # default ../shared/conformance/; under CI=true missing binaries or podman fail).
 # The tests run in PYTEST_WORKERS processes (pytest-xdist), twice the cores by default:
 # most of their time is spent waiting on servers and client binaries, not computing.
-# PYTEST_WORKERS=0 runs them in this process.
+# Each test file runs whole, in order, in one of them (--dist loadfile): a module's
+# servers start once, as in a single-process run. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: setup clients engines
 	$(PY) -m ruff check oci_ref tests conformance bench scripts
 	$(PY) -m mypy
-	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
 
