@@ -54,16 +54,19 @@ def config_of(name: str) -> bytes:
                        'rootfs': {'type': 'layers', 'diff_ids': []}}).encode()
 
 
-def push(c: httpx.Client, repo: str, name: str) -> dict[str, str]:
-    """An image of a config, BASE and its own layer, tagged v1; its digests."""
-    for blob in (config_of(name), BASE, layer(name)):
+def push(c: httpx.Client, repo: str, name: str, *, layer_of: str | None = None
+         ) -> dict[str, str]:
+    """An image of a config, BASE and its own layer (or image ``layer_of``'s),
+    tagged v1; its digests."""
+    own = layer(layer_of or name)
+    for blob in (config_of(name), BASE, own):
         push_blob(c, repo, blob)
-    body = image_manifest(config_of(name), [BASE, layer(name)])
+    body = image_manifest(config_of(name), [BASE, own])
     r = c.put(f'/v2/{repo}/manifests/v1', content=body,
               headers={'Content-Type': OCI_MANIFEST})
     assert r.status_code == 201, r.content
     return {'manifest': digest(body), 'config': digest(config_of(name)),
-            'layer': digest(layer(name)), 'base': digest(BASE)}
+            'layer': digest(own), 'base': digest(BASE)}
 
 
 def config_file(path: Path, url: str, *, cap: int = CAP, min_age: int = 0,
@@ -158,12 +161,8 @@ def test_a_full_cache_evicts_the_least_recently_used_image(
     try:
         with mirror.client() as c:
             # Pushed content sharing b's own layer: eviction must never touch it.
-            for blob in (config_of('mine'), BASE, layer('b')):
-                push_blob(c, 'mine/app', blob)
+            push(c, 'mine/app', 'mine', layer_of='b')
             own = image_manifest(config_of('mine'), [BASE, layer('b')])
-            r = c.put('/v2/mine/app/manifests/v1', content=own,
-                      headers={'Content-Type': OCI_MANIFEST})
-            assert r.status_code == 201, r.content
             pull(c, repos['a'], images['a'])
             pull(c, repos['b'], images['b'])
             # a used again after b: b is now the least recently used.

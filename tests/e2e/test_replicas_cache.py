@@ -305,11 +305,7 @@ def test_an_eviction_on_one_replica_is_what_the_other_serves(
         with httpx.Client(base_url=a.url, timeout=60) as via_a, \
                 httpx.Client(base_url=b.url, timeout=60) as via_b, \
                 httpx.Client(base_url=lb.url, timeout=60) as via_lb:
-            for blob in (config_of('mine'), BASE, layer('b')):
-                push_blob(via_b, 'mine/app', blob)
-            r = via_b.put('/v2/mine/app/manifests/v1', content=own,
-                          headers={'Content-Type': OCI_MANIFEST})
-            assert r.status_code == 201, r.content
+            push(via_b, 'mine/app', 'mine', layer_of='b')
             pull(via_a, repos['a'], images['a'])
             pull(via_a, repos['b'], images['b'])
             assert via_b.get(f'/v2/up.test/{repos["a"]}/manifests/v1').status_code == 200
