@@ -285,6 +285,16 @@ class Evicted:
 # -- the interfaces --------------------------------------------------------------------
 
 
+# Eviction's choice (oci_ref/upstream/evict.py:choose), as the stores call it.
+Choose = Callable[[list[CachedManifest], list[CachedLink], int], EvictionPlan]
+
+
+def cache_range(prefix: str) -> tuple[str, str]:
+    """An upstream's cached repositories, ``<prefix>/...``, as a range of keys:
+    ``lo <= repo < hi`` ('0' follows '/'; both stores sort names bytewise)."""
+    return f'{prefix}/', f'{prefix}0'
+
+
 class MetadataStore(Protocol):
     """Repositories, blob links, manifests, tags, referrers, upload sessions, locks.
 

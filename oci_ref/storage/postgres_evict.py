@@ -35,14 +35,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from oci_ref.storage.interfaces import CachedLink, CachedManifest, Evicted, EvictionPlan
+from oci_ref.storage.interfaces import (
+    CachedLink,
+    CachedManifest,
+    Choose,
+    Evicted,
+    cache_range,
+)
 from oci_ref.storage.postgres_schema import CONTENT_TABLES
-
-Choose = Callable[[list[CachedManifest], list[CachedLink], int], EvictionPlan]
-
-
-def cache_range(prefix: str) -> tuple[str, str]:
-    return f'{prefix}/', f'{prefix}0'
 
 
 async def _snapshot(conn: Any, bounds: dict[str, str]

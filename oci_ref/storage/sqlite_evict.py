@@ -17,13 +17,13 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from oci_ref.storage.interfaces import CachedLink, CachedManifest, Evicted, EvictionPlan
-
-Choose = Callable[[list[CachedManifest], list[CachedLink], int], EvictionPlan]
-
-
-def _range(prefix: str) -> tuple[str, str]:
-    return f'{prefix}/', f'{prefix}0'
+from oci_ref.storage.interfaces import (
+    CachedLink,
+    CachedManifest,
+    Choose,
+    Evicted,
+    cache_range,
+)
 
 
 def touch_cached(conn: sqlite3.Connection, repo: str, digest: str, now: float) -> None:
@@ -35,7 +35,7 @@ def touch_cached(conn: sqlite3.Connection, repo: str, digest: str, now: float) -
 def cache_usage(conn: sqlite3.Connection, prefix: str) -> int:
     """Bytes cached under ``prefix``: its manifests, and each blob linked there
     once (the blob store holds one copy per digest)."""
-    lo, hi = _range(prefix)
+    lo, hi = cache_range(prefix)
     manifests = conn.execute('SELECT COALESCE(SUM(size), 0) FROM manifests '
                              'WHERE repo >= ? AND repo < ?', [lo, hi]).fetchone()[0]
     blobs = conn.execute(
@@ -47,7 +47,7 @@ def cache_usage(conn: sqlite3.Connection, prefix: str) -> int:
 
 def _snapshot(conn: sqlite3.Connection, prefix: str
               ) -> tuple[list[CachedManifest], list[CachedLink]]:
-    lo, hi = _range(prefix)
+    lo, hi = cache_range(prefix)
     children: dict[tuple[str, str], list[str]] = {}
     for repo, digest, child in conn.execute(
             'SELECT repo, digest, child FROM manifest_refs WHERE repo >= ? AND repo < ?',
@@ -104,7 +104,7 @@ def evict_cached(conn: sqlite3.Connection, prefix: str, cap: int, choose: Choose
             if row is not None:
                 conn.execute('DELETE FROM blobs WHERE digest = ?', [digest])
                 blobs.append((digest, int(row[0])))
-        lo, hi = _range(prefix)
+        lo, hi = cache_range(prefix)
         empty = [r[0] for r in conn.execute(
             'SELECT name FROM repositories r WHERE name >= ? AND name < ? AND '
             'NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name) AND '
@@ -128,7 +128,7 @@ def cache_counts(conn: sqlite3.Connection, prefixes: list[str]) -> dict[str, int
         params: list[Any] = []
     else:
         cond = ' OR '.join(['(repo >= ? AND repo < ?)'] * len(prefixes))
-        params = [b for p in prefixes for b in _range(p)]
+        params = [b for p in prefixes for b in cache_range(p)]
 
     def one(sql: str) -> int:
         return int(conn.execute(sql, params).fetchone()[0])
